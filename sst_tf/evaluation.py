@@ -4,8 +4,9 @@ Recall@K, MAP@R and R-Precision come from one chunked nearest-neighbour pass:
 the queries are processed `chunk_size` rows at a time against all N items,
 each chunk keeps only its top-K neighbours (`tf.math.top_k`, on the
 accelerator when TensorFlow sees one) and reduces them to per-query numbers
-at once. Peak extra memory is about 3 x chunk_size x N float32 plus
-chunk_size x K; an N x N matrix is never built.
+at once. Peak extra memory is a few [chunk_size, N] float32 blocks (the
+default chunk keeps one block near 128 MiB; measured < 1 GiB extra at
+N = 60,000, see BENCHMARKS.md); an N x N matrix is never built.
 
 Conventions:
   * Distance is squared Euclidean, computed in float32.
@@ -32,8 +33,8 @@ from absl import logging
 from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score
 
-# Elements of the [chunk, N] distance block per chunk (64 Mi floats = 256 MiB).
-_DEFAULT_BLOCK_ELEMENTS = 1 << 26
+# Elements of the [chunk, N] distance block per chunk (32 Mi floats = 128 MiB).
+_DEFAULT_BLOCK_ELEMENTS = 1 << 25
 
 
 def _validate(embeddings, labels, min_rows: int = 2):
@@ -108,7 +109,7 @@ def retrieval_stats(
       labels: [N] labels (any type NumPy can sort).
       ks: the K of Recall@K.
       chunk_size: queries per chunk; default keeps the [chunk, N] block near
-        256 MiB.
+        128 MiB.
       with_r: also compute MAP@R / R-Precision (needs top-(max R) per query).
 
     Returns:
@@ -199,11 +200,13 @@ def nmi(embeddings, labels, seed: int = 0, n_init: int = 1) -> float:
     (k-means++ init, Lloyd, max 300 iterations) on float32 embeddings, scored by
     `normalized_mutual_info_score(average_method="arithmetic")`.
 
-    Cost: it grows as N x #classes x d per iteration. CUB/CARS test splits
-    (~6k x 512, ~100 classes) take about a second. The SOP test split
-    (60,502 x 512, 11,316 classes) is far heavier; see BENCHMARKS.md (section
-    `losses`, "NMI cost") for the measured scaling on this machine, which
-    extrapolates to tens of minutes on 2 CPU cores.
+    Cost: it grows as N x #classes x d per Lloyd iteration (plus a k-means++
+    init of the same order). Measured on 2 shared CPU cores with random 512-d
+    embeddings (BENCHMARKS.md, section `nmi`): 5,924 points / 100 clusters
+    (CUB-sized) ~5 s; 6,050 points / 1,124 clusters ~46 s. The SOP test split
+    (60,502 x 512, 11,316 classes) is ~100x that: about 75 min, an
+    extrapolation, not a measurement. Use `evaluate(..., with_nmi=False)` when
+    that is too slow.
 
     Args:
       embeddings: [N, d] float array or tensor.
