@@ -1,0 +1,82 @@
+"""Run configuration: the plain dataclass the entry point fills from flags.
+
+Imports no TensorFlow, so bad flags are reported in a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sst_tf import data as data_lib
+
+LOSSES = ("sst", "triplet", "contrastive")
+TARGET_LOSSES = ("sst", "triplet")  # losses over triplets: need target tables
+SAMPLERS = ("local", "random")
+BACKBONES = ("inception_v3", "mobilenet_v2", "small_cnn")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run needs (the flags of `sst_tf.train`)."""
+
+    model_dir: str
+    dataset: str = "digits"
+    data_dir: str | None = None
+    backbone: str = "inception_v3"
+    pretrained: bool = True
+    embedding_dim: int = 512
+    normalize: bool = False
+    image_size: int = 224
+    resize_size: int | None = 256
+    random_flip: bool = True
+    loss: str = "sst"
+    margin: float | None = None
+    sampler: str = "local"
+    batch_size: int = 200
+    num_targets: int = 5
+    refresh_every: int = 1
+    epochs: int = 150
+    lr: float = 1e-4
+    head_lr_multiplier: float = 10.0
+    weight_decay: float = 1e-4
+    decoupled_weight_decay: bool = False
+    lr_patience: int = 5
+    lr_factor: float = 0.5
+    early_stop_patience: int = 15
+    eval_every: int = 0
+    eval_batch_size: int = 256
+    recall_ks: tuple[int, ...] = (1, 2, 4, 8)
+    seed: int = 0
+    deterministic: bool = True
+    keep_checkpoints: int = 3
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Checks values; raises ValueError naming the offending flag."""
+        data_lib.check_dataset_args(self.dataset, self.data_dir)
+        checks = [
+            (self.batch_size >= 2, "--batch_size must be >= 2", self.batch_size),
+            (self.num_targets >= 1, "--num_targets must be >= 1", self.num_targets),
+            (self.embedding_dim >= 1, "--embedding_dim must be >= 1", self.embedding_dim),
+            (self.epochs >= 0, "--epochs must be >= 0", self.epochs),
+            (self.refresh_every >= 1, "--refresh_every must be >= 1", self.refresh_every),
+            (self.eval_every >= 0, "--eval_every must be >= 0", self.eval_every),
+            (self.lr > 0, "--lr must be > 0", self.lr),
+            (self.head_lr_multiplier > 0, "--head_lr_multiplier must be > 0",
+             self.head_lr_multiplier),
+            (self.weight_decay >= 0, "--weight_decay must be >= 0", self.weight_decay),
+            (self.image_size >= 1, "--image_size must be >= 1", self.image_size),
+            (self.resize_size is None or self.resize_size >= self.image_size,
+             "--resize_size must be >= --image_size", self.resize_size),
+            (self.loss in LOSSES, f"--loss must be one of {'|'.join(LOSSES)}", self.loss),
+            (self.sampler in SAMPLERS,
+             f"--sampler must be one of {'|'.join(SAMPLERS)}", self.sampler),
+            (self.backbone in BACKBONES,
+             f"--backbone must be one of {'|'.join(BACKBONES)}", self.backbone),
+            (len(self.recall_ks) > 0 and min(self.recall_ks) >= 1,
+             "--recall_ks must be positive integers", self.recall_ks),
+            (bool(self.model_dir), "--model_dir is required", self.model_dir),
+        ]
+        for ok, message, value in checks:
+            if not ok:
+                raise ValueError(f"{message}, got {value!r}.")

@@ -1,0 +1,129 @@
+r"""Train and evaluate an embedding model.
+
+  python -m sst_tf.train --flagfile=configs/digits.cfg --model_dir=runs/digits
+
+Flags are read only here; they become a `TrainConfig` for `sst_tf.trainer`.
+Writes checkpoints, TensorBoard events (train/, eval/), config.json and
+metrics.json under --model_dir.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("dataset", "digits", "Data set: digits (bundled), cub, cars196, sop, folder.")
+flags.DEFINE_string("data_dir", None, "Folder holding the data set (not needed for digits).")
+flags.DEFINE_string("model_dir", None, "Output folder: checkpoints, events, metrics.json.")
+flags.DEFINE_string("backbone", "inception_v3", "Backbone: inception_v3, mobilenet_v2, small_cnn.")
+flags.DEFINE_bool("pretrained", True, "Start from ImageNet weights (--nopretrained: random).")
+flags.DEFINE_integer("embedding_dim", 512, "Embedding size d.")
+flags.DEFINE_bool("normalize", False, "L2-normalise the embeddings.")
+flags.DEFINE_integer("image_size", 224, "Side of the square model input (the crop).")
+flags.DEFINE_integer("resize_size", None,
+                     "Side images are resized to before cropping (default: image_size*256/224).")
+flags.DEFINE_bool("random_flip", True, "Random horizontal flips in training.")
+flags.DEFINE_string("loss", "sst", "Loss: sst, triplet, contrastive.")
+flags.DEFINE_float("margin", None, "Margin of triplet (0.2) / contrastive (0.5) losses.")
+flags.DEFINE_string("sampler", "local", "Batch sampler: local (k-means neighbourhoods), random.")
+flags.DEFINE_integer("batch_size", 200, "Batch size B (>= 2).")
+flags.DEFINE_integer("num_targets", 5, "Target neighbours k per anchor (>= 1).")
+flags.DEFINE_integer("refresh_every", 1, "Re-embed the train split and re-cluster every N epochs.")
+flags.DEFINE_integer("epochs", 150, "Maximum number of epochs.")
+flags.DEFINE_float("lr", 1e-4, "Adam learning rate of the backbone.")
+flags.DEFINE_float("head_lr_multiplier", 10.0, "The head's learning rate is lr times this.")
+flags.DEFINE_float("weight_decay", 1e-4, "Weight decay (L2 added to the gradients, as Adam's).")
+flags.DEFINE_bool("decoupled_weight_decay", False, "Use AdamW's decoupled weight decay instead.")
+flags.DEFINE_integer("lr_patience", 5, "Halve the learning rates after N epochs w/o improvement.")
+flags.DEFINE_integer("early_stop_patience", 15, "Stop after N epochs without improvement.")
+flags.DEFINE_integer("eval_every", 0, "Also evaluate every N epochs (0: before and after only).")
+flags.DEFINE_integer("eval_batch_size", 256, "Batch size of embedding passes.")
+flags.DEFINE_list("recall_ks", ["1", "2", "4", "8"], "K values of Recall@K.")
+flags.DEFINE_integer("seed", 0, "Seed of weights, sampling, augmentation and k-means.")
+flags.DEFINE_bool("deterministic", True, "Enable TF op determinism (same seed -> same result).")
+flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in model_dir/checkpoints.")
+flags.DEFINE_bool("progress", True, "Show a progress bar per epoch.")
+
+
+def config_from_flags():
+    """Builds a `TrainConfig` from the parsed flags (raises ValueError on bad values)."""
+    from sst_tf.config import TrainConfig
+
+    try:
+        ks = tuple(int(k) for k in FLAGS.recall_ks)
+    except ValueError as e:
+        raise ValueError(f"--recall_ks must be integers, got {FLAGS.recall_ks}.") from e
+    resize = FLAGS.resize_size
+    if resize is None:
+        resize = max(FLAGS.image_size, round(FLAGS.image_size * 256 / 224))
+    return TrainConfig(
+        model_dir=FLAGS.model_dir,
+        dataset=FLAGS.dataset,
+        data_dir=FLAGS.data_dir,
+        backbone=FLAGS.backbone,
+        pretrained=FLAGS.pretrained,
+        embedding_dim=FLAGS.embedding_dim,
+        normalize=FLAGS.normalize,
+        image_size=FLAGS.image_size,
+        resize_size=resize,
+        random_flip=FLAGS.random_flip,
+        loss=FLAGS.loss,
+        margin=FLAGS.margin,
+        sampler=FLAGS.sampler,
+        batch_size=FLAGS.batch_size,
+        num_targets=FLAGS.num_targets,
+        refresh_every=FLAGS.refresh_every,
+        epochs=FLAGS.epochs,
+        lr=FLAGS.lr,
+        head_lr_multiplier=FLAGS.head_lr_multiplier,
+        weight_decay=FLAGS.weight_decay,
+        decoupled_weight_decay=FLAGS.decoupled_weight_decay,
+        lr_patience=FLAGS.lr_patience,
+        early_stop_patience=FLAGS.early_stop_patience,
+        eval_every=FLAGS.eval_every,
+        eval_batch_size=FLAGS.eval_batch_size,
+        recall_ks=ks,
+        seed=FLAGS.seed,
+        deterministic=FLAGS.deterministic,
+        keep_checkpoints=FLAGS.keep_checkpoints,
+        progress=FLAGS.progress,
+    )
+
+
+def _fail(message: str) -> None:
+    print(f"sst_tf.train: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv):
+    """Validates the flags, trains, evaluates and prints the before/after table."""
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {' '.join(argv[1:])!r} (flags need a leading --).")
+    try:
+        config = config_from_flags()
+        config.validate()
+    except ValueError as e:
+        _fail(str(e))
+    from sst_tf.trainer import Trainer
+
+    try:
+        trainer = Trainer(config)
+    except (ValueError, NotImplementedError) as e:
+        _fail(str(e))
+    metrics = trainer.fit()
+    path = os.path.join(config.model_dir, "metrics.json")
+    lines = [f"{'metric':<12} {'before':>8} {'after':>8}"]
+    for key, after in metrics["after"].items():
+        if isinstance(after, float):
+            lines.append(f"{key:<12} {metrics['before'].get(key, float('nan')):8.4f} {after:8.4f}")
+    print("\n".join(lines))
+    print(f"Wrote {path}")
+    logging.info("Done.")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,61 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sst_tf import config, losses, model
+
+
+def _one_step(m, images, labels):
+    targets = np.array([[1], [0], [3], [2]], np.int32)
+    opt = keras.optimizers.Adam(1e-3)
+    before = [v.numpy().copy() for v in m.trainable_variables]
+    with tf.GradientTape() as tape:
+        emb = m(images, training=True)
+        loss = losses.sst_loss(emb, labels, targets)
+    grads = tape.gradient(loss, m.trainable_variables)
+    assert all(g is not None for g in grads)
+    opt.apply_gradients(zip(grads, m.trainable_variables, strict=True))
+    assert np.isfinite(float(loss))
+    changed = [not np.array_equal(b, v.numpy()) for b, v in zip(before, m.trainable_variables,
+                                                                strict=True)]
+    return emb, changed
+
+
+def test_inception_v3_small_input_one_train_step():
+    m = model.build_model("inception_v3", weights=None, embedding_dim=8, image_size=75)
+    images = tf.random.uniform((4, 75, 75, 3), 0, 255, seed=0)
+    emb, changed = _one_step(m, images, tf.constant([0, 0, 1, 1]))
+    assert emb.shape == (4, 8)
+    assert all(changed[-2:]) and sum(changed) > len(changed) // 2
+    backbone, head = model.variable_groups(m)
+    assert [v.path for v in head] == [v.path for v in m.get_layer("head").trainable_variables]
+    assert len(backbone) + len(head) == len(m.trainable_variables)
+    # InceptionV3's preprocessing maps 0..255 to [-1, 1].
+    pre = m.get_layer("preprocess")(tf.constant([[[[0.0, 127.5, 255.0]]]]))
+    np.testing.assert_allclose(pre.numpy().ravel(), [-1.0, 0.0, 1.0], atol=1e-6)
+
+
+def test_small_cnn_normalized():
+    m = model.build_model("small_cnn", weights=None, embedding_dim=6, normalize=True,
+                          image_size=16)
+    images = tf.random.uniform((4, 16, 16, 3), 0, 255, seed=1)
+    emb, changed = _one_step(m, images, tf.constant([0, 0, 1, 1]))
+    np.testing.assert_allclose(np.linalg.norm(emb.numpy(), axis=1), 1.0, atol=1e-5)
+    assert all(changed)
+    assert m.output.dtype == "float32"
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="backbone"):
+        model.build_model("vgg", weights=None)
+    with pytest.raises(ValueError, match="image_size must be >= 75"):
+        model.build_model("inception_v3", weights=None, image_size=64)
+    with pytest.raises(ValueError, match="pretrained"):
+        model.build_model("small_cnn", weights="imagenet", image_size=16)
+    with pytest.raises(ValueError, match="embedding_dim"):
+        model.build_model("small_cnn", weights=None, embedding_dim=0, image_size=16)
+
+
+def test_backbone_names_match_config():
+    assert tuple(sorted(model.BACKBONES)) == tuple(sorted(config.BACKBONES))

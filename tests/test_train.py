@@ -1,0 +1,77 @@
+"""The `python -m sst_tf.train` entry point, run in subprocesses."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEYS = {"recall@1", "recall@2", "recall@4", "recall@8", "nmi", "map@r", "r_precision"}
+
+
+def _run(*flags, timeout=120):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "sst_tf.train", *flags], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _tags(folder):
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+
+    tags = set()
+    for path in glob.glob(os.path.join(folder, "events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(path):
+            event = event_pb2.Event.FromString(record.numpy())
+            tags |= {v.tag for v in event.summary.value}
+    return tags
+
+
+@pytest.mark.slow
+def test_two_epoch_digits_run_writes_everything_and_is_deterministic(tmp_path):
+    flags = ["--flagfile=configs/digits.cfg", "--epochs=2", "--embedding_dim=16",
+             "--eval_every=1", "--batch_size=150"]
+    runs = []
+    for name in ("a", "b"):
+        proc = _run(*flags, f"--model_dir={tmp_path / name}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        with open(tmp_path / name / "metrics.json") as f:
+            runs.append(json.load(f))
+    first = tmp_path / "a"
+    metrics = runs[0]
+    assert KEYS <= set(metrics["before"]) and KEYS <= set(metrics["after"])
+    assert KEYS <= set(metrics["epochs"]["1"])
+    assert metrics["train"]["epochs_run"] == 2
+    assert "recall@1" in proc.stdout  # the before/after table
+    # Checkpoints of both epochs, TensorBoard events of training and evaluation.
+    assert os.path.exists(first / "checkpoints" / "ckpt-2.index")
+    assert os.path.exists(first / "checkpoints" / "ckpt-1.index")
+    assert {"loss", "learning_rate", "images_per_second", "sampler/coverage",
+            "sampler/mean_fill"} <= _tags(first / "train")
+    assert {"recall@1", "map@r", "nmi"} <= _tags(first / "eval")
+    with open(first / "config.json") as f:
+        assert json.load(f)["batch_size"] == 150
+    # Same seed, same machine -> the same metrics.json.
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags,needle", [
+    (["--dataset=nope"], "--dataset='nope' is unknown"),
+    (["--batch_size=1"], "--batch_size must be >= 2"),
+    (["--num_targets=0"], "--num_targets must be >= 1"),
+    (["--dataset=cub"], "--data_dir is required for --dataset=cub"),
+    (["--dataset=cub", "--data_dir=/nonexistent/cub"], "--data_dir=/nonexistent/cub does not"),
+    (["--loss=hinge"], "--loss must be one of"),
+])
+def test_bad_flags_give_one_clear_line(tmp_path, flags, needle):
+    proc = _run("--flagfile=configs/digits.cfg", f"--model_dir={tmp_path}", *flags)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    assert len(errors) == 1 and needle in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not os.path.exists(tmp_path / "metrics.json")

@@ -1,0 +1,95 @@
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+
+from sst_tf import data, sampling
+from sst_tf.config import LOSSES, SAMPLERS
+from sst_tf.trainer import TrainConfig, Trainer
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    ds = data.load_dataset("digits", upscale=2)
+    return data.Dataset("digits", data.subset(ds.train, range(0, 800, 4)),
+                        data.subset(ds.test, range(0, 800, 8)))
+
+
+def _config(tmp_path, **kw):
+    base = dict(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
+                embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
+                batch_size=50, num_targets=3, epochs=1, lr=1e-3, head_lr_multiplier=2.0,
+                progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _fixed_batch(trainer):
+    s = sampling.RandomSampler(trainer.dataset.train.labels, 50, num_targets=3, seed=0)
+    s.refresh(trainer.embed(trainer.dataset.train))
+    plan = s.plan(0)
+    from sst_tf import pipeline
+    return next(iter(pipeline.train_dataset(trainer.dataset.train, plan, trainer.image_options)))
+
+
+def test_one_train_step_lowers_the_loss(tmp_path, tiny):
+    t = Trainer(_config(tmp_path, lr=1e-2, weight_decay=0.0), dataset=tiny)
+    batch = _fixed_batch(t)
+    images, labels, targets, mask = batch
+
+    def loss_now():
+        return float(t.loss_fn(t.model(images, training=False), labels, targets, mask))
+
+    t.model(images, training=True)  # settle BatchNorm statistics on this batch first
+    before = loss_now()
+    step_loss = float(t._step_fn(batch))
+    assert math.isfinite(step_loss) and step_loss > 0
+    assert loss_now() < before
+    assert int(t.head_optimizer.iterations.numpy()) == 1
+    # Head learning rate = lr x multiplier.
+    lr, head_lr = t.learning_rates
+    assert head_lr == pytest.approx(2.0 * lr)
+
+
+def test_plateau_halves_then_stops(tmp_path, tiny):
+    t = Trainer(_config(tmp_path, lr_patience=2, early_stop_patience=5), dataset=tiny)
+    lr0, _ = t.learning_rates
+    history = []
+    for loss in [1.0, 0.9, 0.95, 0.95, 0.95, 0.95, 0.95]:
+        history.append((t.update_plateau(loss), t.learning_rates[0]))
+    stops = [s for s, _ in history]
+    lrs = [lr for _, lr in history]
+    assert stops == [False] * 6 + [True]
+    assert lrs[:3] == [lr0] * 3
+    assert lrs[3] == pytest.approx(lr0 / 2) and lrs[5] == pytest.approx(lr0 / 4)
+    assert t.learning_rates[1] == pytest.approx(2 * lrs[-1])
+
+
+def test_checkpoint_round_trip(tmp_path, tiny):
+    t = Trainer(_config(tmp_path), dataset=tiny)
+    t._step_fn(_fixed_batch(t))
+    t.update_plateau(0.5)
+    t.epoch.assign(3)
+    t.manager.save(checkpoint_number=3)
+    u = Trainer(_config(tmp_path), dataset=tiny)
+    u.checkpoint.restore(t.manager.latest_checkpoint).assert_existing_objects_matched()
+    assert int(u.epoch.numpy()) == 3 and float(u.best_loss.numpy()) == 0.5
+    assert int(u.head_optimizer.iterations.numpy()) == 1
+    for a, b in zip(t.model.weights, u.model.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("loss,sampler", list(itertools.product(LOSSES, SAMPLERS)))
+def test_every_loss_and_sampler_trains(tmp_path, tiny, loss, sampler):
+    t = Trainer(_config(tmp_path, loss=loss, sampler=sampler), dataset=tiny)
+    w0 = [w.numpy().copy() for w in t.model.trainable_weights]
+    metrics = t.fit()
+    assert math.isfinite(metrics["train"]["final_loss"])
+    assert set(metrics["before"]) == set(metrics["after"])
+    assert any(not np.array_equal(a, w.numpy())
+               for a, w in zip(w0, t.model.trainable_weights, strict=True))
+    with open(tmp_path / "metrics.json") as f:
+        assert json.load(f)["after"] == metrics["after"]
+
