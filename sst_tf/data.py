@@ -204,7 +204,7 @@ def load_digits_dataset(data_dir: str | None = None, upscale: int = 4, seed: int
       seed: seed of the fixed split (the default split is the project's).
 
     Returns:
-      `Dataset` with 899 train and 898 test images of the same 10 classes.
+      `Dataset` with 901 train and 896 test images of the same 10 classes.
     """
     del data_dir
     if upscale < 1:

@@ -32,7 +32,8 @@ def _tags(folder):
 
 @pytest.mark.slow
 def test_two_epoch_digits_run_writes_everything_and_is_deterministic(tmp_path):
-    flags = ["--flagfile=configs/digits.cfg", "--epochs=2", "--embedding_dim=16",
+    flags = ["--flagfile=configs/digits.cfg", "--epochs=2", "--embedding_dim=16", "--image_size=16",
+             "--resize_size=18",
              "--eval_every=1", "--batch_size=150"]
     runs = []
     for name in ("a", "b"):
