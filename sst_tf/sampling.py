@@ -136,7 +136,6 @@ class _Sampler:
         self.compute_targets = compute_targets
         self.drop_empty = drop_empty and compute_targets
         self._embeddings: np.ndarray | None = None
-        self._refresh_seconds = 0.0
 
     @property
     def num_train(self) -> int:
@@ -207,8 +206,7 @@ class _Sampler:
         rng = np.random.default_rng([self.seed, epoch])
         groups = self._groups(rng)
         plan = self._assemble(groups, rng)
-        plan.stats["plan_seconds"] = time.perf_counter() - start + self._refresh_seconds
-        self._refresh_seconds = 0.0
+        plan.stats["plan_seconds"] = time.perf_counter() - start
         return plan
 
 
@@ -232,7 +230,6 @@ class LocalSampler(_Sampler):
         """Stores the embeddings and runs k-means on them (seeded by seed, epoch)."""
         from sklearn.cluster import KMeans
 
-        start = time.perf_counter()
         super().refresh(embeddings, epoch)
         if self._embeddings is None:
             raise ValueError("LocalSampler needs embeddings.")
@@ -241,7 +238,6 @@ class LocalSampler(_Sampler):
             n_clusters=self.num_clusters, n_init=1, max_iter=self.kmeans_max_iter, random_state=seed
         )
         self._clusters = km.fit_predict(self._embeddings.astype(np.float64))
-        self._refresh_seconds = time.perf_counter() - start
 
     def _groups(self, rng: np.random.Generator) -> list[np.ndarray]:
         groups = []

@@ -275,26 +275,29 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------
 
-    def _refresh(self, epoch: int) -> float:
+    def _refresh(self, epoch: int) -> dict:
+        """Embeds the training split (if the sampler needs it) and refreshes the sampler."""
         start = time.perf_counter()
         embeddings = self.embed(self.dataset.train) if self.sampler.needs_embeddings else None
+        embed_seconds = time.perf_counter() - start
         self.sampler.refresh(embeddings, epoch)
-        return time.perf_counter() - start
+        return {"sampler/embed_seconds": embed_seconds,
+                "sampler/cluster_seconds": time.perf_counter() - start - embed_seconds}
 
     def train_epoch(self, epoch: int, refresh: bool) -> dict:
         """Runs one epoch; returns its statistics (loss, timings, sampler stats)."""
-        refresh_seconds = self._refresh(epoch) if refresh else 0.0
+        timings = self._refresh(epoch) if refresh else {}
         plan = self.sampler.plan(epoch)
         stats = {f"sampler/{k}": v for k, v in plan.stats.items()}
-        stats["sampler/refresh_seconds"] = refresh_seconds + plan.stats["plan_seconds"]
-        if refresh:
-            logging.info(
-                "Epoch %d refresh: %.2fs, %d batches, coverage %.3f, fill %.3f, "
-                "%.2f classes/batch, %.3f of batches without a triplet",
-                epoch + 1, stats["sampler/refresh_seconds"], plan.num_batches,
-                plan.stats["coverage"], plan.stats["mean_fill"],
-                plan.stats["mean_classes_per_batch"], plan.stats["empty_batch_share"],
-            )
+        stats.update(timings)
+        stats["sampler/refresh_seconds"] = sum(timings.values()) + plan.stats["plan_seconds"]
+        logging.info(
+            "Epoch %d %s: %.2fs, %d batches, coverage %.3f, fill %.3f, "
+            "%.2f classes/batch, %.3f of batches without a triplet",
+            epoch + 1, "refresh" if refresh else "plan", stats["sampler/refresh_seconds"],
+            plan.num_batches, plan.stats["coverage"], plan.stats["mean_fill"],
+            plan.stats["mean_classes_per_batch"], plan.stats["empty_batch_share"],
+        )
         if plan.num_batches == 0:
             logging.warning("Epoch %d: the sampler produced no batch with a triplet.", epoch + 1)
             stats.update(loss=math.nan, images_per_second=0.0, train_seconds=0.0)

@@ -93,3 +93,13 @@ def test_every_loss_and_sampler_trains(tmp_path, tiny, loss, sampler):
     with open(tmp_path / "metrics.json") as f:
         assert json.load(f)["after"] == metrics["after"]
 
+
+
+def test_rerun_continues_from_the_latest_checkpoint(tmp_path, tiny):
+    first = Trainer(_config(tmp_path, epochs=1, sampler="random"), dataset=tiny).fit()
+    again = Trainer(_config(tmp_path, epochs=2, sampler="random"), dataset=tiny)
+    second = again.fit()
+    assert first["train"]["epochs_run"] == 1 and second["train"]["epochs_run"] == 2
+    assert second["before"] == first["before"]  # not re-measured on the trained model
+    assert int(again.head_optimizer.iterations.numpy()) == 2 * 4  # 200 images / 50 per batch
+    assert again.manager.latest_checkpoint.endswith("ckpt-2")
