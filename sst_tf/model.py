@@ -38,7 +38,7 @@ def _small_cnn(input_shape, weights, width: int = 32):
     No batch normalisation: local sampling makes every batch a neighbourhood of
     look-alike images, whose batch statistics differ from the whole data set's,
     and on digits from scratch the BatchNorm variant reached a clearly lower
-    MAP@R (0.50 vs 0.67 in 30 epochs). No pretrained weights exist.
+    MAP@R (0.50 vs 0.67, 30 epochs at lr 1e-3). No pretrained weights exist.
     """
     if weights is not None:
         raise ValueError("backbone 'small_cnn' has no pretrained weights: use --nopretrained.")
