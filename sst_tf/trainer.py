@@ -359,6 +359,9 @@ class Trainer:
         start_epoch = int(self.epoch.numpy())
         writer, _ = self._writers()
         stop_reason = "epochs"
+        if int(self.stale_epochs.numpy()) >= cfg.early_stop_patience:
+            stop_reason = "early_stopping"  # a resumed run that had already stopped
+            start_epoch = cfg.epochs
         last_loss = math.nan
         for epoch in range(start_epoch, cfg.epochs):
             refresh = epoch == start_epoch or epoch % cfg.refresh_every == 0
@@ -397,7 +400,7 @@ class Trainer:
         metrics["train"] = {
             "epochs_run": int(self.epoch.numpy()),
             "final_loss": None if math.isnan(last_loss) else float(last_loss),
-            "early_stopped": int(stop_reason == "early_stopping"),
+            "early_stopped": stop_reason == "early_stopping",
         }
         write_json_atomic(self.metrics_path, metrics)
         logging.info("after: %s", _fmt(metrics["after"]))
