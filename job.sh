@@ -20,8 +20,9 @@ say() { echo "== job.sh: $*"; }
 die() { echo "job.sh: error: $*" >&2; exit 1; }
 
 # --- 1. Python environment ---------------------------------------------------------------
-has_requirements() {
-  "$1" -c "import tensorflow, keras, sklearn, scipy, absl, PIL, tensorflow_datasets" \
+has_requirements() {  # fast: finds the packages without importing them
+  "$1" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in
+    ('tensorflow', 'keras', 'sklearn', 'scipy', 'absl', 'PIL', 'tensorflow_datasets')))" \
     >/dev/null 2>&1
 }
 PY="${PYTHON:-}"
@@ -49,7 +50,7 @@ say "python: $(command -v "$PY" || echo "$PY")"
 
 # --- 2. GPU ------------------------------------------------------------------------------
 num_gpus="$("$PY" -c "import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))" \
-  2>/dev/null | tail -n 1)"
+  2>/dev/null | tail -n 1)" || die "$PY cannot import tensorflow; run: $PY -m pip install -r requirements.txt"
 if [[ "${num_gpus:-0}" == "0" ]]; then
   echo "##########################################################################" >&2
   echo "## job.sh: WARNING: TensorFlow sees NO GPU. Training InceptionV3 on CPU  ##" >&2

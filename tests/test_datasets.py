@@ -6,8 +6,10 @@ import os
 import fakedata
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
+from sst_tf import pipeline
 from sst_tf.datasets import cars196, common, cub, folder, images, sop
 
 
@@ -157,9 +159,7 @@ def test_decode_converts_gray_cmyk_alpha_to_rgb(tmp_path):
     for kind, ext in (("gray", ".jpg"), ("cmyk", ".jpg"), ("rgba", ".png"), ("rgb", ".jpg")):
         path = str(tmp_path / (kind + ext))
         fakedata.write_image(path, 3, 0, kind)
-        import tensorflow as tf
-
-        got = images.decode_rgb(tf.io.read_file(path)).numpy().astype(float)
+        got = pipeline.decode_image_file(tf.constant(path)).numpy().astype(float)
         want = np.asarray(Image.open(path).convert("RGB"), float)  # PIL's conversion
         assert got.shape == want.shape and got.shape[-1] == 3
         # Same pixels up to JPEG decoder rounding (CMYK: colour-conversion rounding).

@@ -4,9 +4,9 @@ Why up front and not `ignore_errors` inside the training pipeline: the sampler
 plans batches of indices with target-neighbour tables before any pixel is
 read, so an image silently vanishing inside `tf.data` would shift every batch
 after it and misalign labels, targets and masks. Instead each file is decoded
-once here with the same decoder the pipeline uses (`tf.io.decode_image`,
-3 channels: grayscale, CMYK JPEG, palette PNG and PNG with alpha all come out
-RGB), in parallel through `tf.data` with `ignore_errors` plus an index per
+once here with the decoder the pipeline uses
+(`sst_tf.pipeline.decode_image_file`: grayscale, CMYK JPEG, palette PNG and PNG
+with alpha all come out RGB), in parallel through `tf.data` with `ignore_errors` plus an index per
 element, so the survivors name the failures. The result is cached per file
 list (paths, sizes, modification times), so later runs only stat the files.
 """
@@ -21,7 +21,6 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
 from sst_tf.data import Split
@@ -40,17 +39,6 @@ def default_cache_dir() -> str:
     )
 
 
-def decode_rgb(contents: tf.Tensor) -> tf.Tensor:
-    """Decodes JPEG/PNG/GIF/BMP/WebP bytes to uint8 [H, W, 3] RGB.
-
-    Grayscale is repeated to three channels, alpha is dropped, CMYK JPEGs are
-    converted by the decoder, and an animated GIF gives its first frame.
-    """
-    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image
-
-
 def _file_key(paths: Sequence[str]) -> str:
     digest = hashlib.sha1()
     for p in paths:
@@ -63,15 +51,19 @@ def _file_key(paths: Sequence[str]) -> str:
 
 
 def _decode_error(path: str) -> str:
+    import tensorflow as tf
+
+    from sst_tf.pipeline import decode_image_file
+
     try:
-        decode_rgb(tf.io.read_file(path))
+        decode_image_file(tf.constant(path))
     except (tf.errors.OpError, OSError) as e:
         return str(getattr(e, "message", e)).strip().splitlines()[-1][:200]
     return "decodes now but failed during the check"
 
 
 def find_undecodable(paths: Sequence[str], parallel: int | None = None) -> list[int]:
-    """Returns the indices of `paths` that `decode_rgb` cannot decode.
+    """Returns the indices of `paths` that the pipeline's decoder cannot decode.
 
     Args:
       paths: image files.
@@ -80,12 +72,16 @@ def find_undecodable(paths: Sequence[str], parallel: int | None = None) -> list[
     Returns:
       Sorted indices of the files that are empty, unreadable or not decodable.
     """
+    import tensorflow as tf
+
+    from sst_tf.pipeline import decode_image_file
+
     if not paths:
         return []
     sizes = np.array([os.path.getsize(p) if os.path.isfile(p) else 0 for p in paths])
 
     def check(i, path):
-        return i, tf.shape(decode_rgb(tf.io.read_file(path)))
+        return i, tf.shape(decode_image_file(path))
 
     candidates = np.flatnonzero(sizes > 0)
     ds = tf.data.Dataset.from_tensor_slices(
