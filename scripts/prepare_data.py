@@ -34,11 +34,15 @@ from absl import app, flags, logging
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("dataset", None, ["cub", "cars196", "sop"], "Data set to prepare.")
-flags.DEFINE_string("archives", ".", "Folder holding the downloaded archive files.")
-flags.DEFINE_string("data_dir", None, "Folder to unpack into (pass it as --data_dir to train).")
-flags.DEFINE_bool("check_counts", True, "Check the official image and class counts.")
-flags.DEFINE_bool("check_images", True, "Decode every image once (result cached for training).")
+
+
+def define_flags() -> None:
+    """Defines the flags (only when run as a program, so tests can import this file)."""
+    flags.DEFINE_enum("dataset", None, ["cub", "cars196", "sop"], "Data set to prepare.")
+    flags.DEFINE_string("archives", ".", "Folder holding the downloaded archive files.")
+    flags.DEFINE_string("data_dir", None, "Folder to unpack into (pass it as --data_dir to train).")
+    flags.DEFINE_bool("check_counts", True, "Check the official image and class counts.")
+    flags.DEFINE_bool("check_images", True, "Decode every image once (cached for training).")
 
 # dataset -> [(archive file, what it unpacks to (a folder or the file itself))]
 ARCHIVES = {
@@ -143,4 +147,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -96,8 +96,12 @@ def report(model_dir: str, dataset: str | None = None) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "Folder of a finished run (holds metrics.json).")
-flags.DEFINE_string("dataset", None, "Data set (default: from model_dir/config.json).")
+
+
+def define_flags() -> None:
+    """Defines the flags of this entry point (only when run as a program)."""
+    flags.DEFINE_string("model_dir", None, "Folder of a finished run (holds metrics.json).")
+    flags.DEFINE_string("dataset", None, "Data set (default: from model_dir/config.json).")
 
 
 def main(argv):
@@ -112,4 +116,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

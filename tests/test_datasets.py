@@ -198,3 +198,34 @@ def test_image_check_is_cached(tmp_path, monkeypatch):
     fakedata.corrupt(first.train.paths[0])  # size/mtime change -> checked again
     with pytest.raises(AssertionError, match="decoded again"):
         folder.load(str(tmp_path / "d"))
+
+
+# --- registry and flags ------------------------------------------------------------------
+
+def test_registry_loads_benchmarks_with_flag_options(tmp_path):
+    from sst_tf import data as data_lib
+
+    fakedata.make_sop(str(tmp_path), per_class=2)
+    ds = data_lib.load_dataset("sop", str(tmp_path), check_counts=False, check_images=False)
+    assert (ds.name, len(ds.train), len(ds.test)) == ("sop", 6, 6)
+    with pytest.raises(common.DatasetLayoutError, match="expected 59551"):
+        data_lib.load_dataset("sop", str(tmp_path))
+    with pytest.raises(ValueError, match="--data_dir is required for --dataset=folder"):
+        data_lib.load_dataset("folder", None)
+
+
+def test_config_wires_data_source_and_image_flags(tmp_path):
+    from sst_tf.config import TrainConfig
+
+    cfg = TrainConfig(model_dir=str(tmp_path), dataset="cub", data_source="tfds",
+                      check_counts=False, strict_images=True)
+    cfg.validate()  # TFDS needs no --data_dir (TFDS's default data dir)
+    assert cfg.reader_options() == {"data_source": "tfds", "check_counts": False,
+                                    "check_images": True, "strict_images": True}
+    assert TrainConfig(model_dir=str(tmp_path)).reader_options() == {}  # digits takes none
+    for name in ("cars196", "folder", "digits"):
+        with pytest.raises(ValueError, match=f"--data_source=tfds .* not --dataset={name}"):
+            TrainConfig(model_dir=str(tmp_path), dataset=name, data_dir=str(tmp_path),
+                        data_source="tfds").validate()
+    with pytest.raises(ValueError, match="--data_source must be files or tfds"):
+        TrainConfig(model_dir=str(tmp_path), data_source="web").validate()
