@@ -183,6 +183,10 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path, caplog):
         assert ds.train.class_names[y] == os.path.basename(os.path.dirname(p))
     with pytest.raises(images.ImageDecodeError, match="train: 1 image.*img0.jpg"):
         folder.load(str(tmp_path), strict_images=True)
+    for path in ds.test.paths:  # a split with no decodable image is an error, not empty
+        fakedata.corrupt(path)
+    with pytest.raises(images.ImageDecodeError, match="test: none of the 9 images"):
+        folder.load(str(tmp_path))
 
 
 def test_image_check_is_cached(tmp_path, monkeypatch):

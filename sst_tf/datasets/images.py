@@ -5,9 +5,10 @@ plans batches of indices with target-neighbour tables before any pixel is
 read, so an image silently vanishing inside `tf.data` would shift every batch
 after it and misalign labels, targets and masks. Instead each file is decoded
 once here with the decoder the pipeline uses
-(`sst_tf.pipeline.decode_image_file`: grayscale, CMYK JPEG, palette PNG and PNG
-with alpha all come out RGB), in parallel through `tf.data` with `ignore_errors` plus an index per
-element, so the survivors name the failures. The result is cached per file
+(`sst_tf.pipeline.decode_image_file`: grayscale, CMYK JPEG, palette PNG and
+PNG with alpha all come out RGB), in parallel through `tf.data` with
+`ignore_errors` plus an index per element, so the survivors name the
+failures. The result is cached per file
 list (paths, sizes, modification times), so later runs only stat the files.
 """
 
@@ -156,8 +157,13 @@ def drop_undecodable(
     bad = check_images(split.paths, what, cache_dir)
     if not bad:
         return split
-    if strict:
+    if strict or len(bad) == len(split.paths):
         path = split.paths[bad[0]]
+        if not strict:
+            raise ImageDecodeError(
+                f"{what}: none of the {len(bad)} images can be decoded, e.g. {path} "
+                f"({_decode_error(path)})."
+            )
         raise ImageDecodeError(
             f"{what}: {len(bad)} image(s) cannot be decoded, the first: {path} "
             f"({_decode_error(path)}). Drop --strict_images to skip them."
