@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from sst_tf import data as data_lib
 from sst_tf.datasets import common, tfds_source
 
 
@@ -87,6 +88,10 @@ def test_sop_from_tfds_keeps_the_official_split(tmp_path):
     with _mock(examples):
         ds = tfds_source.load("sop", str(tmp_path / "tfds"),
                               expected_counts={"train": (6, 3), "test": (4, 2)})
+        # The registry path the trainer takes with --data_source=tfds --nocheck_counts.
+        via_registry = data_lib.load_dataset("sop", str(tmp_path / "tfds"), data_source="tfds",
+                                             check_counts=False)
+        assert via_registry.train.paths == ds.train.paths
         assert ds.train.class_names == ("0/1", "1/2", "2/3")
         assert ds.test.class_names == ("3/4", "4/5")
         assert all(os.path.isfile(p) for p in ds.train.paths)
