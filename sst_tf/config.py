@@ -22,6 +22,10 @@ class TrainConfig:
     model_dir: str
     dataset: str = "digits"
     data_dir: str | None = None
+    data_source: str = "files"
+    check_counts: bool = True
+    check_images: bool = True
+    strict_images: bool = False
     backbone: str = "inception_v3"
     pretrained: bool = True
     embedding_dim: int = 512
@@ -51,9 +55,17 @@ class TrainConfig:
     keep_checkpoints: int = 3
     progress: bool = True
 
+    def reader_options(self) -> dict:
+        """The data-set options of this config that the chosen reader accepts."""
+        info = data_lib.DATASETS.get(self.dataset)
+        accepted = info.options if info is not None else ()
+        values = {"data_source": self.data_source, "check_counts": self.check_counts,
+                  "check_images": self.check_images, "strict_images": self.strict_images}
+        return {k: v for k, v in values.items() if k in accepted}
+
     def validate(self) -> None:
         """Checks values; raises ValueError naming the offending flag."""
-        data_lib.check_dataset_args(self.dataset, self.data_dir)
+        data_lib.check_dataset_args(self.dataset, self.data_dir, self.data_source)
         checks = [
             (self.batch_size >= 2, "--batch_size must be >= 2", self.batch_size),
             (self.num_targets >= 1, "--num_targets must be >= 1", self.num_targets),

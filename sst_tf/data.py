@@ -8,8 +8,8 @@ here builds a TF graph.
 Readers are registered by name in `DATASETS` (`register`); `load_dataset(name,
 data_dir, **kw)` calls them. This module ships `digits` (scikit-learn's bundled
 8x8 digits, upscaled; retrieval of unseen images of known classes). The
-benchmark readers (`cub`, `cars196`, `sop`, `folder`) are known names whose
-readers are added by the data-set issue; until then `load_dataset` says so.
+benchmark readers (`cub`, `cars196`, `sop`, `folder`) live in `sst_tf.datasets`
+and are imported when first used.
 """
 
 from __future__ import annotations
@@ -85,11 +85,14 @@ class DatasetInfo:
         built yet.
       needs_data_dir: whether `--data_dir` must point at the data.
       expected: what the user must put into `data_dir` (for error messages).
+      options: keyword options of the loader that come from flags (see
+        `BENCHMARK_OPTIONS`); other data sets take none.
     """
 
     loader: Callable[..., Dataset] | None
     needs_data_dir: bool
     expected: str = ""
+    options: tuple[str, ...] = ()
 
 
 DATASETS: dict[str, DatasetInfo] = {}
@@ -105,27 +108,59 @@ def register(name: str, needs_data_dir: bool, expected: str = ""):
     return wrap
 
 
-# Known names whose readers come with the data-set issue (official layouts).
+# Options the benchmark readers take from the flags (`TrainConfig.reader_options`).
+BENCHMARK_OPTIONS = ("data_source", "check_counts", "check_images", "strict_images")
+
+
+def _benchmark_reader(name: str) -> Callable[..., Dataset]:
+    """A loader for `name` that imports `sst_tf.datasets` only when called."""
+
+    def load(data_dir: str | None, **options) -> Dataset:
+        from sst_tf import datasets
+
+        return datasets.load(name, data_dir, **options)
+
+    load.__doc__ = f"Loads {name} (see `sst_tf.datasets.load`)."
+    return load
+
+
 for _name, _expected in {
     "cub": "the official CUB_200_2011 folder (images.txt, image_class_labels.txt, images/)",
     "cars196": "the official Stanford Cars files (car_ims/ and cars_annos.mat)",
     "sop": "the official Stanford_Online_Products folder (Ebay_train.txt, Ebay_test.txt)",
     "folder": "DIR/train/<class>/* and DIR/test/<class>/* image files",
 }.items():
-    DATASETS.setdefault(_name, DatasetInfo(None, True, _expected))
+    DATASETS[_name] = DatasetInfo(_benchmark_reader(_name), True, _expected, BENCHMARK_OPTIONS)
 
 
-def check_dataset_args(name: str, data_dir: str | None) -> None:
-    """Validates a data-set name and data dir before any work starts.
+def check_dataset_args(name: str, data_dir: str | None, data_source: str = "files") -> None:
+    """Validates a data-set name, data dir and source before any work starts.
+
+    Args:
+      name: `--dataset`.
+      data_dir: `--data_dir`.
+      data_source: `--data_source`: "files" (a local folder) or "tfds" (a TFDS
+        builder; `data_dir` is then TFDS's data dir and optional).
 
     Raises:
-      ValueError: naming the `--dataset` or `--data_dir` flag.
+      ValueError: naming the `--dataset`, `--data_dir` or `--data_source` flag.
     """
     if name not in DATASETS:
         raise ValueError(
             f"--dataset={name!r} is unknown; choose one of {', '.join(sorted(DATASETS))}."
         )
     info = DATASETS[name]
+    if data_source not in ("files", "tfds"):
+        raise ValueError(f"--data_source must be files or tfds, got {data_source!r}.")
+    if data_source == "tfds":
+        from sst_tf.datasets.tfds_source import BUILDERS
+
+        if name not in BUILDERS:
+            raise ValueError(
+                f"--data_source=tfds is available for {', '.join(sorted(BUILDERS))}, not "
+                f"--dataset={name} (cars196's TFDS download is broken upstream; use its files)."
+            )
+        return
     if info.needs_data_dir:
         if not data_dir:
             raise ValueError(
@@ -152,7 +187,7 @@ def load_dataset(name: str, data_dir: str | None = None, **kwargs) -> Dataset:
       ValueError: unknown name or missing data dir.
       NotImplementedError: the name is known but its reader is not built yet.
     """
-    check_dataset_args(name, data_dir)
+    check_dataset_args(name, data_dir, kwargs.get("data_source", "files"))
     info = DATASETS[name]
     if info.loader is None:
         raise NotImplementedError(

@@ -18,6 +18,20 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_string("dataset", "digits", "Data set: digits (bundled), cub, cars196, sop, folder.")
 flags.DEFINE_string("data_dir", None, "Folder holding the data set (not needed for digits).")
+flags.DEFINE_enum("data_source", "files", ["files", "tfds"],
+                  "Where cub/sop come from: files (official layout in --data_dir) or tfds "
+                  "(TFDS builder; --data_dir is then TFDS's data dir, optional).")
+flags.DEFINE_bool("check_counts", True,
+                  "Check the official image/class counts of cub, cars196, sop "
+                  "(--nocheck_counts: a deliberate subset).")
+flags.DEFINE_bool("check_images", True,
+                  "Decode every image once before training (cached) and skip, with a "
+                  "warning and a count, those that fail.")
+flags.DEFINE_bool("strict_images", False,
+                  "Stop with an error naming the file on the first undecodable image.")
+flags.DEFINE_bool("dry_run", False,
+                  "Check the flags and load the data set (counts, files, image check), "
+                  "print a summary and exit without training.")
 flags.DEFINE_string("model_dir", None, "Output folder: checkpoints, events, metrics.json.")
 flags.DEFINE_string("backbone", "inception_v3", "Backbone: inception_v3, mobilenet_v2, small_cnn.")
 flags.DEFINE_bool("pretrained", True, "Start from ImageNet weights (--nopretrained: random).")
@@ -64,6 +78,10 @@ def config_from_flags():
         model_dir=FLAGS.model_dir,
         dataset=FLAGS.dataset,
         data_dir=FLAGS.data_dir,
+        data_source=FLAGS.data_source,
+        check_counts=FLAGS.check_counts,
+        check_images=FLAGS.check_images,
+        strict_images=FLAGS.strict_images,
         backbone=FLAGS.backbone,
         pretrained=FLAGS.pretrained,
         embedding_dim=FLAGS.embedding_dim,
@@ -108,6 +126,17 @@ def main(argv):
         config.validate()
     except ValueError as e:
         _fail(str(e))
+    if FLAGS.dry_run:
+        from sst_tf import data as data_lib
+
+        try:
+            ds = data_lib.load_dataset(config.dataset, config.data_dir, **config.reader_options())
+        except (ValueError, NotImplementedError) as e:
+            _fail(str(e))
+        print(f"{ds.name}: train {len(ds.train)} images / {ds.train.num_classes} classes, "
+              f"test {len(ds.test)} images / {ds.test.num_classes} classes: data OK "
+              "(--dry_run: not training).")
+        return
     from sst_tf.trainer import Trainer
 
     try:

@@ -111,7 +111,9 @@ class Trainer:
         self.config = config
         seed_everything(config.seed, config.deterministic)
         self.strategy = strategy or tf.distribute.get_strategy()
-        self.dataset = dataset or data_lib.load_dataset(config.dataset, config.data_dir)
+        self.dataset = dataset or data_lib.load_dataset(
+            config.dataset, config.data_dir, **config.reader_options()
+        )
         self.image_options = pipeline.ImageOptions(
             image_size=config.image_size,
             resize_size=config.resize_size,

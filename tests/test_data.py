@@ -65,7 +65,7 @@ def test_dataset_argument_errors(tmp_path):
         data.load_dataset("cub")
     with pytest.raises(ValueError, match="--data_dir=.* does not exist"):
         data.load_dataset("cub", str(tmp_path / "missing"))
-    with pytest.raises(NotImplementedError, match="'cub' is not available yet"):
+    with pytest.raises(ValueError, match="CUB_200_2011/images.txt not found"):
         data.load_dataset("cub", str(tmp_path))
     data.check_dataset_args("digits", None)  # digits needs no data_dir
 
