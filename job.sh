@@ -68,10 +68,13 @@ fi
 user_args=("$@")
 config=configs/cub.cfg
 has_flagfile=0
+prev=""
 for arg in ${user_args[@]+"${user_args[@]}"}; do
   case "$arg" in
     --flagfile=*) has_flagfile=1; config="${arg#--flagfile=}" ;;
   esac
+  if [[ "$prev" == "--flagfile" ]]; then has_flagfile=1; config="$arg"; fi
+  prev="$arg"
 done
 name="$(basename "$config" .cfg)"
 args=()
@@ -84,7 +87,7 @@ for arg in "${args[@]}"; do  # the last --model_dir wins, as in absl
   case "$arg" in
     --model_dir=*) model_dir="${arg#--model_dir=}" ;;
   esac
-  [[ "$prev" == "--model_dir" ]] && model_dir="$arg"
+  if [[ "$prev" == "--model_dir" ]]; then model_dir="$arg"; fi
   prev="$arg"
 done
 say "flags: ${args[*]}"
