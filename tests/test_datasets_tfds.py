@@ -92,8 +92,9 @@ def test_sop_from_tfds_keeps_the_official_split(tmp_path):
         via_registry = data_lib.load_dataset("sop", str(tmp_path / "tfds"), data_source="tfds",
                                              check_counts=False)
         assert via_registry.train.paths == ds.train.paths
-        assert ds.train.class_names == ("0/1", "1/2", "2/3")
-        assert ds.test.class_names == ("3/4", "4/5")
+        # Named like the official-layout reader: <super class>/<class id from 1>.
+        assert ds.train.class_names == ("bicycle/1", "cabinet/2", "chair/3")
+        assert ds.test.class_names == ("coffee_maker/4", "fan/5")
         assert all(os.path.isfile(p) for p in ds.train.paths)
         with pytest.raises(common.DatasetLayoutError, match="expected 59551 images"):
             tfds_source.load("sop", str(tmp_path / "tfds"))

@@ -42,16 +42,21 @@ def _extension(data: bytes) -> str:
     return ".img"
 
 
-def _row(name: str, ex: dict, split: str) -> tuple[int, str, str]:
-    """(class id, class name, tfds split) of one example of builder `name`."""
+def _row(name: str, ex: dict, split: str, super_names: list[str]) -> tuple[int, str, str]:
+    """(class id, class name, tfds split) of one example of builder `name`.
+
+    Class names match the official-layout readers: `001.black_footed_albatross`
+    for CUB, `<super class>/<class id 1..>` (e.g. `bicycle/1`) for SOP.
+    """
     if name == "caltech_birds2011":
         label = int(ex["label"])
         text = ex.get("label_name", b"")
         text = text.decode() if isinstance(text, bytes) else str(text)
         return label, f"{label + 1:03d}.{text}" if text else f"{label + 1:03d}", split
     label = int(ex["class_id"])
-    sup = ex.get("super_class_id")
-    return label, f"{int(sup) if sup is not None else '?'}/{label + 1}", split
+    sup = int(ex["super_class_id"])
+    sup_name = super_names[sup] if sup < len(super_names) else str(sup)
+    return label, f"{sup_name}/{label + 1}", split
 
 
 def export_files(
@@ -81,8 +86,11 @@ def export_files(
         logging.info("%s: %d images from %s", name, len(rows), manifest)
         return rows
     decoders = {"image": tfds.decode.SkipDecoding()}
+    super_names: list[str] = []
     if name == "caltech_birds2011":
         decoders["segmentation_mask"] = tfds.decode.SkipDecoding()
+    else:
+        super_names = list(builder.info.features["super_class_id"].names)
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     rows = []
     logging.info("%s: writing the images to %s (once)...", name, out_dir)
@@ -94,7 +102,7 @@ def export_files(
             rel = os.path.join("images", f"{len(rows):06d}{_extension(data)}")
             with open(os.path.join(out_dir, rel), "wb") as f:
                 f.write(data)
-            rows.append((rel, *_row(name, ex, split)))
+            rows.append((rel, *_row(name, ex, split, super_names)))
             if len(rows) % 10000 == 0:
                 logging.info("%s: %d images written", name, len(rows))
     fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".tmp")
