@@ -7,8 +7,8 @@
 #
 # Steps: Python environment (the current python3 if it has the requirements,
 # else a .venv with requirements.txt, plus tensorflow[and-cuda] on NVIDIA
-# machines); GPU check (loud warning on CPU, no refusal); data check (one
-# clear line naming what is missing); training with evaluation on the test
+# machines); data check (one clear line naming what is missing); GPU check
+# (loud warning on CPU, no refusal); training with evaluation on the test
 # split; SavedModel export (when sst_tf.export exists); results table next
 # to the published numbers, also written to MODEL_DIR/results.txt.
 # Environment: PYTHON=/path/to/python skips the environment step.
@@ -48,23 +48,7 @@ has_requirements "$PY" ||
   die "$PY cannot import the requirements; run: $PY -m pip install -r requirements.txt"
 say "python: $(command -v "$PY" || echo "$PY")"
 
-# --- 2. GPU ------------------------------------------------------------------------------
-num_gpus="$("$PY" -c "import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))" \
-  2>/dev/null | tail -n 1)" || die "$PY cannot import tensorflow; run: $PY -m pip install -r requirements.txt"
-if [[ "${num_gpus:-0}" == "0" ]]; then
-  echo "##########################################################################" >&2
-  echo "## job.sh: WARNING: TensorFlow sees NO GPU. Training InceptionV3 on CPU  ##" >&2
-  echo "## takes days per run; continuing anyway.                               ##" >&2
-  if command -v nvidia-smi >/dev/null 2>&1; then
-    echo "## An NVIDIA driver is present: install the CUDA wheels with            ##" >&2
-    echo "##   $PY -m pip install 'tensorflow[and-cuda]'  (same version)" >&2
-  fi
-  echo "##########################################################################" >&2
-else
-  say "GPUs visible to TensorFlow: ${num_gpus}"
-fi
-
-# --- 3. Flags ----------------------------------------------------------------------------
+# --- 2. Flags ----------------------------------------------------------------------------
 user_args=("$@")
 config=configs/cub.cfg
 has_flagfile=0
@@ -92,7 +76,7 @@ for arg in "${args[@]}"; do  # the last --model_dir wins, as in absl
 done
 say "flags: ${args[*]}"
 
-# --- 4. Data -----------------------------------------------------------------------------
+# --- 3. Data -----------------------------------------------------------------------------
 say "checking the data (counts, files, every image decodes; cached after the first run)"
 if ! "$PY" -m sst_tf.train "${args[@]}" --dry_run; then
   echo "job.sh: the data is not ready (see the error above). Put the downloaded archives in" >&2
@@ -100,6 +84,22 @@ if ! "$PY" -m sst_tf.train "${args[@]}" --dry_run; then
   echo "  $PY scripts/prepare_data.py --dataset=cub --archives=DOWNLOADS --data_dir=data/cub" >&2
   echo "  (README, 'Reproducing the paper', says where to get the files)." >&2
   exit 1
+fi
+
+# --- 4. GPU ------------------------------------------------------------------------------
+num_gpus="$("$PY" -c "import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))" \
+  2>/dev/null | tail -n 1)" || die "$PY cannot import tensorflow; run: $PY -m pip install -r requirements.txt"
+if [[ "${num_gpus:-0}" == "0" ]]; then
+  echo "##########################################################################" >&2
+  echo "## job.sh: WARNING: TensorFlow sees NO GPU. Training InceptionV3 on CPU  ##" >&2
+  echo "## takes days per run; continuing anyway.                               ##" >&2
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    echo "## An NVIDIA driver is present: install the CUDA wheels with            ##" >&2
+    echo "##   $PY -m pip install 'tensorflow[and-cuda]'  (same version)" >&2
+  fi
+  echo "##########################################################################" >&2
+else
+  say "GPUs visible to TensorFlow: ${num_gpus}"
 fi
 
 # --- 5. Train + evaluate -----------------------------------------------------------------

@@ -81,10 +81,10 @@ def test_job_sh_checks_data_then_trains_evaluates_and_reports(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert f"{tmp_path / 'cub'}" in proc.stderr and "prepare_data.py" in proc.stderr
-    assert "NO GPU" in proc.stderr  # loud warning on CPU, but it went on to the data check
     fakedata.make_cub(str(tmp_path / "cub"), per_class=6)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "NO GPU" in proc.stderr  # a loud warning on CPU, and the run went on
     metrics = json.loads((model_dir / "metrics.json").read_text())
     table = (model_dir / "results.txt").read_text()
     assert table == proc.stdout[proc.stdout.index("CUB-200-2011"):]
