@@ -1,0 +1,232 @@
+"""Figures of an embedding space, like the paper's figures 3-6.
+
+    python -m sst_tf.visualize --model_dir=runs/digits
+
+writes into ``MODEL_DIR/figures/``:
+
+* ``retrieval.png``: random test queries (left, blue frame) and their 4
+  nearest neighbours, framed green when of the query's class, red otherwise;
+* ``tsne.png``: a Barnes-Hut t-SNE map of the test embeddings, drawn as
+  thumbnails framed in their class colour (or as coloured points with
+  ``--tsne_thumbnails=false``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+from absl import logging
+
+from sst_tf.projector import resize_thumbnails, to_uint8_rgb
+from sst_tf.search import chunked_top_k
+
+QUERY_COLOR = (30, 90, 220)
+SAME_COLOR = (0, 170, 0)
+OTHER_COLOR = (220, 0, 0)
+BACKGROUND = (255, 255, 255)
+
+
+def nearest_neighbors(embeddings: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` nearest neighbours of each query index, the query itself excluded."""
+    _, idx = chunked_top_k(embeddings[queries], embeddings, min(k + 1, len(embeddings)))
+    out = np.empty((len(queries), min(k, len(embeddings) - 1)), np.int64)
+    for row, q in enumerate(queries):
+        others = [j for j in idx[row] if j != q]
+        out[row] = others[: out.shape[1]]
+    return out
+
+
+def retrieval_grid(
+    embeddings: np.ndarray,
+    labels: Sequence,
+    images: np.ndarray,
+    num_queries: int = 8,
+    k: int = 4,
+    thumb: int = 64,
+    border: int = 4,
+    gap: int = 4,
+    seed: int = 0,
+) -> tuple[np.ndarray, dict]:
+    """Draws the retrieval figure as a uint8 RGB image.
+
+    Layout (pixels): a margin of ``gap`` all round; each row is one query; a
+    cell is ``thumb + 2 * border`` square; cells are ``gap`` apart, with an
+    extra ``2 * gap`` between the query column and its neighbours.
+
+    Args:
+      embeddings: ``[N, d]``.
+      labels: ``N`` labels.
+      images: ``[N, H, W(, C)]`` images.
+      num_queries: rows (random queries, seeded; at most N).
+      k: neighbours per query.
+      thumb: thumbnail side in pixels.
+      border: frame width in pixels.
+      gap: spacing in pixels.
+      seed: seed of the query sample.
+
+    Returns:
+      ``(image [H, W, 3] uint8, info)`` with ``info["queries"]`` (indices),
+      ``info["neighbors"]`` (``[num_queries, k]`` indices) and
+      ``info["cells"]`` (``{(row, col): (top, left)}`` of each cell's frame).
+    """
+    labels = np.asarray(labels)
+    n = len(embeddings)
+    if n < 2:
+        raise ValueError("the retrieval grid needs at least 2 embeddings")
+    rng = np.random.default_rng(seed)
+    queries = np.sort(rng.choice(n, min(num_queries, n), replace=False))
+    neighbors = nearest_neighbors(np.asarray(embeddings, np.float32), queries, k)
+    k = neighbors.shape[1]
+    thumbs = resize_thumbnails(to_uint8_rgb(np.asarray(images)), thumb)
+    cell = thumb + 2 * border
+    width = 2 * gap + (k + 1) * cell + k * gap + 2 * gap
+    height = 2 * gap + len(queries) * cell + (len(queries) - 1) * gap
+    canvas = np.empty((height, width, 3), np.uint8)
+    canvas[:] = BACKGROUND
+    cells = {}
+
+    def put(row, col, index, color):
+        top = gap + row * (cell + gap)
+        left = gap + col * (cell + gap) + (2 * gap if col > 0 else 0)
+        canvas[top : top + cell, left : left + cell] = color
+        canvas[top + border : top + border + thumb, left + border : left + border + thumb] = thumbs[
+            index
+        ]
+        cells[(row, col)] = (top, left)
+
+    for row, q in enumerate(queries):
+        put(row, 0, q, QUERY_COLOR)
+        for col, j in enumerate(neighbors[row], start=1):
+            put(row, col, j, SAME_COLOR if labels[j] == labels[q] else OTHER_COLOR)
+    return canvas, {"queries": queries, "neighbors": neighbors, "cells": cells}
+
+
+def tsne_2d(embeddings: np.ndarray, seed: int = 0, max_iter: int = 1000) -> np.ndarray:
+    """Barnes-Hut t-SNE of ``[N, d]`` embeddings to ``[N, 2]`` (scikit-learn)."""
+    from sklearn.manifold import TSNE
+
+    n = len(embeddings)
+    if n < 5:
+        raise ValueError(f"t-SNE needs at least 5 points, got {n}")
+    perplexity = float(min(30.0, (n - 1) / 3.0))
+    tsne = TSNE(
+        n_components=2,
+        method="barnes_hut",
+        perplexity=perplexity,
+        init="pca",
+        random_state=seed,
+        max_iter=max_iter,
+    )
+    return tsne.fit_transform(np.asarray(embeddings, np.float64)).astype(np.float32)
+
+
+def tsne_figure(
+    points: np.ndarray,
+    labels: Sequence,
+    path: str,
+    images: np.ndarray | None = None,
+    size_px: int = 1200,
+    dpi: int = 100,
+    thumb: int = 24,
+    title: str | None = None,
+) -> str:
+    """Draws 2-D points (thumbnails framed in class colour, or dots) to a PNG.
+
+    The PNG is exactly ``size_px`` x ``size_px`` pixels.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    labels = np.asarray(labels)
+    classes, codes = np.unique(labels, return_inverse=True)
+    cmap = plt.get_cmap("tab20" if len(classes) > 10 else "tab10")
+    colors = cmap(codes % cmap.N)
+    fig = plt.figure(figsize=(size_px / dpi, size_px / dpi), dpi=dpi)
+    try:
+        ax = fig.add_axes((0.02, 0.02, 0.96, 0.96 if not title else 0.92))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if title:
+            fig.suptitle(title)
+        if images is None:
+            ax.scatter(points[:, 0], points[:, 1], c=colors, s=12, linewidths=0)
+        else:
+            ax.scatter(points[:, 0], points[:, 1], c=colors, s=1, alpha=0)
+            thumbs = resize_thumbnails(to_uint8_rgb(np.asarray(images)), thumb)
+            for (x, y), im, c in zip(points, thumbs, colors, strict=True):
+                box = AnnotationBbox(
+                    OffsetImage(im, zoom=72.0 / dpi),
+                    (x, y),
+                    frameon=True,
+                    pad=0.1,
+                    bboxprops={"edgecolor": c, "linewidth": 1.5},
+                )
+                ax.add_artist(box)
+        pad_x = 0.03 * (np.ptp(points[:, 0]) or 1.0)
+        pad_y = 0.03 * (np.ptp(points[:, 1]) or 1.0)
+        ax.set_xlim(points[:, 0].min() - pad_x, points[:, 0].max() + pad_x)
+        ax.set_ylim(points[:, 1].min() - pad_y, points[:, 1].max() + pad_y)
+        fig.savefig(path, dpi=dpi)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def save_png(image: np.ndarray, path: str) -> str:
+    """Writes a uint8 RGB array as PNG (to a temporary file, then renamed)."""
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.png"
+    Image.fromarray(image).save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def write_figures(
+    out_dir: str,
+    embeddings: np.ndarray,
+    labels: Sequence,
+    images: np.ndarray,
+    num_queries: int = 8,
+    k: int = 4,
+    tsne_points: int = 2000,
+    tsne_thumbnails: bool = True,
+    tsne_iter: int = 1000,
+    seed: int = 0,
+) -> dict[str, str]:
+    """Writes ``retrieval.png`` and ``tsne.png`` into ``out_dir``; returns their paths."""
+    embeddings = np.asarray(embeddings, np.float32)
+    labels = np.asarray(labels)
+    grid, _ = retrieval_grid(embeddings, labels, images, num_queries, k, seed=seed)
+    paths = {"retrieval": save_png(grid, os.path.join(out_dir, "retrieval.png"))}
+    n = len(embeddings)
+    keep = np.arange(n)
+    if n > tsne_points:
+        keep = np.sort(np.random.default_rng(seed).choice(n, tsne_points, replace=False))
+        logging.info("t-SNE on a seeded sample of %d of %d points", tsne_points, n)
+    points = tsne_2d(embeddings[keep], seed=seed, max_iter=tsne_iter)
+    tmp = os.path.join(out_dir, "tsne.tmp.png")
+    tsne_figure(
+        points,
+        labels[keep],
+        tmp,
+        images=np.asarray(images)[keep] if tsne_thumbnails else None,
+        title=f"t-SNE of {len(keep)} test embeddings",
+    )
+    os.replace(tmp, os.path.join(out_dir, "tsne.png"))
+    paths["tsne"] = os.path.join(out_dir, "tsne.png")
+    return paths
+
+
+def main(argv: Sequence[str]) -> int:
+    """Entry point (flags defined in `define_flags`)."""
+    del argv
+    print("error: sst_tf.visualize --model_dir needs the training run layout", file=sys.stderr)
+    return 2

@@ -1,0 +1,119 @@
+import os
+
+import numpy as np
+import pytest
+
+from sst_tf.search import chunked_top_k, search_results
+
+
+def brute_force(q, x, k):
+    d = np.array([[float(np.sum((a.astype(np.float64) - b) ** 2)) for b in x] for a in q])
+    idx = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d, idx, 1), idx
+
+
+@pytest.mark.parametrize("qc, ic", [(3, 7), (256, 32768), (1, 1), (50, 13)])
+def test_chunked_top_k_matches_brute_force(qc, ic):
+    rng = np.random.default_rng(0)
+    q, x = rng.normal(size=(11, 5)), rng.normal(size=(40, 5))
+    d, i = chunked_top_k(q, x, 6, query_chunk=qc, index_chunk=ic)
+    want_d, want_i = brute_force(q, x, 6)
+    np.testing.assert_array_equal(i, want_i)
+    np.testing.assert_allclose(d, want_d, rtol=1e-4, atol=1e-4)
+
+
+def test_k_larger_than_index_and_ties():
+    x = np.array([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 0.0]])
+    d, i = chunked_top_k(np.zeros((1, 2)), x, 10, index_chunk=2)
+    assert i.shape == (1, 4)
+    # Two exact zeros and two at distance 1: ties go to the lower index.
+    np.testing.assert_array_equal(i[0], [0, 3, 1, 2])
+    np.testing.assert_allclose(d[0], [0, 0, 1, 1])
+
+
+def test_bad_shapes():
+    with pytest.raises(ValueError, match="must be"):
+        chunked_top_k(np.zeros((2, 3)), np.zeros((4, 2)), 1)
+    with pytest.raises(ValueError, match="k must be"):
+        chunked_top_k(np.zeros((2, 3)), np.zeros((4, 3)), 0)
+
+
+def test_search_results_distances_are_euclidean():
+    x = np.array([[0.0, 0.0], [3.0, 4.0], [1.0, 0.0]], np.float32)
+    res = search_results(["q"], x[:1], ["a", "b", "c"], x, top_k=2)
+    assert res[0]["query"] == "q"
+    assert [n["path"] for n in res[0]["neighbors"]] == ["a", "c"]
+    assert [n["rank"] for n in res[0]["neighbors"]] == [1, 2]
+    np.testing.assert_allclose([n["distance"] for n in res[0]["neighbors"]], [0.0, 1.0])
+
+
+@pytest.mark.slow
+def test_cli_embed_then_search_finds_the_query_itself(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import keras
+    from PIL import Image
+
+    from sst_tf.export import PreprocessingSpec, export_saved_model
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 3))
+    model = keras.Model(inp, keras.layers.Dense(8)(keras.layers.Flatten()(inp)))
+    export_dir = export_saved_model(
+        model, str(tmp_path / "export"), PreprocessingSpec(image_size=16)
+    )
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(
+            folder / f"im{i}.{'png' if i % 2 else 'jpg'}"
+        )
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff truncated garbage")
+    index = tmp_path / "emb.npz"
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sst_tf.embed",
+            f"--export_dir={export_dir}",
+            f"--images={folder}",
+            f"--output={index}",
+            "--batch_size=4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "wrote 8 embeddings of size 8" in r.stdout and "skipped 1" in r.stdout
+    z = np.load(index)
+    assert list(z["failed"]) == [str(folder / "broken.jpg")]
+
+    query = folder / "im3.png"
+    out = tmp_path / "res.json"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sst_tf.search",
+            f"--index={index}",
+            f"--query={query}",
+            "--top_k=3",
+            f"--output={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert len(res) == 1 and len(res[0]["neighbors"]) == 3
+    first = res[0]["neighbors"][0]
+    assert first["path"] == str(query) and first["distance"] < 1e-3
+    assert str(query) in r.stdout.splitlines()[1]
