@@ -64,6 +64,31 @@ def resize_thumbnails(images: np.ndarray, size: int) -> np.ndarray:
     )
 
 
+def thumbnails(images, indices: Sequence[int] | np.ndarray, size: int) -> np.ndarray:
+    """Thumbnails of some images as uint8 RGB ``[len(indices), size, size, 3]``.
+
+    Args:
+      images: an ``[N, H, W(, C)]`` array, or a sequence of ``N`` image file
+        paths (decoded with PIL; an unreadable file becomes a grey tile and a
+        warning).
+      indices: which images.
+      size: thumbnail side in pixels.
+    """
+    indices = np.asarray(indices, np.int64)
+    if isinstance(images, np.ndarray):
+        return resize_thumbnails(to_uint8_rgb(images[indices]), size)
+    from PIL import Image
+
+    out = np.full((len(indices), size, size, 3), 128, np.uint8)
+    for row, i in enumerate(indices):
+        try:
+            with Image.open(images[i]) as im:
+                out[row] = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+        except (OSError, ValueError) as e:
+            logging.warning("thumbnail of %s: unreadable (%s), drawn grey", images[i], e)
+    return out
+
+
 def make_sprite(thumbnails: np.ndarray) -> np.ndarray:
     """Tiles ``[N, t, t, 3]`` thumbnails row by row into a square sprite (black padding)."""
     n, t = thumbnails.shape[0], thumbnails.shape[1]
@@ -85,7 +110,7 @@ def write_projector(
     out_dir: str,
     embeddings: np.ndarray,
     labels: Sequence,
-    images: np.ndarray | None = None,
+    images: np.ndarray | Sequence[str] | None = None,
     file_names: Sequence[str] | None = None,
     thumb_size: int = 32,
     max_points: int | None = None,
@@ -98,7 +123,7 @@ def write_projector(
       out_dir: the folder, e.g. ``MODEL_DIR/projector``.
       embeddings: ``[N, d]``.
       labels: ``N`` class labels.
-      images: optional ``[N, H, W(, C)]`` images for the sprite.
+      images: optional ``[N, H, W(, C)]`` images or ``N`` file paths, for the sprite.
       file_names: optional ``N`` file names for the metadata.
       thumb_size: sprite thumbnail side in pixels.
       max_points: cap on points shown; with images it is further capped so the
@@ -147,7 +172,7 @@ def write_projector(
                 f.write(f"{_tsv(labels[i])}\t{_tsv(os.path.basename(str(extra)))}\n")
         sprite_path = None
         if images is not None:
-            thumbs = resize_thumbnails(to_uint8_rgb(np.asarray(images)[keep]), thumb_size)
+            thumbs = thumbnails(images, keep, thumb_size)
             Image.fromarray(make_sprite(thumbs)).save(os.path.join(tmp, "sprite.png"))
             sprite_path = "sprite.png"
 

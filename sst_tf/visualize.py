@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import logging
 
-from sst_tf.projector import resize_thumbnails, to_uint8_rgb
+from sst_tf.projector import thumbnails
 from sst_tf.search import chunked_top_k
 
 QUERY_COLOR = (30, 90, 220)
@@ -42,7 +42,7 @@ def nearest_neighbors(embeddings: np.ndarray, queries: np.ndarray, k: int) -> np
 def retrieval_grid(
     embeddings: np.ndarray,
     labels: Sequence,
-    images: np.ndarray,
+    images: np.ndarray | Sequence[str],
     num_queries: int = 8,
     k: int = 4,
     thumb: int = 64,
@@ -59,7 +59,7 @@ def retrieval_grid(
     Args:
       embeddings: ``[N, d]``.
       labels: ``N`` labels.
-      images: ``[N, H, W(, C)]`` images.
+      images: ``[N, H, W(, C)]`` images or ``N`` image file paths.
       num_queries: rows (random queries, seeded; at most N).
       k: neighbours per query.
       thumb: thumbnail side in pixels.
@@ -80,7 +80,8 @@ def retrieval_grid(
     queries = np.sort(rng.choice(n, min(num_queries, n), replace=False))
     neighbors = nearest_neighbors(np.asarray(embeddings, np.float32), queries, k)
     k = neighbors.shape[1]
-    thumbs = resize_thumbnails(to_uint8_rgb(np.asarray(images)), thumb)
+    shown = np.unique(np.concatenate([queries, neighbors.ravel()]))
+    thumbs = dict(zip(shown.tolist(), thumbnails(images, shown, thumb), strict=True))
     cell = thumb + 2 * border
     width = 2 * gap + (k + 1) * cell + k * gap + 2 * gap
     height = 2 * gap + len(queries) * cell + (len(queries) - 1) * gap
@@ -127,7 +128,7 @@ def tsne_figure(
     points: np.ndarray,
     labels: Sequence,
     path: str,
-    images: np.ndarray | None = None,
+    images: np.ndarray | Sequence[str] | None = None,
     size_px: int = 1200,
     dpi: int = 100,
     thumb: int = 24,
@@ -158,7 +159,7 @@ def tsne_figure(
             ax.scatter(points[:, 0], points[:, 1], c=colors, s=12, linewidths=0)
         else:
             ax.scatter(points[:, 0], points[:, 1], c=colors, s=1, alpha=0)
-            thumbs = resize_thumbnails(to_uint8_rgb(np.asarray(images)), thumb)
+            thumbs = thumbnails(images, np.arange(len(points)), thumb)
             for (x, y), im, c in zip(points, thumbs, colors, strict=True):
                 box = AnnotationBbox(
                     OffsetImage(im, zoom=72.0 / dpi),
@@ -193,7 +194,7 @@ def write_figures(
     out_dir: str,
     embeddings: np.ndarray,
     labels: Sequence,
-    images: np.ndarray,
+    images: np.ndarray | Sequence[str],
     num_queries: int = 8,
     k: int = 4,
     tsne_points: int = 2000,
@@ -217,7 +218,7 @@ def write_figures(
         points,
         labels[keep],
         tmp,
-        images=np.asarray(images)[keep] if tsne_thumbnails else None,
+        images=thumbnails(images, keep, 24) if tsne_thumbnails else None,
         title=f"t-SNE of {len(keep)} test embeddings",
     )
     os.replace(tmp, os.path.join(out_dir, "tsne.png"))

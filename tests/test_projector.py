@@ -148,3 +148,19 @@ def test_tensorboard_projector_plugin_serves_it(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_thumbnails_from_arrays_and_files(tmp_path):
+    rng = np.random.default_rng(0)
+    ims = rng.integers(0, 256, (3, 6, 6, 3), dtype=np.uint8)
+    paths = []
+    for i, im in enumerate(ims):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(im).save(paths[-1])
+    paths.append(str(tmp_path / "missing.png"))
+    np.testing.assert_array_equal(pj.thumbnails(ims, [2, 0], 6), ims[[2, 0]])
+    got = pj.thumbnails(paths, [2, 3, 0], 6)
+    np.testing.assert_array_equal(got[[0, 2]], ims[[2, 0]])
+    assert (got[1] == 128).all()  # unreadable file: grey tile
+    gray = pj.thumbnails(ims[..., :1].astype(np.float32) / 255.0, [1], 6)
+    np.testing.assert_array_equal(gray[0, ..., 1], ims[1, ..., 0])
