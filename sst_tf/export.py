@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from sst_tf import pipeline
 from sst_tf.atomic_dir import replace_dir, temp_dir_for
 
 SPEC_FILENAME = "sst_tf_export.json"
@@ -42,24 +43,20 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 class PreprocessingSpec:
     """How evaluation turns an RGB 0..255 image into the model's input.
 
+    The geometry is the evaluation pipeline's (`sst_tf.pipeline.eval_preprocess`:
+    bilinear, antialiased resize to ``resize_size`` square, centre crop to
+    ``image_size``); the export calls that very function.
+
     Attributes:
       image_size: side of the square image the model sees.
-      resize_size: side the image is first resized to (square) before the
-        centre crop to ``image_size``; ``None`` resizes straight to
-        ``image_size``.
-      scaling: ``"inception"`` maps 0..255 to [-1, 1], ``"unit"`` to [0, 1],
-        ``"raw"`` keeps 0..255 (the model scales itself).
-      channels: 3 for RGB input, 1 when the model takes grayscale.
-      resize_method: a ``tf.image.resize`` method name.
-      antialias: ``tf.image.resize``'s antialias flag.
+      resize_size: side the image is first resized to; ``None``: ``image_size``.
+      scaling: ``"raw"`` keeps 0..255 (sst_tf models scale inside, see
+        `sst_tf.model`); ``"inception"`` maps to [-1, 1]; ``"unit"`` to [0, 1].
     """
 
     image_size: int
     resize_size: int | None = None
-    scaling: str = "unit"
-    channels: int = 3
-    resize_method: str = "bilinear"
-    antialias: bool = False
+    scaling: str = "raw"
 
     def __post_init__(self):
         if self.image_size < 1:
@@ -70,8 +67,15 @@ class PreprocessingSpec:
             )
         if self.scaling not in SCALINGS:
             raise ValueError(f"scaling must be one of {SCALINGS}, got {self.scaling!r}")
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+
+    def image_options(self) -> pipeline.ImageOptions:
+        """The evaluation pipeline's options for this geometry."""
+        return pipeline.ImageOptions(
+            image_size=self.image_size,
+            resize_size=self.resize_size,
+            random_flip=False,
+            random_crop=False,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
@@ -87,32 +91,24 @@ class PreprocessingSpec:
         return cls(**d)
 
 
-def preprocess_images(images: tf.Tensor, spec: PreprocessingSpec) -> tf.Tensor:
-    """Evaluation preprocessing of a batch of RGB images.
-
-    Args:
-      images: ``[N, H, W, 3]`` (or ``[H, W, 3]``) RGB values in 0..255, any dtype.
-      spec: the preprocessing to apply.
-
-    Returns:
-      float32 ``[N, image_size, image_size, channels]`` (rank kept) model input.
-    """
-    x = tf.cast(images, tf.float32)
-    s = spec.image_size
-    if spec.resize_size is None:
-        x = tf.image.resize(x, [s, s], method=spec.resize_method, antialias=spec.antialias)
-    else:
-        r = spec.resize_size
-        x = tf.image.resize(x, [r, r], method=spec.resize_method, antialias=spec.antialias)
-        off = (r - s) // 2
-        x = x[..., off : off + s, off : off + s, :]
-    if spec.channels == 1:
-        x = tf.image.rgb_to_grayscale(x)
+def preprocess_image(image: tf.Tensor, spec: PreprocessingSpec) -> tf.Tensor:
+    """Evaluation view of one RGB 0..255 image ``[H, W, 3]`` -> float32 model input."""
+    x = pipeline.eval_preprocess(tf.cast(image, tf.float32), spec.image_options())
     if spec.scaling == "inception":
         x = x / 127.5 - 1.0
     elif spec.scaling == "unit":
         x = x / 255.0
     return x
+
+
+def preprocess_images(images: tf.Tensor, spec: PreprocessingSpec) -> tf.Tensor:
+    """`preprocess_image` over a batch ``[N, H, W, 3]`` -> ``[N, S, S, 3]`` float32."""
+    s = spec.image_size
+    return tf.map_fn(
+        lambda im: preprocess_image(im, spec),
+        tf.cast(images, tf.float32),
+        fn_output_signature=tf.TensorSpec([s, s, 3], tf.float32),
+    )
 
 
 def decode_image_bytes(data: tf.Tensor, index: tf.Tensor | int = 0) -> tf.Tensor:
@@ -166,36 +162,21 @@ def export_saved_model(
     dim = _embedding_dim(model)
 
     def embed(x):
-        return {
-            "embeddings": tf.cast(model(preprocess_images(x, spec), training=False), tf.float32)
-        }
+        return {"embeddings": tf.cast(model(x, training=False), tf.float32)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve_jpeg(images):
-        n = tf.shape(images)[0]
-        s = spec.resize_size or spec.image_size
-
-        def one(args):
-            data, i = args
-            img = decode_image_bytes(data, i)
-            img = tf.image.resize(
-                tf.cast(img, tf.float32),
-                [s, s],
-                method=spec.resize_method,
-                antialias=spec.antialias,
-            )
-            return img
-
+        s = spec.image_size
         decoded = tf.map_fn(
-            one, (images, tf.range(n)), fn_output_signature=tf.TensorSpec([s, s, 3], tf.float32)
+            lambda args: preprocess_image(decode_image_bytes(*args), spec),
+            (images, tf.range(tf.shape(images)[0])),
+            fn_output_signature=tf.TensorSpec([s, s, 3], tf.float32),
         )
-        # The images are already at the resize size: a second resize to the same
-        # size is the identity, so both signatures share `preprocess_images`.
         return embed(decoded)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
     def serve_images(images):
-        return embed(images)
+        return embed(preprocess_images(images, spec))
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -260,3 +241,138 @@ def load_export_info(export_dir: str) -> dict[str, Any]:
         raise FileNotFoundError(f"{path} missing: {export_dir} is not an sst_tf export")
     with open(path) as f:
         return json.load(f)
+
+
+# -- training runs -------------------------------------------------------------
+
+
+def spec_for_config(config) -> PreprocessingSpec:
+    """The preprocessing of a training run's evaluation (models scale inside)."""
+    return PreprocessingSpec(
+        image_size=config.image_size, resize_size=config.resize_size, scaling="raw"
+    )
+
+
+def load_run_config(model_dir: str):
+    """The `TrainConfig` a run saved in ``MODEL_DIR/config.json``.
+
+    Raises:
+      FileNotFoundError: naming ``--model_dir`` when it holds no run.
+    """
+    from sst_tf.config import TrainConfig
+
+    path = os.path.join(model_dir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"--model_dir={model_dir} holds no config.json: not a sst_tf training run"
+        )
+    with open(path) as f:
+        saved = json.load(f)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    kwargs = {k: v for k, v in saved.items() if k in known}
+    if "recall_ks" in kwargs:
+        kwargs["recall_ks"] = tuple(kwargs["recall_ks"])
+    kwargs["model_dir"] = model_dir
+    return TrainConfig(**kwargs)
+
+
+def find_checkpoint(model_dir: str, checkpoint: str | None = None) -> str:
+    """Resolves a checkpoint of a run: latest, a number (epoch) or a path prefix.
+
+    Raises:
+      FileNotFoundError: naming the flag and what was looked for.
+    """
+    ckpt_dir = os.path.join(model_dir, "checkpoints")
+    if not checkpoint:
+        path = tf.train.latest_checkpoint(ckpt_dir)
+        if not path:
+            raise FileNotFoundError(f"--model_dir={model_dir}: no checkpoint in {ckpt_dir}")
+        return path
+    path = os.path.join(ckpt_dir, f"ckpt-{checkpoint}") if checkpoint.isdigit() else checkpoint
+    if not tf.io.gfile.exists(path + ".index"):
+        available = sorted(
+            os.path.basename(p)[: -len(".index")]
+            for p in tf.io.gfile.glob(os.path.join(ckpt_dir, "*.index"))
+        )
+        raise FileNotFoundError(
+            f"--checkpoint={checkpoint}: {path}.index not found (available: {available})"
+        )
+    return path
+
+
+def restore_model(model_dir: str, checkpoint: str | None = None):
+    """Rebuilds a run's model from its config and restores a checkpoint.
+
+    Returns:
+      ``(model, config, checkpoint_path)``.
+    """
+    from sst_tf import model as model_lib
+
+    config = load_run_config(model_dir)
+    path = find_checkpoint(model_dir, checkpoint)
+    model = model_lib.build_model(
+        backbone=config.backbone,
+        weights=None,  # the checkpoint holds the weights
+        embedding_dim=config.embedding_dim,
+        normalize=config.normalize,
+        image_size=config.image_size,
+    )
+    status = tf.train.Checkpoint(model=model).restore(path)
+    status.expect_partial()  # optimizer slots and loop state are not needed
+    status.assert_existing_objects_matched()
+    logging.info("Restored %s", path)
+    return model, config, path
+
+
+def export_run(model_dir: str, checkpoint: str | None = None, export_dir: str | None = None) -> str:
+    """Exports a run's checkpoint (default: latest) to ``MODEL_DIR/export``."""
+    model, config, path = restore_model(model_dir, checkpoint)
+    return export_saved_model(
+        model,
+        export_dir or os.path.join(model_dir, "export"),
+        spec_for_config(config),
+        metadata=run_metadata(config, path),
+    )
+
+
+def run_metadata(config, checkpoint_path: str | None) -> dict[str, Any]:
+    """What an export records about the run it came from."""
+    return {
+        "checkpoint": os.path.basename(checkpoint_path) if checkpoint_path else None,
+        "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "model_dir"},
+    }
+
+
+def main(argv) -> int:
+    """Entry point: ``python -m sst_tf.export --model_dir=RUN [--checkpoint=N]``."""
+    import sys
+
+    from absl import flags
+
+    del argv
+    f = flags.FLAGS
+    if not f.model_dir:
+        print("sst_tf.export: error: --model_dir is required", file=sys.stderr)
+        return 2
+    try:
+        path = export_run(f.model_dir, f.checkpoint, f.export_dir)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"sst_tf.export: error: {e}", file=sys.stderr)
+        return 2
+    info = load_export_info(path)
+    print(
+        f"Exported {info['metadata']['checkpoint']} ({info['embedding_dim']}-d embeddings) "
+        f"to {path}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_string("model_dir", None, "Training run folder (holds config.json, checkpoints/).")
+    flags.DEFINE_string(
+        "checkpoint", None, "Checkpoint: an epoch number or a path prefix (default: latest)."
+    )
+    flags.DEFINE_string("export_dir", None, "Where to write the SavedModel (MODEL_DIR/export).")
+    app.run(main)

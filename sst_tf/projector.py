@@ -212,3 +212,25 @@ def write_projector(
 
 def _tsv(value) -> str:
     return str(value).replace("\t", " ").replace("\n", " ")
+
+
+def write_split_projector(
+    out_dir: str,
+    split,
+    embeddings: np.ndarray,
+    max_points: int = 10000,
+    thumb_size: int = 32,
+    seed: int = 0,
+) -> dict:
+    """`write_projector` for a data split (`sst_tf.data.Split`) and its embeddings.
+
+    Labels are written as class names; file names are recorded for file-based
+    splits; the sprite comes from the split's images (in memory or files).
+    """
+    labels = [
+        split.class_names[y] if 0 <= y < len(split.class_names) else str(y)
+        for y in np.asarray(split.labels).tolist()
+    ]
+    images = split.images if split.images is not None else list(split.paths)
+    names = list(split.paths) if split.paths is not None else None
+    return write_projector(out_dir, embeddings, labels, images, names, thumb_size, max_points, seed)

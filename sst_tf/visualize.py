@@ -226,8 +226,90 @@ def write_figures(
     return paths
 
 
+def embed_split(model, split, spec, batch_size: int = 256) -> np.ndarray:
+    """Embeds a data split through the evaluation pipeline -> ``[N, d]`` float32."""
+    import tensorflow as tf
+
+    from sst_tf import pipeline
+
+    ds = pipeline.eval_dataset(split, spec.image_options(), batch_size)
+    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return np.concatenate([fn(x).numpy() for x, _ in ds], 0).astype(np.float32)
+
+
+def visualize_run(
+    model_dir: str,
+    checkpoint: str | None = None,
+    out_dir: str | None = None,
+    num_queries: int = 8,
+    tsne_points: int = 2000,
+    tsne_thumbnails: bool = True,
+    seed: int = 0,
+) -> dict[str, str]:
+    """Restores a run, embeds its test split and writes the figures.
+
+    Returns:
+      ``{"retrieval": path, "tsne": path}`` under ``out_dir``
+      (default ``MODEL_DIR/figures``).
+    """
+    from sst_tf import data as data_lib
+    from sst_tf import export
+
+    model, config, _ = export.restore_model(model_dir, checkpoint)
+    split = data_lib.load_dataset(config.dataset, config.data_dir).test
+    emb = embed_split(model, split, export.spec_for_config(config), config.eval_batch_size)
+    images = split.images if split.images is not None else list(split.paths)
+    return write_figures(
+        out_dir or os.path.join(model_dir, "figures"),
+        emb,
+        split.labels,
+        images,
+        num_queries=num_queries,
+        tsne_points=tsne_points,
+        tsne_thumbnails=tsne_thumbnails,
+        seed=seed,
+    )
+
+
 def main(argv: Sequence[str]) -> int:
-    """Entry point (flags defined in `define_flags`)."""
+    """Entry point: ``python -m sst_tf.visualize --model_dir=RUN``."""
+    from absl import flags
+
     del argv
-    print("error: sst_tf.visualize --model_dir needs the training run layout", file=sys.stderr)
-    return 2
+    f = flags.FLAGS
+    if not f.model_dir:
+        print("sst_tf.visualize: error: --model_dir is required", file=sys.stderr)
+        return 2
+    for name in ("num_queries", "tsne_points"):
+        if getattr(f, name) < 1:
+            print(f"sst_tf.visualize: error: --{name} must be >= 1", file=sys.stderr)
+            return 2
+    try:
+        paths = visualize_run(
+            f.model_dir,
+            f.checkpoint,
+            f.out_dir,
+            f.num_queries,
+            f.tsne_points,
+            f.tsne_thumbnails,
+            f.seed,
+        )
+    except (FileNotFoundError, ValueError, NotImplementedError) as e:
+        print(f"sst_tf.visualize: error: {e}", file=sys.stderr)
+        return 2
+    for name, path in paths.items():
+        print(f"wrote {name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_string("model_dir", None, "Training run folder.")
+    flags.DEFINE_string("checkpoint", None, "Epoch number or checkpoint path (default: latest).")
+    flags.DEFINE_string("out_dir", None, "Where to write the PNGs (default: MODEL_DIR/figures).")
+    flags.DEFINE_integer("num_queries", 8, "Rows of the retrieval figure.")
+    flags.DEFINE_integer("tsne_points", 2000, "Points in the t-SNE map (seeded sample beyond).")
+    flags.DEFINE_bool("tsne_thumbnails", True, "Draw thumbnails (else coloured points).")
+    flags.DEFINE_integer("seed", 0, "Seed of the query and t-SNE samples.")
+    app.run(main)

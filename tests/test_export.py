@@ -43,10 +43,19 @@ def test_preprocess_matches_numpy_crop_and_scale():
     spec = ex.PreprocessingSpec(image_size=16, resize_size=20, scaling="inception")
     got = ex.preprocess_images(x, spec).numpy()
     np.testing.assert_allclose(got, x[:, 2:18, 2:18] / 127.5 - 1.0, atol=1e-6)
-    spec = ex.PreprocessingSpec(image_size=20, scaling="unit", channels=1)
-    gray = 0.2989 * x[..., 0] + 0.5870 * x[..., 1] + 0.1140 * x[..., 2]
-    got = ex.preprocess_images(x, spec).numpy()
-    np.testing.assert_allclose(got[..., 0], gray / 255.0, atol=1e-3)
+    spec = ex.PreprocessingSpec(image_size=20, scaling="unit")
+    np.testing.assert_allclose(ex.preprocess_images(x, spec).numpy(), x / 255.0, atol=1e-6)
+
+
+def test_preprocess_is_the_eval_pipeline():
+    from sst_tf import data, pipeline
+
+    x = images(3, 24, 30)
+    split = data.Split(np.zeros(3, np.int64), ("a",), images=x)
+    opts = pipeline.ImageOptions(image_size=16, resize_size=20)
+    (want, _), *_ = list(pipeline.eval_dataset(split, opts, batch_size=3))
+    got = ex.preprocess_images(x, ex.PreprocessingSpec(image_size=16, resize_size=20))
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
 
 
 @pytest.mark.parametrize(
@@ -55,7 +64,6 @@ def test_preprocess_matches_numpy_crop_and_scale():
         (dict(image_size=0), "image_size"),
         (dict(image_size=32, resize_size=16), "resize_size"),
         (dict(image_size=8, scaling="caffe"), "scaling"),
-        (dict(image_size=8, channels=2), "channels"),
     ],
 )
 def test_spec_validation(kwargs, word):
@@ -147,3 +155,110 @@ def test_export_is_atomic(tmp_path, monkeypatch):
     with open(dst / "assets" / ex.SPEC_FILENAME) as f:
         assert json.load(f)["embedding_dim"] == 5
     assert sorted(os.listdir(tmp_path)) == ["export"]
+
+
+# -- through a real (tiny) training run ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from sst_tf import data
+    from sst_tf.trainer import TrainConfig, Trainer
+
+    ds = data.load_dataset("digits", upscale=2)  # 16 x 16 images
+    tiny = data.Dataset(
+        "digits", data.subset(ds.train, range(0, 800, 4)), data.subset(ds.test, range(0, 800, 8))
+    )
+    config = TrainConfig(
+        model_dir=str(tmp_path_factory.mktemp("run")),
+        backbone="small_cnn",
+        pretrained=False,
+        embedding_dim=8,
+        image_size=16,
+        resize_size=18,
+        random_flip=False,
+        batch_size=50,
+        num_targets=3,
+        epochs=1,
+        lr=1e-3,
+        progress=False,
+    )
+    trainer = Trainer(config, dataset=tiny)
+    trainer.fit()
+    return trainer
+
+
+def test_training_ends_with_export_and_projector(trained):
+    cfg, test = trained.config, trained.dataset.test
+    want = trained.embed(test)  # the training-time model through the eval pipeline
+    export_dir = os.path.join(cfg.model_dir, "export")
+    info = ex.load_export_info(export_dir)
+    assert info["embedding_dim"] == 8 and info["metadata"]["checkpoint"] == "ckpt-1"
+    assert info["preprocessing"] == {"image_size": 16, "resize_size": 18, "scaling": "raw"}
+    loaded = tf.saved_model.load(export_dir)
+    got = loaded.signatures["serve_images"](images=tf.constant(test.images, tf.float32))
+    np.testing.assert_allclose(got["embeddings"].numpy(), want, atol=TOL)
+    pngs = tf.constant([tf.io.encode_png(im).numpy() for im in test.images[:10]])
+    got = loaded.signatures["serve_jpeg"](images=pngs)["embeddings"].numpy()
+    np.testing.assert_allclose(got, want[:10], atol=TOL)
+
+    proj = os.path.join(cfg.model_dir, "projector")
+    reader = tf.train.load_checkpoint(proj)
+    np.testing.assert_allclose(reader.get_tensor("embedding/.ATTRIBUTES/VARIABLE_VALUE"), want)
+    with open(os.path.join(proj, "metadata.tsv")) as f:
+        rows = f.read().splitlines()
+    assert rows[1:] == [f"{y}\t{i}" for i, y in enumerate(test.labels)]
+    assert not any(n.startswith(".") for n in os.listdir(cfg.model_dir))  # no temp leftovers
+
+
+def test_export_run_from_a_checkpoint(trained, tmp_path):
+    cfg, test = trained.config, trained.dataset.test
+    path = ex.export_run(cfg.model_dir, checkpoint="1", export_dir=str(tmp_path / "e"))
+    got = tf.saved_model.load(path).signatures["serve_images"](
+        images=tf.constant(test.images[:20], tf.float32)
+    )["embeddings"]
+    np.testing.assert_allclose(got.numpy(), trained.embed(test)[:20], atol=TOL)
+    with pytest.raises(FileNotFoundError, match="--checkpoint=9"):
+        ex.export_run(cfg.model_dir, checkpoint="9")
+    with pytest.raises(FileNotFoundError, match="--model_dir="):
+        ex.export_run(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_export_and_visualize_cli(trained, tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    model_dir = trained.config.model_dir
+    out = str(tmp_path / "export")
+    r = subprocess.run(
+        [sys.executable, "-m", "sst_tf.export", f"--model_dir={model_dir}", f"--export_dir={out}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "Exported ckpt-1 (8-d embeddings)" in r.stdout
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sst_tf.visualize",
+            f"--model_dir={model_dir}",
+            "--tsne_points=60",
+            "--num_queries=3",
+            f"--out_dir={tmp_path / 'fig'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    from PIL import Image
+
+    assert Image.open(tmp_path / "fig" / "tsne.png").size == (1200, 1200)
+    # 3 rows of 64 + 8 px cells, 4 px gaps and margins.
+    assert Image.open(tmp_path / "fig" / "retrieval.png").size == (
+        4 + 5 * 72 + 4 * 4 + 8 + 4,
+        4 + 3 * 72 + 2 * 4 + 4,
+    )
