@@ -169,6 +169,14 @@ def tsne_figure(
                     bboxprops={"edgecolor": c, "linewidth": 1.5},
                 )
                 ax.add_artist(box)
+        if len(classes) <= 20:
+            from matplotlib.lines import Line2D
+
+            handles = [
+                Line2D([], [], marker="s", linestyle="", color=cmap(i % cmap.N), label=str(c))
+                for i, c in enumerate(classes)
+            ]
+            ax.legend(handles=handles, loc="best", fontsize=8, framealpha=0.8)
         pad_x = 0.03 * (np.ptp(points[:, 0]) or 1.0)
         pad_y = 0.03 * (np.ptp(points[:, 1]) or 1.0)
         ax.set_xlim(points[:, 0].min() - pad_x, points[:, 0].max() + pad_x)

@@ -106,33 +106,6 @@ def test_signatures_png_jpeg_and_garbage(exported):
     assert "[1]" in str(e.value)  # names the bad input's index
 
 
-def test_fresh_process_tf_load_and_tfsmlayer(exported, tmp_path):
-    model, spec, path = exported
-    x = images(4, 18, 22, seed=5)
-    np.save(tmp_path / "x.npy", x)
-    pngs = [tf.io.encode_png(im).numpy() for im in x]
-    np.save(tmp_path / "png.npy", np.array(pngs, dtype=object), allow_pickle=True)
-    script = textwrap.dedent(
-        f"""
-        import numpy as np, tensorflow as tf, keras
-        x = np.load({str(tmp_path / "x.npy")!r}).astype(np.float32)
-        pngs = list(np.load({str(tmp_path / "png.npy")!r}, allow_pickle=True))
-        m = tf.saved_model.load({path!r})
-        a = m.signatures["serve_images"](images=tf.constant(x))["embeddings"].numpy()
-        b = m.signatures["serve_jpeg"](images=tf.constant(pngs))["embeddings"].numpy()
-        c = keras.layers.TFSMLayer({path!r}, call_endpoint="serve_images")(x)["embeddings"]
-        d = keras.layers.TFSMLayer({path!r}, call_endpoint="serve_jpeg")(tf.constant(pngs))
-        np.savez({str(tmp_path / "out.npz")!r}, a=a, b=b, c=np.asarray(c),
-                 d=np.asarray(d["embeddings"]))
-        """
-    )
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
-    want = model(ex.preprocess_images(x, spec)).numpy()
-    out = np.load(tmp_path / "out.npz")
-    for key in "abcd":
-        np.testing.assert_allclose(out[key], want, atol=TOL, err_msg=key)
-
-
 def test_export_is_atomic(tmp_path, monkeypatch):
     spec = ex.PreprocessingSpec(image_size=16)
     dst = tmp_path / "export"
@@ -262,3 +235,30 @@ def test_export_and_visualize_cli(trained, tmp_path):
         4 + 5 * 72 + 4 * 4 + 8 + 4,
         4 + 3 * 72 + 2 * 4 + 4,
     )
+
+
+def test_fresh_process_tf_load_and_tfsmlayer(trained, tmp_path):
+    path = os.path.join(trained.config.model_dir, "export")
+    x = trained.dataset.test.images
+    np.save(tmp_path / "x.npy", x)
+    pngs = [tf.io.encode_png(im).numpy() for im in x]
+    np.save(tmp_path / "png.npy", np.array(pngs, dtype=object), allow_pickle=True)
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, tensorflow as tf, keras
+        x = np.load({str(tmp_path / "x.npy")!r}).astype(np.float32)
+        pngs = list(np.load({str(tmp_path / "png.npy")!r}, allow_pickle=True))
+        m = tf.saved_model.load({path!r})
+        a = m.signatures["serve_images"](images=tf.constant(x))["embeddings"].numpy()
+        b = m.signatures["serve_jpeg"](images=tf.constant(pngs))["embeddings"].numpy()
+        c = keras.layers.TFSMLayer({path!r}, call_endpoint="serve_images")(x)["embeddings"]
+        d = keras.layers.TFSMLayer({path!r}, call_endpoint="serve_jpeg")(tf.constant(pngs))
+        np.savez({str(tmp_path / "out.npz")!r}, a=a, b=b, c=np.asarray(c),
+                 d=np.asarray(d["embeddings"]))
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    want = trained.embed(trained.dataset.test)  # training-time model, eval pipeline
+    out = np.load(tmp_path / "out.npz")
+    for key in "abcd":
+        np.testing.assert_allclose(out[key], want, atol=TOL, err_msg=key)
