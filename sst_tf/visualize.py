@@ -156,7 +156,7 @@ def tsne_figure(
         if title:
             fig.suptitle(title)
         if images is None:
-            ax.scatter(points[:, 0], points[:, 1], c=colors, s=12, linewidths=0)
+            ax.scatter(points[:, 0], points[:, 1], c=colors, s=18, linewidths=0)
         else:
             ax.scatter(points[:, 0], points[:, 1], c=colors, s=1, alpha=0)
             thumbs = thumbnails(images, np.arange(len(points)), thumb)

@@ -102,6 +102,12 @@ def test_tensorboard_projector_plugin_serves_it(tmp_path):
     emb, labels, images = data()
     logdir = tmp_path / "model_dir"
     pj.write_projector(str(logdir / "projector"), emb, labels, images, thumb_size=8)
+    # A training run's layout next to it: event files in train/, a checkpoint
+    # with 2-D weights in checkpoints/. Only the projector run must show up.
+    with tf.summary.create_file_writer(str(logdir / "train")).as_default():
+        tf.summary.scalar("loss", 1.0, step=1)
+    ckpt = tf.train.Checkpoint(kernel=tf.Variable(np.ones((3, 4), np.float32)))
+    ckpt.save(str(logdir / "checkpoints" / "ckpt"))
     port = free_port()
     proc = subprocess.Popen(
         [
