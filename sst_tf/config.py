@@ -54,6 +54,7 @@ class TrainConfig:
     deterministic: bool = True
     keep_checkpoints: int = 3
     progress: bool = True
+    export: bool = True
 
     def reader_options(self) -> dict:
         """The data-set options of this config that the chosen reader accepts."""

@@ -61,6 +61,8 @@ flags.DEFINE_integer("seed", 0, "Seed of weights, sampling, augmentation and k-m
 flags.DEFINE_bool("deterministic", True, "Enable TF op determinism (same seed -> same result).")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in model_dir/checkpoints.")
 flags.DEFINE_bool("progress", True, "Show a progress bar per epoch.")
+flags.DEFINE_bool("export", True, "After training, write MODEL_DIR/export (SavedModel) and "
+                  "MODEL_DIR/projector (TensorBoard projector of the test embeddings).")
 
 
 def config_from_flags():
@@ -109,6 +111,7 @@ def config_from_flags():
         deterministic=FLAGS.deterministic,
         keep_checkpoints=FLAGS.keep_checkpoints,
         progress=FLAGS.progress,
+        export=FLAGS.export,
     )
 
 

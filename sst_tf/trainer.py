@@ -254,6 +254,7 @@ class Trainer:
         """Retrieval metrics of a split (default: test) with the current model."""
         split = split or self.dataset.test
         emb = self.embed(split)
+        self.last_embeddings = emb
         return _jsonable(evaluation.evaluate(emb, split.labels, self.config.recall_ks,
                                              seed=self.config.seed))
 
@@ -406,7 +407,31 @@ class Trainer:
         }
         write_json_atomic(self.metrics_path, metrics)
         logging.info("after: %s", _fmt(metrics["after"]))
+        if cfg.export and getattr(self.strategy.extended, "should_checkpoint", True):
+            self.export(self.last_embeddings)  # chief only
         return metrics
+
+    def export(self, test_embeddings: np.ndarray) -> None:
+        """Writes MODEL_DIR/export (SavedModel) and MODEL_DIR/projector (test split)."""
+        from sst_tf import export, projector
+
+        cfg = self.config
+        try:
+            export.export_saved_model(
+                self.model,
+                os.path.join(cfg.model_dir, "export"),
+                export.spec_for_config(cfg),
+                metadata=export.run_metadata(cfg, self.manager.latest_checkpoint),
+            )
+            projector.write_split_projector(
+                os.path.join(cfg.model_dir, "projector"), self.dataset.test, test_embeddings,
+                seed=cfg.seed,
+            )
+        except Exception:
+            logging.error("Export after training failed (checkpoints and metrics.json are "
+                          "saved); retry with: python -m sst_tf.export --model_dir=%s",
+                          cfg.model_dir)
+            raise
 
 
 def _fmt(metrics: dict) -> str:
