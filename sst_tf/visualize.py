@@ -264,7 +264,7 @@ def visualize_run(
     from sst_tf import export
 
     model, config, _ = export.restore_model(model_dir, checkpoint)
-    split = data_lib.load_dataset(config.dataset, config.data_dir).test
+    split = data_lib.load_dataset(config.dataset, config.data_dir, **config.reader_options()).test
     emb = embed_split(model, split, export.spec_for_config(config), config.eval_batch_size)
     images = split.images if split.images is not None else list(split.paths)
     return write_figures(

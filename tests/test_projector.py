@@ -170,3 +170,22 @@ def test_thumbnails_from_arrays_and_files(tmp_path):
     assert (got[1] == 128).all()  # unreadable file: grey tile
     gray = pj.thumbnails(ims[..., :1].astype(np.float32) / 255.0, [1], 6)
     np.testing.assert_array_equal(gray[0, ..., 1], ims[1, ..., 0])
+
+
+def test_split_projector_with_files(tmp_path):
+    from sst_tf import data
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(5):
+        paths.append(str(tmp_path / f"img{i}.jpg"))
+        Image.fromarray(rng.integers(0, 256, (12, 9, 3), dtype=np.uint8)).save(paths[-1])
+    split = data.Split(np.array([0, 1, 1, 0, 1]), ("cat", "dog"), paths=tuple(paths))
+    emb = rng.normal(size=(5, 3)).astype(np.float32)
+    out = tmp_path / "projector"
+    info = pj.write_split_projector(str(out), split, emb, thumb_size=4)
+    rows = (out / "metadata.tsv").read_text().splitlines()
+    assert rows == ["label\tfile"] + [
+        f"{name}\timg{i}.jpg" for i, name in enumerate(["cat", "dog", "dog", "cat", "dog"])
+    ]
+    assert Image.open(info["sprite"]).size == (3 * 4, 3 * 4)
