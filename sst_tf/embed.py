@@ -191,21 +191,26 @@ def main(argv: Sequence[str]) -> int:
     del argv
     for name in ("export_dir", "images"):
         if not getattr(FLAGS, name):
-            print(f"error: --{name} is required", file=sys.stderr)
+            print(f"sst_tf.embed: error: --{name} is required", file=sys.stderr)
             return 2
     if FLAGS.batch_size < 1:
-        print(f"error: --batch_size must be >= 1, got {FLAGS.batch_size}", file=sys.stderr)
+        print(
+            f"sst_tf.embed: error: --batch_size must be >= 1, got {FLAGS.batch_size}",
+            file=sys.stderr,
+        )
         return 2
     try:
         paths = list_images(FLAGS.images)
         embedder = Embedder(FLAGS.export_dir)
     except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"sst_tf.embed: error: {e}", file=sys.stderr)
         return 2
     logging.info("embedding %d files with %s", len(paths), FLAGS.export_dir)
     kept, emb, failed = embed_files(embedder, paths, FLAGS.batch_size)
     if not kept:
-        print(f"error: none of the {len(paths)} files could be decoded", file=sys.stderr)
+        print(
+            f"sst_tf.embed: error: none of the {len(paths)} files could be decoded", file=sys.stderr
+        )
         return 1
     save_index(FLAGS.output, kept, emb, embedder.export_dir, [p for p, _ in failed])
     print(

@@ -115,10 +115,10 @@ def main(argv: Sequence[str]) -> int:
 
     for name in ("index", "query"):
         if not getattr(FLAGS, name):
-            print(f"error: --{name} is required", file=sys.stderr)
+            print(f"sst_tf.search: error: --{name} is required", file=sys.stderr)
             return 2
     if FLAGS.top_k < 1:
-        print(f"error: --top_k must be >= 1, got {FLAGS.top_k}", file=sys.stderr)
+        print(f"sst_tf.search: error: --top_k must be >= 1, got {FLAGS.top_k}", file=sys.stderr)
         return 2
     try:
         index = load_index(FLAGS.index)
@@ -128,12 +128,13 @@ def main(argv: Sequence[str]) -> int:
         queries = list_images(FLAGS.query)
         embedder = Embedder(export_dir)
     except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"sst_tf.search: error: {e}", file=sys.stderr)
         return 2
     if embedder.embedding_dim != index["embeddings"].shape[1]:
         print(
-            f"error: --export_dir={export_dir} gives {embedder.embedding_dim}-d embeddings but "
-            f"--index={FLAGS.index} holds {index['embeddings'].shape[1]}-d ones",
+            f"sst_tf.search: error: --export_dir={export_dir} gives "
+            f"{embedder.embedding_dim}-d embeddings but --index={FLAGS.index} holds "
+            f"{index['embeddings'].shape[1]}-d ones",
             file=sys.stderr,
         )
         return 2
@@ -141,7 +142,7 @@ def main(argv: Sequence[str]) -> int:
     for p, reason in failed:
         print(f"skipped query {p}: {reason}", file=sys.stderr)
     if not kept:
-        print("error: no query image could be decoded", file=sys.stderr)
+        print("sst_tf.search: error: no query image could be decoded", file=sys.stderr)
         return 1
     results = search_results(kept, q_emb, index["paths"], index["embeddings"], FLAGS.top_k)
     if FLAGS.output:
