@@ -55,6 +55,8 @@ class TrainConfig:
     keep_checkpoints: int = 3
     progress: bool = True
     export: bool = True
+    max_consecutive_nonfinite: int = 10
+    allow_flag_changes: bool = False
 
     def reader_options(self) -> dict:
         """The data-set options of this config that the chosen reader accepts."""
@@ -89,6 +91,8 @@ class TrainConfig:
             (len(self.recall_ks) > 0 and min(self.recall_ks) >= 1,
              "--recall_ks must be positive integers", self.recall_ks),
             (bool(self.model_dir), "--model_dir is required", self.model_dir),
+            (self.max_consecutive_nonfinite >= 1, "--max_consecutive_nonfinite must be >= 1",
+             self.max_consecutive_nonfinite),
         ]
         for ok, message, value in checks:
             if not ok:

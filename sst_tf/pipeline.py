@@ -122,6 +122,7 @@ def train_dataset(
     seed: int = 0,
     epoch: int = 0,
     prefetch: int = 2,
+    start_batch: int = 0,
 ) -> tf.data.Dataset:
     """Batches of one epoch's plan, decoded and augmented in parallel.
 
@@ -132,10 +133,12 @@ def train_dataset(
       seed: run seed (with `epoch`, seeds the augmentation).
       epoch: epoch number.
       prefetch: batches to prefetch.
+      start_batch: skip the plan's first batches without decoding them (a
+        resumed epoch); the rest get the same augmentation as without skipping.
 
     Returns:
-      tf.data.Dataset of (images, labels, targets, mask), `plan.num_batches`
-      elements of fixed batch size.
+      tf.data.Dataset of (images, labels, targets, mask), `plan.num_batches -
+      start_batch` elements of fixed batch size.
     """
     nb, b = plan.indices.shape
     k = plan.targets.shape[-1]
@@ -153,6 +156,8 @@ def train_dataset(
         return image, label, target, mask
 
     ds = tf.data.Dataset.from_tensor_slices((flat_idx, labels, targets, flat_mask, positions))
+    if start_batch:
+        ds = ds.skip(start_batch * b)
     ds = ds.map(_map, num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.batch(b, drop_remainder=True)
     return ds.prefetch(prefetch)

@@ -63,6 +63,12 @@ flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in model_dir/check
 flags.DEFINE_bool("progress", True, "Show a progress bar per epoch.")
 flags.DEFINE_bool("export", True, "After training, write MODEL_DIR/export (SavedModel) and "
                   "MODEL_DIR/projector (TensorBoard projector of the test embeddings).")
+flags.DEFINE_integer("max_consecutive_nonfinite", 10,
+                     "Stop after N steps in a row with a non-finite loss or gradient (each "
+                     "such step is skipped); the last good checkpoint is kept.")
+flags.DEFINE_bool("allow_flag_changes", False,
+                  "Resume a run although optimisation flags (lr, loss, batch size, seed, ...) "
+                  "differ from the ones it started with; model/data flags always must match.")
 
 
 def config_from_flags():
@@ -112,12 +118,14 @@ def config_from_flags():
         keep_checkpoints=FLAGS.keep_checkpoints,
         progress=FLAGS.progress,
         export=FLAGS.export,
+        max_consecutive_nonfinite=FLAGS.max_consecutive_nonfinite,
+        allow_flag_changes=FLAGS.allow_flag_changes,
     )
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
     print(f"sst_tf.train: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(code)
 
 
 def main(argv):
@@ -140,13 +148,21 @@ def main(argv):
               f"test {len(ds.test)} images / {ds.test.num_classes} classes: data OK "
               "(--dry_run: not training).")
         return
+    from sst_tf import reliability
     from sst_tf.trainer import Trainer
 
     try:
         trainer = Trainer(config)
     except (ValueError, NotImplementedError) as e:
         _fail(str(e))
-    metrics = trainer.fit()
+    try:
+        metrics = trainer.fit()
+    except reliability.Interrupted as e:
+        _fail(str(e), e.exit_code)
+    except reliability.NonFiniteError as e:
+        _fail(str(e), 3)
+    except reliability.DiskFullError as e:
+        _fail(str(e), 4)
     path = os.path.join(config.model_dir, "metrics.json")
     lines = [f"{'metric':<12} {'before':>8} {'after':>8}"]
     for key, after in metrics["after"].items():

@@ -32,6 +32,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -41,11 +42,12 @@ import tensorflow as tf
 from absl import logging
 
 from sst_tf import data as data_lib
-from sst_tf import evaluation, losses, pipeline, sampling
+from sst_tf import evaluation, losses, pipeline, reliability, sampling
 from sst_tf import model as model_lib
 from sst_tf.config import LOSSES, TARGET_LOSSES, TrainConfig
+from sst_tf.reliability import write_json_atomic
 
-__all__ = ["LOSSES", "TARGET_LOSSES", "TrainConfig", "Trainer"]
+__all__ = ["LOSSES", "TARGET_LOSSES", "TrainConfig", "Trainer", "write_json_atomic"]
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -66,17 +68,6 @@ def make_loss(name: str, margin: float | None = None):
         margin = 0.5 if margin is None else margin
         return lambda e, y, t, m: losses.contrastive_loss(e, y, margin=margin, sample_mask=m)
     raise ValueError(f"loss must be one of {LOSSES}, got {name!r}.")
-
-
-def write_json_atomic(path: str, obj) -> None:
-    """Writes JSON to `path` through a temporary file and a rename."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _jsonable(metrics: dict) -> dict:
@@ -121,6 +112,11 @@ class Trainer:
         )
         self.loss_fn = make_loss(config.loss, config.margin)
         train = self.dataset.train
+        reliability.check_splits(train.labels, self.dataset.test.labels, config.dataset)
+        self.checkpoint_dir = os.path.join(config.model_dir, "checkpoints")
+        self.interrupt_dir = os.path.join(self.checkpoint_dir, "interrupted")
+        self.config_path = os.path.join(config.model_dir, "config.json")
+        self.changed_flags = self._check_resume_config()
         self.sampler = sampling.make_sampler(
             config.sampler,
             train.labels,
@@ -144,12 +140,23 @@ class Trainer:
             self.head_optimizer = self._make_optimizer(config.lr * config.head_lr_multiplier)
             self.backbone_optimizer.build(self.backbone_vars)
             self.head_optimizer.build(self.head_vars)
-            # Loop state, checkpointed with the model (issue "reliability" adds
-            # sampler/RNG state next to these).
+            # Loop state, checkpointed with the model. `epoch` counts finished
+            # epochs; a checkpoint written on SIGTERM/SIGINT in the middle of
+            # epoch `epoch` also holds the steps done in it and their loss sum.
+            # The sampler state is the input of its last refresh (embeddings of
+            # the train split and that epoch): refresh() and plan() are
+            # deterministic functions of (seed, epoch, embeddings).
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self.best_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False)
             self.lr_wait = tf.Variable(0, dtype=tf.int64, trainable=False)
             self.stale_epochs = tf.Variable(0, dtype=tf.int64, trainable=False)
+            self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+            self.epoch_loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+            self.epoch_loss_count = tf.Variable(0, dtype=tf.int64, trainable=False)
+            self.nonfinite_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
+            self.refresh_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False)
+            self.refresh_embeddings = tf.Variable(
+                tf.zeros([len(train), config.embedding_dim], tf.float32), trainable=False)
         self.checkpoint = tf.train.Checkpoint(
             model=self.model,
             backbone_optimizer=self.backbone_optimizer,
@@ -158,11 +165,19 @@ class Trainer:
             best_loss=self.best_loss,
             lr_wait=self.lr_wait,
             stale_epochs=self.stale_epochs,
+            step_in_epoch=self.step_in_epoch,
+            epoch_loss_sum=self.epoch_loss_sum,
+            epoch_loss_count=self.epoch_loss_count,
+            nonfinite_steps=self.nonfinite_steps,
+            refresh_epoch=self.refresh_epoch,
+            refresh_embeddings=self.refresh_embeddings,
         )
-        self.checkpoint_dir = os.path.join(config.model_dir, "checkpoints")
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self.checkpoint_dir, max_to_keep=config.keep_checkpoints
         )
+        self.interrupt_manager = self._make_interrupt_manager()
+        self._signals: reliability.GracefulSignals | None = None
+        self._consecutive_nonfinite = 0
         self.metrics_path = os.path.join(config.model_dir, "metrics.json")
         self._train_writer = None
         self._eval_writer = None
@@ -179,7 +194,14 @@ class Trainer:
         return keras.optimizers.Adam(learning_rate=lr)
 
     def train_step(self, images, labels, targets, mask) -> tf.Tensor:
-        """Per-replica step: forward, loss, gradients, apply. Returns the loss."""
+        """Per-replica step: forward, loss, gradients, apply if all finite.
+
+        A step whose loss or gradients are not finite on any replica changes
+        nothing (no update, optimizer step counters unchanged).
+
+        Returns:
+          The loss, or NaN when the step was skipped.
+        """
         num_replicas = self.strategy.num_replicas_in_sync
         variables = self.backbone_vars + self.head_vars
         with tf.GradientTape() as tape:
@@ -187,6 +209,13 @@ class Trainer:
             loss = self.loss_fn(embeddings, labels, targets, mask)
             scaled = loss / num_replicas
         grads = tape.gradient(scaled, variables)
+        finite = reliability.all_finite(loss, grads)
+        reliability.apply_if(finite, self._apply_gradients, grads)
+        return tf.where(finite, loss, tf.constant(math.nan, loss.dtype))
+
+    def _apply_gradients(self, grads) -> None:
+        """Coupled L2 weight decay, then both optimizers (per replica)."""
+        variables = self.backbone_vars + self.head_vars
         if self._l2:
             grads = [g + self._l2 * v.value for g, v in zip(grads, variables, strict=True)]
         nb = len(self.backbone_vars)
@@ -194,7 +223,6 @@ class Trainer:
             self.backbone_optimizer.apply_gradients(
                 zip(grads[:nb], self.backbone_vars, strict=True))
         self.head_optimizer.apply_gradients(zip(grads[nb:], self.head_vars, strict=True))
-        return loss
 
     def distributed_step(self, batch) -> tf.Tensor:
         """Cross-replica step: runs `train_step` on each replica, mean loss."""
@@ -276,6 +304,92 @@ class Trainer:
                     tf.summary.scalar(key, value)
         writer.flush()
 
+    # -- resuming -------------------------------------------------------------
+
+    def _run_record(self) -> dict:
+        """What config.json holds: the flags plus the sizes of the data splits."""
+        record = dataclasses.asdict(self.config)
+        record["num_train_images"] = len(self.dataset.train)
+        record["num_test_images"] = len(self.dataset.test)
+        return record
+
+    def _has_checkpoint(self) -> bool:
+        return bool(tf.train.latest_checkpoint(self.checkpoint_dir)
+                    or tf.train.latest_checkpoint(self.interrupt_dir))
+
+    def _check_resume_config(self) -> list[str]:
+        """Refuses to resume a run whose saved flags do not fit (see reliability)."""
+        if not (os.path.isfile(self.config_path) and self._has_checkpoint()):
+            return []
+        with open(self.config_path) as f:
+            saved = json.load(f)
+        return reliability.check_resume_config(saved, self._run_record(),
+                                               self.config.allow_flag_changes)
+
+    def _make_interrupt_manager(self) -> tf.train.CheckpointManager:
+        return tf.train.CheckpointManager(self.checkpoint, self.interrupt_dir, max_to_keep=1,
+                                          checkpoint_name="interrupted")
+
+    @staticmethod
+    def _progress_of(path: str) -> tuple[int, int]:
+        reader = tf.train.load_checkpoint(path)
+
+        def value(name):
+            key = f"{name}/.ATTRIBUTES/VARIABLE_VALUE"
+            return int(reader.get_tensor(key)) if reader.has_tensor(key) else 0
+
+        return value("epoch"), value("step_in_epoch")
+
+    def latest_checkpoint(self) -> str | None:
+        """The most advanced checkpoint: the last epoch's, or a newer interrupted one."""
+        paths = [p for p in (self.manager.latest_checkpoint,
+                             self.interrupt_manager.latest_checkpoint) if p]
+        if not paths:
+            return None
+        return max(paths, key=self._progress_of)  # ties: the epoch checkpoint (first)
+
+    def _save(self, manager: tf.train.CheckpointManager, number: int | None = None) -> str:
+        with reliability.disk_full_guard(manager.directory):
+            return manager.save(checkpoint_number=number)
+
+    def _save_epoch_checkpoint(self, number: int) -> None:
+        self.step_in_epoch.assign(0)
+        self.epoch_loss_sum.assign(0.0)
+        self.epoch_loss_count.assign(0)
+        self._save(self.manager, number)
+        if os.path.isdir(self.interrupt_dir):  # superseded by this one
+            shutil.rmtree(self.interrupt_dir, ignore_errors=True)
+            self.interrupt_manager = self._make_interrupt_manager()
+
+    def _interrupt(self, epoch: int, step: int, loss_sum: float, loss_count: int):
+        """Writes a checkpoint at (epoch, step) and returns the `Interrupted` to raise."""
+        self.epoch.assign(epoch)
+        self.step_in_epoch.assign(step)
+        self.epoch_loss_sum.assign(loss_sum)
+        self.epoch_loss_count.assign(loss_count)
+        path = self._save(self.interrupt_manager)
+        logging.warning("Wrote %s (epoch %d, %d steps done in it).", path, epoch + 1, step)
+        return reliability.Interrupted(self._signals.received, path)
+
+    def _check_signal(self, epoch: int, step: int = 0, loss_sum: float = 0.0,
+                      loss_count: int = 0) -> None:
+        if self._signals is not None and self._signals.received:
+            raise self._interrupt(epoch, step, loss_sum, loss_count)
+
+    def _restore_sampler(self, epoch: int) -> bool:
+        """Re-creates the sampler state of a resumed run; False if none was saved."""
+        if not self.sampler.needs_embeddings:
+            self.sampler.refresh(None, epoch)
+            return True
+        refreshed = int(self.refresh_epoch.numpy())
+        if refreshed < 0:
+            logging.warning("The checkpoint holds no sampler state: re-embedding the train "
+                            "split now (the resumed run may differ from an uninterrupted one).")
+            return False
+        self.sampler.refresh(self.refresh_embeddings.numpy(), refreshed)
+        logging.info("Sampler state restored (refreshed at epoch %d).", refreshed + 1)
+        return True
+
     # -- the loop -----------------------------------------------------------
 
     def _refresh(self, epoch: int) -> dict:
@@ -284,11 +398,29 @@ class Trainer:
         embeddings = self.embed(self.dataset.train) if self.sampler.needs_embeddings else None
         embed_seconds = time.perf_counter() - start
         self.sampler.refresh(embeddings, epoch)
+        if embeddings is not None:  # the sampler state, saved with the next checkpoint
+            self.refresh_embeddings.assign(embeddings)
+            self.refresh_epoch.assign(epoch)
         return {"sampler/embed_seconds": embed_seconds,
                 "sampler/cluster_seconds": time.perf_counter() - start - embed_seconds}
 
-    def train_epoch(self, epoch: int, refresh: bool) -> dict:
-        """Runs one epoch; returns its statistics (loss, timings, sampler stats)."""
+    def train_epoch(self, epoch: int, refresh: bool, start_step: int = 0,
+                    loss_sum: float = 0.0, loss_count: int = 0) -> dict:
+        """Runs one epoch; returns its statistics (loss, timings, sampler stats).
+
+        Args:
+          epoch: 0-based epoch.
+          refresh: refresh the sampler first (else its current state is used).
+          start_step: steps of this epoch already done (a resumed epoch); the
+            plan is the same, those batches are skipped.
+          loss_sum: sum of the finite losses of those steps.
+          loss_count: number of those finite losses.
+
+        Raises:
+          reliability.Interrupted: on SIGTERM/SIGINT, after a checkpoint.
+          reliability.NonFiniteError: after `max_consecutive_nonfinite` skipped
+            steps in a row.
+        """
         timings = self._refresh(epoch) if refresh else {}
         plan = self.sampler.plan(epoch)
         stats = {f"sampler/{k}": v for k, v in plan.stats.items()}
@@ -303,30 +435,62 @@ class Trainer:
         )
         if plan.num_batches == 0:
             logging.warning("Epoch %d: the sampler produced no batch with a triplet.", epoch + 1)
-            stats.update(loss=math.nan, images_per_second=0.0, train_seconds=0.0)
+            stats.update(loss=math.nan, images_per_second=0.0, train_seconds=0.0,
+                         nonfinite_steps=0)
             return stats
+        if start_step:
+            logging.info("Epoch %d: resuming after step %d of %d.", epoch + 1, start_step,
+                         plan.num_batches)
         ds = self._distribute(pipeline.train_dataset(
-            self.dataset.train, plan, self.image_options, seed=self.config.seed, epoch=epoch))
+            self.dataset.train, plan, self.image_options, seed=self.config.seed, epoch=epoch,
+            start_batch=start_step))
         # A live bar on terminals; on logs (not a TTY) the epoch's log line suffices.
         show = self.config.progress and sys.stdout.isatty()
         bar = keras.utils.Progbar(plan.num_batches, stateful_metrics=["loss"],
                                   verbose=1 if show else 0, unit_name="batch")
         writer, _ = self._writers()
-        batch_losses = []
+        skipped = 0
         start = time.perf_counter()
-        for i, batch in enumerate(ds):
+        for i, batch in enumerate(ds, start=start_step):
             loss = float(self._step_fn(batch))
-            batch_losses.append(loss)
-            bar.update(i + 1, values=[("loss", loss)])
-            with writer.as_default(step=int(self.head_optimizer.iterations.numpy())):
-                tf.summary.scalar("loss_per_step", loss)
+            if math.isfinite(loss):
+                loss_sum += loss
+                loss_count += 1
+                self._consecutive_nonfinite = 0
+                bar.update(i + 1, values=[("loss", loss)])
+                with writer.as_default(step=int(self.head_optimizer.iterations.numpy())):
+                    tf.summary.scalar("loss_per_step", loss)
+            else:
+                self._on_nonfinite(epoch, i)
+                skipped += 1
+            self._check_signal(epoch, i + 1, loss_sum, loss_count)
         seconds = time.perf_counter() - start
         stats.update(
-            loss=float(np.mean(batch_losses)),
+            loss=loss_sum / loss_count if loss_count else math.nan,
             train_seconds=seconds,
-            images_per_second=float(plan.mask.sum() / max(seconds, 1e-9)),
+            images_per_second=float(plan.mask[start_step:].sum() / max(seconds, 1e-9)),
+            nonfinite_steps=skipped,
         )
         return stats
+
+    def _on_nonfinite(self, epoch: int, step: int) -> None:
+        """Counts a skipped step; raises after `max_consecutive_nonfinite` in a row."""
+        self.nonfinite_steps.assign_add(1)
+        self._consecutive_nonfinite += 1
+        n, limit = self._consecutive_nonfinite, self.config.max_consecutive_nonfinite
+        logging.warning("Epoch %d step %d: non-finite loss or gradient, step skipped "
+                        "(%d in a row, %d in this run).", epoch + 1, step + 1, n,
+                        int(self.nonfinite_steps.numpy()))
+        if n >= limit:
+            lr, head_lr = self.learning_rates
+            raise reliability.NonFiniteError(
+                f"{n} consecutive steps had a non-finite loss or gradient (epoch {epoch + 1}, "
+                f"step {step + 1}; --max_consecutive_nonfinite={limit}): training diverged. "
+                f"The last good checkpoint is kept: {self.latest_checkpoint() or 'none yet'}. "
+                f"Try a lower learning rate (now --lr={lr:.3g}, head {head_lr:.3g}): rerun "
+                "with a smaller --lr and --allow_flag_changes to continue from that "
+                "checkpoint, or in a new --model_dir."
+            )
 
     def _load_metrics(self) -> dict:
         if os.path.exists(self.metrics_path):
@@ -337,21 +501,37 @@ class Trainer:
     def fit(self) -> dict:
         """Trains (resuming from the latest checkpoint in model_dir, if any).
 
+        SIGTERM / SIGINT during training finish the current step, write a
+        checkpoint and raise `reliability.Interrupted`; rerunning resumes at that
+        step with the same result as an uninterrupted run (deterministic mode).
+
         Returns:
           The metrics dict also written to `model_dir/metrics.json`: "before"
           and "after" (test split), "epochs" (every eval_every), "train"
-          (epochs run, final loss, stop reason).
+          (epochs run, final loss, stop reason, skipped non-finite steps).
         """
+        with reliability.GracefulSignals() as self._signals:
+            try:
+                return self._fit()
+            finally:
+                self._signals = None
+
+    def _fit(self) -> dict:
         cfg = self.config
         os.makedirs(cfg.model_dir, exist_ok=True)
-        write_json_atomic(os.path.join(cfg.model_dir, "config.json"), dataclasses.asdict(cfg))
+        write_json_atomic(self.config_path, self._run_record())
         metrics = {}
-        if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        latest = self.latest_checkpoint()
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
             metrics = self._load_metrics()
             metrics.pop("after", None)
-            logging.info("Resuming from %s (epoch %d).", self.manager.latest_checkpoint,
-                         int(self.epoch.numpy()))
+            logging.info("Resuming from %s (epoch %d, step %d).", latest,
+                         int(self.epoch.numpy()) + 1, int(self.step_in_epoch.numpy()))
+            if {"lr", "head_lr_multiplier"} & set(self.changed_flags):
+                self.backbone_optimizer.learning_rate = cfg.lr
+                self.head_optimizer.learning_rate = cfg.lr * cfg.head_lr_multiplier
+                logging.warning("Learning rates set to the new flags: %s", self.learning_rates)
         if "before" not in metrics:
             logging.info("Evaluating the untrained model on the test split...")
             metrics["before"] = self.evaluate()
@@ -360,6 +540,7 @@ class Trainer:
             logging.info("before: %s", _fmt(metrics["before"]))
         metrics.setdefault("epochs", {})
         start_epoch = int(self.epoch.numpy())
+        start_step = int(self.step_in_epoch.numpy())
         writer, _ = self._writers()
         stop_reason = "epochs"
         if int(self.stale_epochs.numpy()) >= cfg.early_stop_patience:
@@ -367,8 +548,18 @@ class Trainer:
             start_epoch = cfg.epochs
         last_loss = math.nan
         for epoch in range(start_epoch, cfg.epochs):
-            refresh = epoch == start_epoch or epoch % cfg.refresh_every == 0
-            stats = self.train_epoch(epoch, refresh)
+            step0 = start_step if epoch == start_epoch else 0
+            self._check_signal(epoch, step0, float(self.epoch_loss_sum.numpy()),
+                               int(self.epoch_loss_count.numpy()))
+            refresh = step0 == 0 and epoch % cfg.refresh_every == 0
+            if epoch == start_epoch and not refresh:
+                refresh = not self._restore_sampler(epoch)
+            if step0:
+                stats = self.train_epoch(epoch, refresh, step0,
+                                         float(self.epoch_loss_sum.numpy()),
+                                         int(self.epoch_loss_count.numpy()))
+            else:
+                stats = self.train_epoch(epoch, refresh)
             last_loss = stats["loss"]
             lr, head_lr = self.learning_rates
             with writer.as_default(step=epoch + 1):
@@ -389,21 +580,25 @@ class Trainer:
                 metrics["epochs"][str(epoch + 1)] = result
                 self._write_eval(result, epoch + 1)
                 logging.info("Epoch %d eval: %s", epoch + 1, _fmt(result))
-            self.manager.save(checkpoint_number=epoch + 1)
+            # metrics.json first: a crash in between re-runs this epoch, which
+            # rewrites its entry; the other order could lose the entry.
             write_json_atomic(self.metrics_path, metrics)
+            self._save_epoch_checkpoint(epoch + 1)
             if stop:
                 stop_reason = "early_stopping"
                 logging.info("No improvement for %d epochs: stopping early.",
                              cfg.early_stop_patience)
                 break
+        self._check_signal(int(self.epoch.numpy()))
         if not self.manager.latest_checkpoint:
-            self.manager.save(checkpoint_number=int(self.epoch.numpy()))
+            self._save_epoch_checkpoint(int(self.epoch.numpy()))
         metrics["after"] = self.evaluate()
         self._write_eval(metrics["after"], int(self.epoch.numpy()))
         metrics["train"] = {
             "epochs_run": int(self.epoch.numpy()),
             "final_loss": None if math.isnan(last_loss) else float(last_loss),
             "early_stopped": stop_reason == "early_stopping",
+            "nonfinite_steps": int(self.nonfinite_steps.numpy()),
         }
         write_json_atomic(self.metrics_path, metrics)
         logging.info("after: %s", _fmt(metrics["after"]))
