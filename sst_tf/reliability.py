@@ -220,6 +220,34 @@ def check_resume_config(saved: dict, current: dict, allow_changes: bool = False)
     return [k for k, _, _ in diffs]
 
 
+# -- input errors ----------------------------------------------------------------
+
+
+class InputError(RuntimeError):
+    """Reading or decoding an image failed while the run was going (names the file)."""
+
+
+def read_batches(dataset, what: str):
+    """Iterates `dataset`, turning a tf.data read/decode error into `InputError`.
+
+    Only errors raised while producing a batch (file gone, unreadable or
+    corrupt since the up-front image check) are converted; errors of the
+    computation on a batch are not affected.
+    """
+    import tensorflow as tf
+
+    iterator = iter(dataset)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except tf.errors.OpError as e:
+            message = (e.message or str(e)).strip().splitlines()[0]
+            raise InputError(f"{what}: reading an image failed: {message}") from e
+        yield batch
+
+
 # -- non-finite steps ------------------------------------------------------------
 
 
@@ -231,7 +259,7 @@ def all_finite(loss, grads: Iterable | None = None):
     """Scalar bool tensor: the loss and every gradient are finite.
 
     Under a distribution strategy (in replica context) the flag is reduced over
-    all replicas (minimum), so every replica takes the same decision.
+    all replicas (a sum of non-finite flags), so every replica takes the same decision.
     """
     import tensorflow as tf
 
@@ -242,7 +270,8 @@ def all_finite(loss, grads: Iterable | None = None):
     finite = tf.reduce_all(tf.stack(checks))
     ctx = tf.distribute.get_replica_context()
     if ctx is not None and ctx.num_replicas_in_sync > 1:
-        finite = ctx.all_reduce(tf.distribute.ReduceOp.MIN, tf.cast(finite, tf.int32)) > 0
+        bad = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(finite), tf.int32))
+        finite = tf.equal(bad, 0)
     return finite
 
 

@@ -163,6 +163,8 @@ def main(argv):
         _fail(str(e), 3)
     except reliability.DiskFullError as e:
         _fail(str(e), 4)
+    except reliability.InputError as e:
+        _fail(str(e), 5)
     path = os.path.join(config.model_dir, "metrics.json")
     lines = [f"{'metric':<12} {'before':>8} {'after':>8}"]
     for key, after in metrics["after"].items():

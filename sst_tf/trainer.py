@@ -275,7 +275,8 @@ class Trainer:
     def embed(self, split: data_lib.Split) -> np.ndarray:
         """Embeds a split in inference mode without augmentation -> [N, d]."""
         ds = pipeline.eval_dataset(split, self.image_options, self.config.eval_batch_size)
-        out = [self._embed_fn(images).numpy() for images, _ in ds]
+        out = [self._embed_fn(images).numpy()
+               for images, _ in reliability.read_batches(ds, "embedding pass")]
         return np.concatenate(out, axis=0).astype(np.float32)
 
     def evaluate(self, split: data_lib.Split | None = None) -> dict:
@@ -361,20 +362,21 @@ class Trainer:
             shutil.rmtree(self.interrupt_dir, ignore_errors=True)
             self.interrupt_manager = self._make_interrupt_manager()
 
-    def _interrupt(self, epoch: int, step: int, loss_sum: float, loss_count: int):
-        """Writes a checkpoint at (epoch, step) and returns the `Interrupted` to raise."""
+    def _save_progress(self, epoch: int, step: int, loss_sum: float, loss_count: int) -> str:
+        """Writes a checkpoint in the middle of epoch `epoch` after `step` steps."""
         self.epoch.assign(epoch)
         self.step_in_epoch.assign(step)
         self.epoch_loss_sum.assign(loss_sum)
         self.epoch_loss_count.assign(loss_count)
         path = self._save(self.interrupt_manager)
         logging.warning("Wrote %s (epoch %d, %d steps done in it).", path, epoch + 1, step)
-        return reliability.Interrupted(self._signals.received, path)
+        return path
 
     def _check_signal(self, epoch: int, step: int = 0, loss_sum: float = 0.0,
                       loss_count: int = 0) -> None:
         if self._signals is not None and self._signals.received:
-            raise self._interrupt(epoch, step, loss_sum, loss_count)
+            path = self._save_progress(epoch, step, loss_sum, loss_count)
+            raise reliability.Interrupted(self._signals.received, path)
 
     def _restore_sampler(self, epoch: int) -> bool:
         """Re-creates the sampler state of a resumed run; False if none was saved."""
@@ -451,7 +453,19 @@ class Trainer:
         writer, _ = self._writers()
         skipped = 0
         start = time.perf_counter()
-        for i, batch in enumerate(ds, start=start_step):
+        batches = reliability.read_batches(ds, f"epoch {epoch + 1}")
+        i = start_step
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except reliability.InputError as e:  # keep the steps done so far
+                path = self._save_progress(epoch, i, loss_sum, loss_count)
+                raise reliability.InputError(
+                    f"{e} Progress is saved in {path}: restore the file and rerun the same "
+                    "command to resume, or start a new --model_dir (the image check then "
+                    "skips it).") from e
             loss = float(self._step_fn(batch))
             if math.isfinite(loss):
                 loss_sum += loss
@@ -463,7 +477,8 @@ class Trainer:
             else:
                 self._on_nonfinite(epoch, i)
                 skipped += 1
-            self._check_signal(epoch, i + 1, loss_sum, loss_count)
+            i += 1
+            self._check_signal(epoch, i, loss_sum, loss_count)
         seconds = time.perf_counter() - start
         stats.update(
             loss=loss_sum / loss_count if loss_count else math.nan,

@@ -1,0 +1,63 @@
+"""Run by tests/test_reliability.py: a non-finite step under MirroredStrategy on 2 CPUs.
+
+Prints one JSON line with what happened to the weights and step counters.
+"""
+
+import json
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+
+from sst_tf import data, pipeline, sampling  # noqa: E402
+from sst_tf.trainer import TrainConfig, Trainer  # noqa: E402
+
+
+def main():
+    strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+    ds = data.load_dataset("digits", upscale=2)
+    tiny = data.Dataset("digits", data.subset(ds.train, range(0, 800, 4)),
+                        data.subset(ds.test, range(0, 800, 8)))
+    config = TrainConfig(model_dir=tempfile.mkdtemp(), backbone="small_cnn", pretrained=False,
+                         embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
+                         batch_size=50, num_targets=3, epochs=1, lr=1e-3, progress=False,
+                         sampler="random")
+    t = Trainer(config, dataset=tiny, strategy=strategy)
+    s = sampling.RandomSampler(tiny.train.labels, 50, num_targets=3, seed=0)
+    s.refresh(t.embed(tiny.train))
+    clean = next(iter(pipeline.train_dataset(tiny.train, s.plan(0), t.image_options)))
+    images = clean[0].numpy()
+    images[40] = np.nan  # a row of the second replica's half only
+    bad = (tf.constant(images),) + tuple(clean[1:])
+
+    def one(batch):
+        dist = t._distribute(tf.data.Dataset.from_tensors(batch))
+        return float(t._step_fn(next(iter(dist))))
+
+    w0 = [w.numpy().copy() for w in t.model.weights]
+    nan_loss = np.isnan(one(bad))
+    changed_after_nan = any(not np.array_equal(a, w.numpy())
+                            for a, w in zip(w0, t.model.weights, strict=True))
+    it_nan = int(t.head_optimizer.iterations.numpy())
+    one(clean)
+    changed_after_clean = any(not np.array_equal(a, w.numpy())
+                              for a, w in zip(w0, t.model.weights, strict=True))
+    agree = all(
+        np.array_equal(*[v.numpy() for v in w.value.values])
+        for w in t.model.weights if hasattr(w.value, "values")
+    )
+    print(json.dumps({"nan_loss": bool(nan_loss), "changed_after_nan": changed_after_nan,
+                      "iterations_after_nan": it_nan,
+                      "changed_after_clean": changed_after_clean,
+                      "iterations_after_clean": int(t.head_optimizer.iterations.numpy()),
+                      "replicas_agree": agree}))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
