@@ -202,8 +202,10 @@ def check_resume_config(saved: dict, current: dict, allow_changes: bool = False)
       IncompatibleRunError: listing every refused difference.
     """
     diffs = config_differences(saved, current)
-    refused = [d for d in diffs if d[0] in MODEL_FLAGS + DATA_KEYS
-               or (d[0] in RUN_FLAGS and not allow_changes)]
+    # A key the saved run does not have (a flag added by a later version) is
+    # logged, never refused.
+    refused = [d for d in diffs if d[0] in saved and (
+        d[0] in MODEL_FLAGS + DATA_KEYS or (d[0] in RUN_FLAGS and not allow_changes))]
     if refused:
         lines = "; ".join(f"--{k}: {o!r} in the saved run, {n!r} now" for k, o, n in refused)
         hint = ("use another --model_dir for a new run"

@@ -18,6 +18,12 @@ cross-replica wrapper (`strategy.run` + reduce). The optimizers are built
 inside `strategy.scope()`. `_distribute` is the hook where a strategy's input
 distribution goes (one neighbourhood per replica).
 
+Reliability (`sst_tf.reliability`): the checkpoint also holds the sampler
+state and the progress inside an interrupted epoch, so a rerun resumes exactly;
+SIGTERM/SIGINT write a checkpoint after the current step; a step with a
+non-finite loss or gradient is skipped in-graph and counted; a resume with
+incompatible flags is refused before anything is built.
+
 Learning-rate groups: two Adam optimizers, one for the backbone (lr) and one
 for the head (lr * head_lr_multiplier). Two optimizers rather than gradient
 scaling, because Adam is invariant to gradient scale (a 10x gradient would not

@@ -149,6 +149,12 @@ def test_config_differences_normalise_tuples():
     now = {"recall_ks": (1, 2), "epochs": 4, "model_dir": "b"}
     assert reliability.config_differences(saved, now) == [("epochs", 3, 4)]
     assert reliability.check_resume_config(saved, now) == ["epochs"]
+    # Keys an older run did not save yet are logged, not refused.
+    assert reliability.check_resume_config(
+        saved, dict(now, embedding_dim=8, num_train_images=5)) == [
+        "embedding_dim", "epochs", "num_train_images"]
+    with pytest.raises(reliability.IncompatibleRunError, match="--seed: 1 in the saved"):
+        reliability.check_resume_config(dict(saved, seed=1), dict(now, seed=2))
 
 
 # -- non-finite steps ----------------------------------------------------------------
@@ -211,6 +217,7 @@ def test_skipped_steps_are_counted_and_too_many_stop_keeping_the_last_good_check
     assert int(t.nonfinite_steps.numpy()) == 2 + 3  # counted in the run, not yet saved
 
 
+@pytest.mark.slow
 def test_skip_decision_is_shared_by_all_replicas():
     # Two logical CPUs, MirroredStrategy: a NaN only in replica 1's half of the
     # batch must stop the update on both replicas (a subprocess: the logical
