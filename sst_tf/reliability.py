@@ -260,6 +260,9 @@ class NonFiniteError(RuntimeError):
 def all_finite(loss, grads: Iterable | None = None):
     """Scalar bool tensor: the loss and every gradient are finite.
 
+    With Keras' `LossScaleOptimizer` (float16) pass `grads=None`: it skips
+    overflowing steps itself and must see them to lower its loss scale.
+
     Under a distribution strategy (in replica context) the flag is reduced over
     all replicas (a sum of non-finite flags), so every replica takes the same decision.
     """
