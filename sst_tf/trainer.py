@@ -381,7 +381,9 @@ class Trainer:
     def _check_signal(self, epoch: int, step: int = 0, loss_sum: float = 0.0,
                       loss_count: int = 0) -> None:
         if self._signals is not None and self._signals.received:
-            path = self._save_progress(epoch, step, loss_sum, loss_count)
+            path = self.manager.latest_checkpoint
+            if not (step == 0 and path and self._progress_of(path) == (epoch, 0)):
+                path = self._save_progress(epoch, step, loss_sum, loss_count)
             raise reliability.Interrupted(self._signals.received, path)
 
     def _restore_sampler(self, epoch: int) -> bool:
