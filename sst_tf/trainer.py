@@ -635,16 +635,18 @@ class Trainer:
 
         cfg = self.config
         try:
-            export.export_saved_model(
-                self.model,
-                os.path.join(cfg.model_dir, "export"),
-                export.spec_for_config(cfg),
-                metadata=export.run_metadata(cfg, self.manager.latest_checkpoint),
-            )
-            projector.write_split_projector(
-                os.path.join(cfg.model_dir, "projector"), self.dataset.test, test_embeddings,
-                seed=cfg.seed,
-            )
+            with reliability.disk_full_guard(os.path.join(cfg.model_dir, "export")):
+                export.export_saved_model(
+                    self.model,
+                    os.path.join(cfg.model_dir, "export"),
+                    export.spec_for_config(cfg),
+                    metadata=export.run_metadata(cfg, self.manager.latest_checkpoint),
+                )
+            with reliability.disk_full_guard(os.path.join(cfg.model_dir, "projector")):
+                projector.write_split_projector(
+                    os.path.join(cfg.model_dir, "projector"), self.dataset.test,
+                    test_embeddings, seed=cfg.seed,
+                )
         except Exception:
             logging.error("Export after training failed (checkpoints and metrics.json are "
                           "saved); retry with: python -m sst_tf.export --model_dir=%s",

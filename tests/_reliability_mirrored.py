@@ -26,7 +26,7 @@ def main():
     config = TrainConfig(model_dir=tempfile.mkdtemp(), backbone="small_cnn", pretrained=False,
                          embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
                          batch_size=50, num_targets=3, epochs=1, lr=1e-3, progress=False,
-                         sampler="random")
+                         sampler="random", export=False)
     t = Trainer(config, dataset=tiny, strategy=strategy)
     s = sampling.RandomSampler(tiny.train.labels, 50, num_targets=3, seed=0)
     s.refresh(t.embed(tiny.train))

@@ -32,7 +32,7 @@ def _config(tmp_path, **kw):
     base = dict(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
                 embedding_dim=8, image_size=16, resize_size=18, random_flip=True,
                 batch_size=50, num_targets=3, epochs=2, lr=1e-3, head_lr_multiplier=2.0,
-                refresh_every=2, progress=False)
+                refresh_every=2, progress=False, export=False)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -273,7 +273,7 @@ def test_disk_full_on_checkpoint_save_names_the_folder(tmp_path, tiny, monkeypat
 
 CLI_FLAGS = ["--flagfile=configs/digits.cfg", "--epochs=4", "--embedding_dim=16",
              "--image_size=16", "--resize_size=18", "--batch_size=150", "--refresh_every=2",
-             "--eval_every=0", "--noprogress"]
+             "--eval_every=0", "--noprogress", "--noexport"]
 
 
 def _cli(model_dir, *extra):
