@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 # ---------------------------------------------------------------------------
@@ -302,6 +303,64 @@ def pairwise_contrastive_loss(y_true, distances, margin: float = 1.0) -> tf.Tens
     return y * tf.square(d) + (1.0 - y) * tf.square(tf.maximum(margin - d, 0.0))
 
 
+def batch_npairs_loss(embeddings, labels, sample_mask=None) -> tf.Tensor:
+    """N-pairs loss over one batch of embeddings (the form `--loss=npairs` trains).
+
+    `npairs_loss` with the batch as both anchors and positives: the logits of
+    row i are the dot products e_i . e_j of the other valid rows j != i, the
+    target is uniform over the other rows with i's label; the mean is over
+    valid rows that have such a row. (Sohn's L2 penalty on the embeddings is
+    not included; use L2 normalisation or weight decay.)
+
+    Args:
+      embeddings: float [B, d].
+      labels: int [B] class labels.
+      sample_mask: optional bool [B]; False rows are padding.
+
+    Returns:
+      Scalar float32 loss; 0.0 when no row has a positive.
+    """
+    x, labels, mask = _float_mask_inputs(embeddings, labels, sample_mask)
+    positives, _ = _pair_masks(labels, mask)
+    eye = tf.eye(tf.shape(x)[0], dtype=tf.bool)
+    candidates = mask[None, :] & ~eye
+    logits = tf.matmul(x, x, transpose_b=True)
+    log_z = _masked_logsumexp(logits, candidates, 1)
+    num_pos = tf.reduce_sum(tf.cast(positives, tf.float32), axis=1)
+    pos_logit_sum = tf.reduce_sum(tf.where(positives, logits, tf.zeros_like(logits)), axis=1)
+    has = num_pos > 0
+    per_row = tf.where(has, log_z - pos_logit_sum / tf.maximum(num_pos, 1.0), 0.0)
+    return _safe_divide(tf.reduce_sum(per_row), tf.reduce_sum(tf.cast(has, tf.float32)))
+
+
+def batch_pairwise_contrastive_loss(embeddings, labels, margin: float = 1.0,
+                                    sample_mask=None) -> tf.Tensor:
+    """`pairwise_contrastive_loss` over all pairs of one batch (`--loss=pairwise_contrastive`).
+
+    Mean over unordered pairs i < j of valid rows of
+    y * d^2 + (1 - y) * max(margin - d, 0)^2, with d the Euclidean distance and
+    y = 1 for a same-label pair.
+
+    Args:
+      embeddings: float [B, d].
+      labels: int [B] class labels.
+      margin: margin for different-label pairs.
+      sample_mask: optional bool [B]; False rows are padding.
+
+    Returns:
+      Scalar float32 loss; 0.0 with fewer than two valid rows.
+    """
+    x, labels, mask = _float_mask_inputs(embeddings, labels, sample_mask)
+    d = _tfa_pairwise_distance(x, squared=False)
+    same = tf.equal(labels[:, None], labels[None, :])
+    b = tf.shape(x)[0]
+    upper = tf.linalg.band_part(tf.ones([b, b]), 0, -1) - tf.eye(b)
+    pairs = (upper > 0) & mask[:, None] & mask[None, :]
+    per_pair = pairwise_contrastive_loss(tf.cast(same, tf.float32), d, margin)
+    total = tf.reduce_sum(tf.where(pairs, per_pair, tf.zeros_like(per_pair)))
+    return _safe_divide(total, tf.reduce_sum(tf.cast(pairs, tf.float32)))
+
+
 def _serializable_metric(distance_metric):
     if callable(distance_metric):
         return keras.saving.serialize_keras_object(distance_metric)
@@ -544,22 +603,32 @@ def proxy_anchor_loss(
 class ProxyAnchor(keras.layers.Layer):
     """Owns the Proxy-Anchor proxies (one trainable [d] vector per class).
 
-    Create it under the distribution strategy's scope, put its
-    `trainable_variables` into the optimizer and the layer into the
-    checkpoint; `layer(embeddings, labels, sample_mask)` returns the loss.
-    The authors trained the proxies with 100x the backbone learning rate
-    (`lr_multiplier`).
+    Create it under the distribution strategy's scope, give its
+    `trainable_variables` to an optimizer and put the layer into the
+    checkpoint; `layer(embeddings, class_indices, sample_mask)` returns the
+    loss. Classes are either `0..num_classes-1` or the given `class_ids`
+    (e.g. the training split's labels); `class_index(labels)` maps labels to
+    proxy rows (-1 for a label that has no proxy: such a row only acts as a
+    negative). The authors trained the proxies with 100x the backbone
+    learning rate (`lr_multiplier`, for the trainer to use).
     """
 
-    def __init__(self, num_classes: int, embedding_dim: int, alpha: float = 32.0,
-                 delta: float = 0.1, lr_multiplier: float = 100.0, seed: int | None = None,
-                 **kwargs):
+    def __init__(self, num_classes: int | None = None, embedding_dim: int = 512,
+                 alpha: float = 32.0, delta: float = 0.1, lr_multiplier: float = 100.0,
+                 seed: int | None = None, class_ids=None, **kwargs):
         super().__init__(**kwargs)
-        if num_classes < 1:
+        if class_ids is not None:
+            class_ids = sorted({int(c) for c in np.asarray(class_ids).reshape(-1)})
+            if num_classes is not None and num_classes != len(class_ids):
+                raise ValueError(
+                    f"num_classes ({num_classes}) != number of class_ids ({len(class_ids)})")
+            num_classes = len(class_ids)
+        if num_classes is None or num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if embedding_dim < 1:
             raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
         self.num_classes = int(num_classes)
+        self.class_ids = class_ids
         self.embedding_dim = int(embedding_dim)
         self.alpha = float(alpha)
         self.delta = float(delta)
@@ -575,13 +644,25 @@ class ProxyAnchor(keras.layers.Layer):
             dtype="float32",
         )
 
-    def call(self, embeddings, labels, sample_mask=None):  # noqa: D102
-        return proxy_anchor_loss(embeddings, labels, self.proxies, self.alpha, self.delta,
-                                 sample_mask=sample_mask)
+    def class_index(self, labels) -> tf.Tensor:
+        """Proxy row of each label: int32 [B], -1 where the label has no proxy."""
+        labels = tf.cast(labels, tf.int64)
+        if self.class_ids is None:
+            inside = (labels >= 0) & (labels < self.num_classes)
+            return tf.where(inside, tf.cast(labels, tf.int32), -1)
+        ids = tf.constant(self.class_ids, tf.int64)
+        pos = tf.searchsorted(ids, labels)
+        pos = tf.minimum(pos, self.num_classes - 1)
+        found = tf.equal(tf.gather(ids, pos), labels)
+        return tf.where(found, tf.cast(pos, tf.int32), -1)
+
+    def call(self, embeddings, class_indices, sample_mask=None):  # noqa: D102
+        return proxy_anchor_loss(embeddings, class_indices, self.proxies, self.alpha,
+                                 self.delta, sample_mask=sample_mask)
 
     def get_config(self):  # noqa: D102
         config = super().get_config()
         config.update(num_classes=self.num_classes, embedding_dim=self.embedding_dim,
                       alpha=self.alpha, delta=self.delta, lr_multiplier=self.lr_multiplier,
-                      seed=self.seed)
+                      seed=self.seed, class_ids=self.class_ids)
         return config

@@ -147,6 +147,7 @@ def test_proxy_anchor_padding_and_other_hyperparameters():
 
 def test_proxy_anchor_layer_owns_checkpointed_proxies(tmp_path):
     layer = losses.ProxyAnchor(num_classes=5, embedding_dim=3, seed=0)
+    np.testing.assert_array_equal(layer.class_index([0, 4, 5, -1]).numpy(), [0, 4, -1, -1])
     assert [v.shape for v in layer.trainable_variables] == [(5, 3)]
     rng = np.random.default_rng(2)
     x = rng.normal(size=(6, 3)).astype(np.float32)
@@ -166,3 +167,53 @@ def test_proxy_anchor_layer_owns_checkpointed_proxies(tmp_path):
     with pytest.raises(ValueError, match="proxies"):
         losses.proxy_anchor_loss(x, labels, np.zeros((5, 4), np.float32))
     assert isinstance(layer, keras.layers.Layer)
+
+
+def test_batch_npairs_matches_numpy():
+    rng = np.random.default_rng(5)
+    labels = np.array([0, 0, 1, 1, 1, 2, 3, 3, 0])
+    x = rng.normal(size=(9, 4)).astype(np.float32)
+    mask = np.arange(9) < 8
+    total, rows = 0.0, 0
+    for i in range(8):
+        others = [j for j in range(8) if j != i]
+        pos = [j for j in others if labels[j] == labels[i]]
+        if not pos:
+            continue
+        logits = np.array([x[i] @ x[j] for j in others], np.float64)
+        log_z = np.log(np.sum(np.exp(logits - logits.max()))) + logits.max()
+        total += np.mean([log_z - x[i] @ x[j] for j in pos])
+        rows += 1
+    v, g = tape_grad(lambda e: losses.batch_npairs_loss(e, labels, sample_mask=mask), x)
+    np.testing.assert_allclose(v, total / rows, rtol=1e-5)
+    assert np.all(g[8] == 0.0)
+
+
+def test_batch_pairwise_contrastive_matches_numpy():
+    rng = np.random.default_rng(6)
+    labels = np.array([0, 0, 1, 1, 2, 0, 1])
+    x = rng.normal(size=(7, 3)).astype(np.float32) * 0.5
+    mask = np.array([1, 1, 1, 1, 1, 1, 0], bool)
+    vals = []
+    for i in range(6):
+        for j in range(i + 1, 6):
+            d = np.linalg.norm(x[i].astype(np.float64) - x[j])
+            vals.append(d**2 if labels[i] == labels[j] else max(0.7 - d, 0.0) ** 2)
+    v, g = tape_grad(
+        lambda e: losses.batch_pairwise_contrastive_loss(e, labels, 0.7, sample_mask=mask), x)
+    np.testing.assert_allclose(v, np.mean(vals), rtol=1e-5)
+    assert np.all(g[6] == 0.0)
+
+
+def test_proxy_anchor_layer_maps_class_ids_to_proxies():
+    layer = losses.ProxyAnchor(embedding_dim=3, class_ids=[30, 10, 20, 10], seed=1)
+    assert layer.num_classes == 3
+    idx = layer.class_index(np.array([10, 20, 30, 25, -1])).numpy()
+    np.testing.assert_array_equal(idx, [0, 1, 2, -1, -1])
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(4, 3)).astype(np.float32)
+    labels = np.array([10, 30, 30, 20])
+    expected = pa_reference(x, np.array([0, 2, 2, 1]), layer.proxies.numpy())
+    np.testing.assert_allclose(layer(x, layer.class_index(labels)).numpy(), expected, rtol=1e-5)
+    clone = losses.ProxyAnchor.from_config(layer.get_config())
+    assert clone.class_ids == [10, 20, 30]
