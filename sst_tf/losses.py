@@ -19,10 +19,19 @@ Conventions shared by all losses:
     label. Duplicate entries count as separate triplets.
   * The mean is over triplets: the count is the sum over anchors of
     (#valid targets x #imposters). No triplet -> 0.0 with zero gradients.
+
+Baselines follow at the end of the module, with their own definitions:
+tensorflow-addons' metric-learning losses (`triplet_semihard_loss`,
+`triplet_hard_loss`, `lifted_struct_loss`, `npairs_loss`,
+`pairwise_contrastive_loss` and their Keras `Loss` classes), batch forms of
+the last two, `multi_similarity_loss` and `proxy_anchor_loss` (`ProxyAnchor`
+owns the proxies). They take the same optional `sample_mask`.
 """
 
 from __future__ import annotations
 
+import keras
+import numpy as np
 import tensorflow as tf
 
 from sst_tf.neighbors import pairwise_squared_distances
@@ -167,3 +176,664 @@ def contrastive_loss(embeddings, labels, margin: float = 0.5, sample_mask=None) 
     per_pair = tf.where(same, d, tf.nn.relu(margin - d))
     total = tf.reduce_sum(tf.where(pair_ok, per_pair, tf.zeros_like(per_pair)))
     return tf.math.divide_no_nan(total, tf.reduce_sum(tf.cast(mask, tf.float32)))
+
+# ---------------------------------------------------------------------------
+# tensorflow-addons-compatible losses (definitions of tensorflow-addons 0.23)
+# ---------------------------------------------------------------------------
+# tensorflow-addons reached end of life with TF 2.15; these re-implement its
+# metric-learning losses for Keras 3 with the same definitions, defaults and
+# argument order, and are checked against golden values recorded with
+# tensorflow-addons 0.23 (tests/test_tfa_parity.py, scripts/make_tfa_fixtures.py).
+# Differences from tensorflow-addons, all on inputs where it returned NaN or
+# had no notion of the argument:
+#   * a batch with no valid pair returns 0.0 with zero gradients (tfa: NaN);
+#   * float16/bfloat16 inputs are computed and returned in float32;
+#   * every function takes an optional `sample_mask` (bool [B]): False rows are
+#     padding and take no part in the loss (tfa had none).
+
+
+def _tfa_pairwise_distance(x: tf.Tensor, squared: bool = False) -> tf.Tensor:
+    """Pairwise (squared) Euclidean distances as tensorflow-addons computes them.
+
+    Squared distances come from the Gram matrix and are clamped at 0; the square
+    root is only taken of positive entries (zero entries keep a zero gradient);
+    the diagonal is exactly 0.
+
+    Args:
+      x: [B, d] float tensor.
+      squared: return squared distances instead of distances.
+
+    Returns:
+      [B, B] distance matrix.
+    """
+    sq_norms = tf.reduce_sum(tf.square(x), axis=1)
+    d2 = sq_norms[:, None] + sq_norms[None, :] - 2.0 * tf.matmul(x, x, transpose_b=True)
+    d2 = tf.maximum(d2, 0.0)
+    if squared:
+        d = d2
+    else:
+        zero = d2 <= 0.0
+        d = tf.where(zero, tf.zeros_like(d2), tf.sqrt(tf.where(zero, tf.ones_like(d2), d2)))
+    off_diagonal = 1.0 - tf.eye(tf.shape(x)[0], dtype=d.dtype)
+    return d * off_diagonal
+
+
+def _tfa_angular_distance(x: tf.Tensor) -> tf.Tensor:
+    """1 - cosine similarity of the rows, clamped at 0 (tensorflow-addons' form)."""
+    x = tf.math.l2_normalize(x, axis=1)
+    return tf.maximum(1.0 - tf.matmul(x, x, transpose_b=True), 0.0)
+
+
+def _distance_matrix(x: tf.Tensor, distance_metric) -> tf.Tensor:
+    if callable(distance_metric):
+        return tf.cast(distance_metric(x), x.dtype)
+    if distance_metric == "L2":
+        return _tfa_pairwise_distance(x, squared=False)
+    if distance_metric == "squared-L2":
+        return _tfa_pairwise_distance(x, squared=True)
+    if distance_metric == "angular":
+        return _tfa_angular_distance(x)
+    raise ValueError(
+        "distance_metric must be 'L2', 'squared-L2', 'angular' or a callable, "
+        f"got {distance_metric!r}"
+    )
+
+
+def _tfa_inputs(labels, embeddings, sample_mask):
+    """Converts and checks (labels, embeddings, sample_mask) of the tfa-style losses.
+
+    Returns float embeddings (float32 for half types), [B] labels, [B] bool mask.
+    """
+    embeddings = tf.convert_to_tensor(embeddings)
+    labels = tf.convert_to_tensor(labels)
+    if embeddings.shape.rank is not None and embeddings.shape.rank != 2:
+        raise ValueError(f"embeddings must have rank 2 [B, d], got shape {embeddings.shape}")
+    if labels.shape.rank is not None and labels.shape.rank > 2:
+        raise ValueError(f"labels must have shape [B] or [B, 1], got shape {labels.shape}")
+    labels = tf.reshape(labels, [-1])
+    b_e, b_l = embeddings.shape[0], labels.shape[0]
+    if b_e is not None and b_l is not None and b_e != b_l:
+        raise ValueError(f"labels has length {b_l} but embeddings has {b_e} rows")
+    if not embeddings.dtype.is_floating:
+        raise ValueError(f"embeddings must be floating point, got {embeddings.dtype}")
+    if embeddings.dtype in (tf.float16, tf.bfloat16):
+        embeddings = tf.cast(embeddings, tf.float32)
+    if sample_mask is None:
+        mask = tf.ones(tf.shape(labels), tf.bool)
+    else:
+        mask = tf.reshape(tf.cast(tf.convert_to_tensor(sample_mask), tf.bool), [-1])
+        b_m = mask.shape[0]
+        if b_m is not None and b_l is not None and b_m != b_l:
+            raise ValueError(f"sample_mask has length {b_m} but labels has {b_l}")
+    return labels, embeddings, mask
+
+
+def _pair_masks(labels: tf.Tensor, mask: tf.Tensor):
+    """Positive (same label, not self) and negative pair masks among valid rows."""
+    valid = mask[:, None] & mask[None, :]
+    same = tf.equal(labels[:, None], labels[None, :])
+    eye = tf.eye(tf.shape(labels)[0], dtype=tf.bool)
+    positives = same & ~eye & valid
+    negatives = ~same & valid
+    return positives, negatives
+
+
+def _masked_max(data, mask, fallback):
+    """Row-wise max of `data` over `mask` ([B, ..., B]); `fallback` where a row is empty."""
+    neg_inf = tf.constant(-float("inf"), data.dtype)
+    m = tf.reduce_max(tf.where(mask, data, neg_inf), axis=-1)
+    return tf.where(tf.reduce_any(mask, axis=-1), m, fallback)
+
+
+def _masked_min(data, mask, fallback):
+    """Row-wise min of `data` over `mask` ([B, ..., B]); `fallback` where a row is empty."""
+    pos_inf = tf.constant(float("inf"), data.dtype)
+    m = tf.reduce_min(tf.where(mask, data, pos_inf), axis=-1)
+    return tf.where(tf.reduce_any(mask, axis=-1), m, fallback)
+
+
+def _safe_divide(total, count):
+    count = tf.cast(count, total.dtype)
+    return tf.where(count > 0, total / tf.maximum(count, 1.0), tf.zeros_like(total))
+
+
+def triplet_semihard_loss(
+    labels,
+    embeddings,
+    margin: float = 1.0,
+    distance_metric="L2",
+    sample_mask=None,
+) -> tf.Tensor:
+    """Triplet loss with semi-hard negative mining (tensorflow-addons definition).
+
+    For every positive pair (a, p) (same label, a != p) the negative is the
+    closest n with D_an > D_ap (semi-hard); if there is none, the farthest
+    negative of a. Loss = mean over positive pairs of max(margin + D_ap - D_an, 0).
+    Schroff et al., FaceNet, 2015.
+
+    Args:
+      labels: int [B] (or [B, 1]) class labels.
+      embeddings: float [B, d]; tfa recommends L2-normalised embeddings.
+      margin: margin of the hinge.
+      distance_metric: "L2", "squared-L2", "angular" (1 - cosine) or a callable
+        mapping [B, d] embeddings to a [B, B] distance matrix.
+      sample_mask: optional bool [B]; False rows are padding (not in tfa).
+
+    Returns:
+      Scalar loss (float32 for half-precision input); 0.0 without positive pairs.
+    """
+    labels, x, mask = _tfa_inputs(labels, embeddings, sample_mask)
+    d = _distance_matrix(x, distance_metric)
+    positives, negatives = _pair_masks(labels, mask)
+    big = tf.constant(float("inf"), d.dtype)
+    # Row minimum over valid columns: tfa's value for a row without negatives.
+    row_min = tf.reduce_min(tf.where(mask[None, :], d, big), axis=1)
+    hardest_far = _masked_max(d, negatives, row_min)  # [B]
+    # [a, p, n]: n is a negative of a farther from a than p.
+    outside = negatives[:, None, :] & (d[:, None, :] > d[:, :, None])
+    semi_hard = _masked_min(
+        tf.broadcast_to(d[:, None, :], tf.shape(outside)), outside, hardest_far[:, None]
+    )
+    losses = tf.maximum(margin + d - semi_hard, 0.0)
+    losses = tf.where(positives, losses, tf.zeros_like(losses))
+    return _safe_divide(tf.reduce_sum(losses), tf.reduce_sum(tf.cast(positives, d.dtype)))
+
+
+def triplet_hard_loss(
+    labels,
+    embeddings,
+    margin: float = 1.0,
+    soft: bool = False,
+    distance_metric="L2",
+    sample_mask=None,
+) -> tf.Tensor:
+    """Batch-hard triplet loss (tensorflow-addons definition; Hermans et al. 2017).
+
+    Per anchor: hardest positive (largest D_ap; the smallest distance of the row
+    if a has no positive) and hardest negative (smallest D_an; the largest
+    distance of the row if none). Loss = mean over anchors of
+    max(D_ap - D_an + margin, 0), or softplus(D_ap - D_an) when `soft`.
+
+    Args:
+      labels: int [B] (or [B, 1]) class labels.
+      embeddings: float [B, d].
+      margin: margin of the hinge (unused when `soft`).
+      soft: use the soft-margin form log(1 + exp(D_ap - D_an)).
+      distance_metric: "L2", "squared-L2", "angular" or a callable.
+      sample_mask: optional bool [B]; False rows are padding (not in tfa).
+
+    Returns:
+      Scalar loss (float32 for half-precision input); 0.0 for an empty batch.
+    """
+    labels, x, mask = _tfa_inputs(labels, embeddings, sample_mask)
+    d = _distance_matrix(x, distance_metric)
+    positives, negatives = _pair_masks(labels, mask)
+    big = tf.constant(float("inf"), d.dtype)
+    row_min = tf.reduce_min(tf.where(mask[None, :], d, big), axis=1)
+    row_max = tf.reduce_max(tf.where(mask[None, :], d, -big), axis=1)
+    hard_pos = _masked_max(d, positives, row_min)
+    hard_neg = _masked_min(d, negatives, row_max)
+    if soft:
+        losses = tf.nn.softplus(hard_pos - hard_neg)
+    else:
+        losses = tf.maximum(hard_pos - hard_neg + margin, 0.0)
+    losses = tf.where(mask, losses, tf.zeros_like(losses))
+    return _safe_divide(tf.reduce_sum(losses), tf.reduce_sum(tf.cast(mask, d.dtype)))
+
+
+def lifted_struct_loss(labels, embeddings, margin: float = 1.0, sample_mask=None) -> tf.Tensor:
+    """Lifted structured loss (tensorflow-addons definition; Oh Song et al. 2016).
+
+    With D the Euclidean distance, for each positive pair (i, j):
+    J_ij = log(sum_{k in N(i)} exp(margin - D_ik) + sum_{l in N(j)} exp(margin - D_jl)) + D_ij,
+    and the loss is 1 / (2 |P|) * sum over unordered positive pairs of max(J_ij, 0)^2.
+
+    Args:
+      labels: int [B] (or [B, 1]) class labels.
+      embeddings: float [B, d], not normalised (as tfa recommends).
+      margin: margin term.
+      sample_mask: optional bool [B]; False rows are padding (not in tfa).
+
+    Returns:
+      Scalar loss (float32 for half-precision input); 0.0 without positive pairs
+      and for pairs where neither row has a negative (tfa: NaN).
+    """
+    labels, x, mask = _tfa_inputs(labels, embeddings, sample_mask)
+    d = _tfa_pairwise_distance(x, squared=False)
+    positives, negatives = _pair_masks(labels, mask)
+    diff = margin - d
+    has_neg = tf.reduce_any(negatives, axis=1)
+    # Masked log-sum-exp of (margin - D_ik) over the negatives k of each row.
+    row_max = _masked_max(diff, negatives, tf.zeros_like(diff[:, 0]))
+    exp_sum = tf.reduce_sum(
+        tf.where(negatives, tf.exp(diff - row_max[:, None]), tf.zeros_like(diff)), axis=1
+    )
+    lse = row_max + tf.math.log(tf.where(has_neg, exp_sum, tf.ones_like(exp_sum)))
+    a, b = lse[:, None], lse[None, :]
+    either = has_neg[:, None] | has_neg[None, :]
+    both = has_neg[:, None] & has_neg[None, :]
+    hi = tf.where(both, tf.maximum(a, b), tf.where(has_neg[:, None], a, b))
+    lo_gap = tf.where(both, -tf.abs(a - b), tf.fill(tf.shape(d), tf.constant(-1e4, d.dtype)))
+    pair_lse = hi + tf.math.log1p(tf.exp(lo_gap))
+    j = pair_lse + d
+    valid = positives & either
+    terms = tf.where(valid, tf.square(tf.maximum(j, 0.0)), tf.zeros_like(j))
+    num_positives = tf.reduce_sum(tf.cast(positives, d.dtype))
+    return _safe_divide(0.5 * tf.reduce_sum(terms), num_positives)
+
+
+def npairs_loss(labels, similarity_matrix) -> tf.Tensor:
+    """N-pairs loss (tensorflow-addons definition; Sohn, NeurIPS 2016).
+
+    Each row of the [B, B] similarity matrix (e.g. anchors @ positives^T) is a
+    vector of logits; its target distribution is uniform over the columns with
+    the row's label. Loss = mean softmax cross-entropy over rows.
+
+    Args:
+      labels: int [B] (or [B, 1]) class labels.
+      similarity_matrix: float [B, B] similarities.
+
+    Returns:
+      Scalar loss (float32 for half-precision input).
+    """
+    s = tf.convert_to_tensor(similarity_matrix)
+    if s.shape.rank is not None and (
+        s.shape.rank != 2 or (None not in s.shape and s.shape[0] != s.shape[1])
+    ):
+        raise ValueError(f"similarity_matrix must be square [B, B], got shape {s.shape}")
+    if s.dtype in (tf.float16, tf.bfloat16):
+        s = tf.cast(s, tf.float32)
+    labels = tf.reshape(tf.convert_to_tensor(labels), [-1])
+    if labels.shape[0] is not None and s.shape[0] is not None and labels.shape[0] != s.shape[0]:
+        raise ValueError(
+            f"labels has length {labels.shape[0]} but similarity_matrix has {s.shape[0]} rows"
+        )
+    target = tf.cast(tf.equal(labels[:, None], labels[None, :]), s.dtype)
+    target /= tf.reduce_sum(target, axis=1, keepdims=True)
+    return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=target, logits=s))
+
+
+def pairwise_contrastive_loss(y_true, distances, margin: float = 1.0) -> tf.Tensor:
+    """Contrastive loss of pairs (tensorflow-addons' `contrastive_loss`; Hadsell et al. 2006).
+
+    Per pair: y * d^2 + (1 - y) * max(margin - d, 0)^2. Not to be confused with
+    `contrastive_loss` of this module (the SST paper's batch form).
+
+    Args:
+      y_true: [N] binary pair labels, 1 for a similar pair.
+      distances: float [N] distances between the two embeddings of each pair.
+      margin: margin for dissimilar pairs.
+
+    Returns:
+      [N] per-pair losses (float32 for half-precision input).
+    """
+    d = tf.convert_to_tensor(distances)
+    if d.dtype in (tf.float16, tf.bfloat16):
+        d = tf.cast(d, tf.float32)
+    y = tf.cast(y_true, d.dtype)
+    return y * tf.square(d) + (1.0 - y) * tf.square(tf.maximum(margin - d, 0.0))
+
+
+def batch_npairs_loss(embeddings, labels, sample_mask=None) -> tf.Tensor:
+    """N-pairs loss over one batch of embeddings (the form `--loss=npairs` trains).
+
+    `npairs_loss` with the batch as both anchors and positives: the logits of
+    row i are the dot products e_i . e_j of the other valid rows j != i, the
+    target is uniform over the other rows with i's label; the mean is over
+    valid rows that have such a row. (Sohn's L2 penalty on the embeddings is
+    not included; use L2 normalisation or weight decay.)
+
+    Args:
+      embeddings: float [B, d].
+      labels: int [B] class labels.
+      sample_mask: optional bool [B]; False rows are padding.
+
+    Returns:
+      Scalar float32 loss; 0.0 when no row has a positive.
+    """
+    x, labels, mask = _float_mask_inputs(embeddings, labels, sample_mask)
+    positives, _ = _pair_masks(labels, mask)
+    eye = tf.eye(tf.shape(x)[0], dtype=tf.bool)
+    candidates = mask[None, :] & ~eye
+    logits = tf.matmul(x, x, transpose_b=True)
+    log_z = _masked_logsumexp(logits, candidates, 1)
+    num_pos = tf.reduce_sum(tf.cast(positives, tf.float32), axis=1)
+    pos_logit_sum = tf.reduce_sum(tf.where(positives, logits, tf.zeros_like(logits)), axis=1)
+    has = num_pos > 0
+    per_row = tf.where(has, log_z - pos_logit_sum / tf.maximum(num_pos, 1.0), 0.0)
+    return _safe_divide(tf.reduce_sum(per_row), tf.reduce_sum(tf.cast(has, tf.float32)))
+
+
+def batch_pairwise_contrastive_loss(embeddings, labels, margin: float = 1.0,
+                                    sample_mask=None) -> tf.Tensor:
+    """`pairwise_contrastive_loss` over all pairs of one batch (`--loss=pairwise_contrastive`).
+
+    Mean over unordered pairs i < j of valid rows of
+    y * d^2 + (1 - y) * max(margin - d, 0)^2, with d the Euclidean distance and
+    y = 1 for a same-label pair.
+
+    Args:
+      embeddings: float [B, d].
+      labels: int [B] class labels.
+      margin: margin for different-label pairs.
+      sample_mask: optional bool [B]; False rows are padding.
+
+    Returns:
+      Scalar float32 loss; 0.0 with fewer than two valid rows.
+    """
+    x, labels, mask = _float_mask_inputs(embeddings, labels, sample_mask)
+    d = _tfa_pairwise_distance(x, squared=False)
+    same = tf.equal(labels[:, None], labels[None, :])
+    b = tf.shape(x)[0]
+    upper = tf.linalg.band_part(tf.ones([b, b]), 0, -1) - tf.eye(b)
+    pairs = (upper > 0) & mask[:, None] & mask[None, :]
+    per_pair = pairwise_contrastive_loss(tf.cast(same, tf.float32), d, margin)
+    total = tf.reduce_sum(tf.where(pairs, per_pair, tf.zeros_like(per_pair)))
+    return _safe_divide(total, tf.reduce_sum(tf.cast(pairs, tf.float32)))
+
+
+def _serializable_metric(distance_metric):
+    if callable(distance_metric):
+        return keras.saving.serialize_keras_object(distance_metric)
+    return distance_metric
+
+
+@keras.saving.register_keras_serializable(package="sst_tf")
+class TripletSemiHardLoss(keras.losses.Loss):
+    """Keras loss for `triplet_semihard_loss`: `loss(y_true=labels, y_pred=embeddings)`."""
+
+    def __init__(self, margin: float = 1.0, distance_metric="L2", name: str | None = None,
+                 **kwargs):
+        super().__init__(name=name or "triplet_semihard_loss", reduction="none",
+                         dtype=kwargs.get("dtype"))
+        self.margin = margin
+        self.distance_metric = distance_metric
+
+    def call(self, y_true, y_pred):  # noqa: D102
+        return triplet_semihard_loss(y_true, y_pred, self.margin, self.distance_metric)
+
+    def get_config(self):  # noqa: D102
+        return {"name": self.name, "margin": self.margin,
+                "distance_metric": _serializable_metric(self.distance_metric)}
+
+
+@keras.saving.register_keras_serializable(package="sst_tf")
+class TripletHardLoss(keras.losses.Loss):
+    """Keras loss for `triplet_hard_loss`: `loss(y_true=labels, y_pred=embeddings)`."""
+
+    def __init__(self, margin: float = 1.0, soft: bool = False, distance_metric="L2",
+                 name: str | None = None, **kwargs):
+        super().__init__(name=name or "triplet_hard_loss", reduction="none",
+                         dtype=kwargs.get("dtype"))
+        self.margin = margin
+        self.soft = soft
+        self.distance_metric = distance_metric
+
+    def call(self, y_true, y_pred):  # noqa: D102
+        return triplet_hard_loss(y_true, y_pred, self.margin, self.soft, self.distance_metric)
+
+    def get_config(self):  # noqa: D102
+        return {"name": self.name, "margin": self.margin, "soft": self.soft,
+                "distance_metric": _serializable_metric(self.distance_metric)}
+
+
+@keras.saving.register_keras_serializable(package="sst_tf")
+class LiftedStructLoss(keras.losses.Loss):
+    """Keras loss for `lifted_struct_loss`: `loss(y_true=labels, y_pred=embeddings)`."""
+
+    def __init__(self, margin: float = 1.0, name: str | None = None, **kwargs):
+        super().__init__(name=name or "lifted_struct_loss", reduction="none",
+                         dtype=kwargs.get("dtype"))
+        self.margin = margin
+
+    def call(self, y_true, y_pred):  # noqa: D102
+        return lifted_struct_loss(y_true, y_pred, self.margin)
+
+    def get_config(self):  # noqa: D102
+        return {"name": self.name, "margin": self.margin}
+
+
+@keras.saving.register_keras_serializable(package="sst_tf")
+class NpairsLoss(keras.losses.Loss):
+    """Keras loss for `npairs_loss`: `loss(y_true=labels, y_pred=similarity_matrix)`."""
+
+    def __init__(self, name: str = "npairs_loss", **kwargs):
+        super().__init__(name=name, reduction="none", dtype=kwargs.get("dtype"))
+
+    def call(self, y_true, y_pred):  # noqa: D102
+        return npairs_loss(y_true, y_pred)
+
+    def get_config(self):  # noqa: D102
+        return {"name": self.name}
+
+
+@keras.saving.register_keras_serializable(package="sst_tf")
+class PairwiseContrastiveLoss(keras.losses.Loss):
+    """Keras loss for `pairwise_contrastive_loss` (tensorflow-addons' `ContrastiveLoss`).
+
+    `loss(y_true=pair_labels, y_pred=distances)`, reduced by `reduction`
+    (default: mean over pairs, as in tensorflow-addons).
+    """
+
+    def __init__(self, margin: float = 1.0, reduction: str = "sum_over_batch_size",
+                 name: str = "contrastive_loss", **kwargs):
+        super().__init__(name=name, reduction=reduction, dtype=kwargs.get("dtype"))
+        self.margin = margin
+
+    def call(self, y_true, y_pred):  # noqa: D102
+        y_true = tf.reshape(y_true, [-1])
+        y_pred = tf.reshape(y_pred, [-1])
+        return pairwise_contrastive_loss(y_true, y_pred, self.margin)
+
+    def get_config(self):  # noqa: D102
+        return {"name": self.name, "margin": self.margin, "reduction": self.reduction}
+
+
+# tensorflow-addons' class name, for code ported from `tfa.losses.ContrastiveLoss`.
+ContrastiveLoss = PairwiseContrastiveLoss
+
+
+# ---------------------------------------------------------------------------
+# Modern baselines: Multi-Similarity (Wang et al. 2019), Proxy-Anchor (Kim et al. 2020)
+# ---------------------------------------------------------------------------
+
+
+def _masked_logsumexp(x: tf.Tensor, mask: tf.Tensor, axis: int) -> tf.Tensor:
+    """log(sum over mask of exp(x)) along `axis`; -inf-free: 0-size sums give -1e30."""
+    neg = tf.constant(-1e30, x.dtype)
+    m = tf.reduce_max(tf.where(mask, x, neg), axis=axis, keepdims=True)
+    m = tf.stop_gradient(tf.where(tf.reduce_any(mask, axis=axis, keepdims=True), m, 0.0))
+    s = tf.reduce_sum(tf.where(mask, tf.exp(x - m), tf.zeros_like(x)), axis=axis)
+    m = tf.squeeze(m, axis=axis)
+    has = tf.reduce_any(mask, axis=axis)
+    return tf.where(has, m + tf.math.log(tf.where(has, s, tf.ones_like(s))), neg)
+
+
+def _float_mask_inputs(embeddings, labels, sample_mask, name="embeddings"):
+    x = tf.convert_to_tensor(embeddings)
+    if x.shape.rank is not None and x.shape.rank != 2:
+        raise ValueError(f"{name} must have rank 2 [B, d], got shape {x.shape}")
+    labels = tf.convert_to_tensor(labels)
+    if labels.shape.rank is not None and labels.shape.rank != 1:
+        raise ValueError(f"labels must have rank 1 [B], got shape {labels.shape}")
+    if x.shape[0] is not None and labels.shape[0] is not None and x.shape[0] != labels.shape[0]:
+        raise ValueError(f"labels has length {labels.shape[0]} but {name} has {x.shape[0]} rows")
+    x = tf.cast(x, tf.float32)
+    if sample_mask is None:
+        mask = tf.ones(tf.shape(labels), tf.bool)
+    else:
+        mask = tf.cast(tf.convert_to_tensor(sample_mask), tf.bool)
+        if mask.shape.rank is not None and mask.shape.rank != 1:
+            raise ValueError(f"sample_mask must have rank 1 [B], got shape {mask.shape}")
+    return x, labels, mask
+
+
+def multi_similarity_loss(
+    embeddings,
+    labels,
+    alpha: float = 2.0,
+    beta: float = 50.0,
+    base: float = 0.5,
+    epsilon: float = 0.1,
+    sample_mask=None,
+) -> tf.Tensor:
+    """Multi-Similarity loss with its pair mining (Wang et al., CVPR 2019).
+
+    On cosine similarities S of the L2-normalised embeddings, for anchor i with
+    positives P_i (same label, not i) and negatives N_i:
+      mined negatives: k in N_i with S_ik + epsilon > min_{j in P_i} S_ij,
+      mined positives: j in P_i with S_ij - epsilon < max_{k in N_i} S_ik,
+      L_i = 1/alpha log(1 + sum_{mined j} exp(-alpha (S_ij - base)))
+          + 1/beta  log(1 + sum_{mined k} exp( beta (S_ik - base))).
+    An anchor with no mined positive or no mined negative contributes 0 (as in
+    the authors' code); the loss is the sum over anchors divided by the number
+    of valid rows. The mining thresholds carry no gradient.
+
+    Args:
+      embeddings: float [B, d] (normalised inside, in float32).
+      labels: int [B] class labels.
+      alpha: scale of positive pairs.
+      beta: scale of negative pairs.
+      base: similarity margin lambda.
+      epsilon: mining margin.
+      sample_mask: optional bool [B]; False rows are padding.
+
+    Returns:
+      Scalar float32 loss; 0.0 when no anchor has mined pairs.
+    """
+    x, labels, mask = _float_mask_inputs(embeddings, labels, sample_mask)
+    x = tf.math.l2_normalize(x, axis=1)
+    s = tf.matmul(x, x, transpose_b=True)
+    positives, negatives = _pair_masks(labels, mask)
+    s_ng = tf.stop_gradient(s)
+    big = tf.constant(1e30, s.dtype)
+    min_pos = tf.reduce_min(tf.where(positives, s_ng, big), axis=1, keepdims=True)
+    max_neg = tf.reduce_max(tf.where(negatives, s_ng, -big), axis=1, keepdims=True)
+    mined_neg = negatives & (s_ng + epsilon > min_pos)
+    mined_pos = positives & (s_ng - epsilon < max_neg)
+    use = tf.reduce_any(mined_pos, axis=1) & tf.reduce_any(mined_neg, axis=1)
+    pos_term = tf.nn.softplus(_masked_logsumexp(-alpha * (s - base), mined_pos, 1)) / alpha
+    neg_term = tf.nn.softplus(_masked_logsumexp(beta * (s - base), mined_neg, 1)) / beta
+    per_anchor = tf.where(use, pos_term + neg_term, tf.zeros_like(pos_term))
+    return _safe_divide(tf.reduce_sum(per_anchor), tf.reduce_sum(tf.cast(mask, s.dtype)))
+
+
+def proxy_anchor_loss(
+    embeddings,
+    labels,
+    proxies,
+    alpha: float = 32.0,
+    delta: float = 0.1,
+    sample_mask=None,
+) -> tf.Tensor:
+    """Proxy-Anchor loss (Kim et al., CVPR 2020).
+
+    With s(x, p) the cosine similarity of embedding x and proxy p (one proxy per
+    class), P+ the proxies with at least one positive in the batch and C the
+    number of classes:
+      L = 1/|P+| sum_{p in P+} log(1 + sum_{x of class p} exp(-alpha (s(x, p) - delta)))
+        + 1/C    sum_{p}       log(1 + sum_{x not of class p} exp(alpha (s(x, p) + delta))).
+
+    Args:
+      embeddings: float [B, d].
+      labels: int [B] class labels in [0, C).
+      proxies: float [C, d] proxies (a trainable variable, see `ProxyAnchor`).
+      alpha: scaling factor.
+      delta: margin.
+      sample_mask: optional bool [B]; False rows are padding.
+
+    Returns:
+      Scalar float32 loss.
+    """
+    x, labels, mask = _float_mask_inputs(embeddings, labels, sample_mask)
+    p = tf.convert_to_tensor(proxies)
+    if p.shape.rank is not None and p.shape.rank != 2:
+        raise ValueError(f"proxies must have rank 2 [C, d], got shape {p.shape}")
+    if p.shape[1] is not None and x.shape[1] is not None and p.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"proxies have dimension {p.shape[1]} but embeddings have {x.shape[1]}"
+        )
+    p = tf.cast(p, tf.float32)
+    num_classes = tf.shape(p)[0]
+    labels = tf.cast(labels, tf.int32)
+    cos = tf.matmul(tf.math.l2_normalize(x, axis=1), tf.math.l2_normalize(p, axis=1),
+                    transpose_b=True)  # [B, C]
+    onehot = tf.one_hot(labels, num_classes, on_value=True, off_value=False, dtype=tf.bool)
+    pos = onehot & mask[:, None]
+    neg = ~onehot & mask[:, None]
+    pos_lse = _masked_logsumexp(-alpha * (cos - delta), pos, 0)  # [C]
+    neg_lse = _masked_logsumexp(alpha * (cos + delta), neg, 0)
+    with_pos = tf.reduce_any(pos, axis=0)
+    pos_term = tf.reduce_sum(tf.where(with_pos, tf.nn.softplus(pos_lse), 0.0))
+    pos_term = _safe_divide(pos_term, tf.reduce_sum(tf.cast(with_pos, tf.float32)))
+    neg_term = tf.reduce_sum(tf.nn.softplus(neg_lse)) / tf.cast(num_classes, tf.float32)
+    return pos_term + neg_term
+
+
+@keras.saving.register_keras_serializable(package="sst_tf")
+class ProxyAnchor(keras.layers.Layer):
+    """Owns the Proxy-Anchor proxies (one trainable [d] vector per class).
+
+    Create it under the distribution strategy's scope, give its
+    `trainable_variables` to an optimizer and put the layer into the
+    checkpoint; `layer(embeddings, class_indices, sample_mask)` returns the
+    loss. Classes are either `0..num_classes-1` or the given `class_ids`
+    (e.g. the training split's labels); `class_index(labels)` maps labels to
+    proxy rows (-1 for a label that has no proxy: such a row only acts as a
+    negative). The authors trained the proxies with 100x the backbone
+    learning rate (`lr_multiplier`, for the trainer to use).
+    """
+
+    def __init__(self, num_classes: int | None = None, embedding_dim: int = 512,
+                 alpha: float = 32.0, delta: float = 0.1, lr_multiplier: float = 100.0,
+                 seed: int | None = None, class_ids=None, **kwargs):
+        super().__init__(**kwargs)
+        if class_ids is not None:
+            class_ids = sorted({int(c) for c in np.asarray(class_ids).reshape(-1)})
+            if num_classes is not None and num_classes != len(class_ids):
+                raise ValueError(
+                    f"num_classes ({num_classes}) != number of class_ids ({len(class_ids)})")
+            num_classes = len(class_ids)
+        if num_classes is None or num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        self.num_classes = int(num_classes)
+        self.class_ids = class_ids
+        self.embedding_dim = int(embedding_dim)
+        self.alpha = float(alpha)
+        self.delta = float(delta)
+        self.lr_multiplier = float(lr_multiplier)
+        self.seed = seed
+        # Kaiming-normal init (fan_out), as the authors' PyTorch code.
+        self.proxies = self.add_weight(
+            name="proxies",
+            shape=(self.num_classes, self.embedding_dim),
+            initializer=keras.initializers.RandomNormal(
+                stddev=(2.0 / self.num_classes) ** 0.5, seed=seed),
+            trainable=True,
+            dtype="float32",
+        )
+
+    def class_index(self, labels) -> tf.Tensor:
+        """Proxy row of each label: int32 [B], -1 where the label has no proxy."""
+        labels = tf.cast(labels, tf.int64)
+        if self.class_ids is None:
+            inside = (labels >= 0) & (labels < self.num_classes)
+            return tf.where(inside, tf.cast(labels, tf.int32), -1)
+        ids = tf.constant(self.class_ids, tf.int64)
+        pos = tf.searchsorted(ids, labels)
+        pos = tf.minimum(pos, self.num_classes - 1)
+        found = tf.equal(tf.gather(ids, pos), labels)
+        return tf.where(found, tf.cast(pos, tf.int32), -1)
+
+    def call(self, embeddings, class_indices, sample_mask=None):  # noqa: D102
+        return proxy_anchor_loss(embeddings, class_indices, self.proxies, self.alpha,
+                                 self.delta, sample_mask=sample_mask)
+
+    def get_config(self):  # noqa: D102
+        config = super().get_config()
+        config.update(num_classes=self.num_classes, embedding_dim=self.embedding_dim,
+                      alpha=self.alpha, delta=self.delta, lr_multiplier=self.lr_multiplier,
+                      seed=self.seed, class_ids=self.class_ids)
+        return config

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sst_tf import _issue7_losses as losses
+from sst_tf import losses
 
 
 def normalize(x):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sst_tf import _issue7_losses as losses
+from sst_tf import losses
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "data", "tfa_fixtures.npz")
 DATA = np.load(FIXTURES)
