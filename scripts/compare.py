@@ -29,6 +29,7 @@ import sys
 import time
 import traceback
 
+import keras
 from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -55,7 +56,6 @@ def _write_atomic(path: str, text: str | bytes) -> None:
 
 def run_cell(base, loss: str, sampler: str, out_dir: str, eval_every: int) -> dict:
     """Trains one (loss, sampler) cell; returns its curve and final metrics."""
-    import keras
     from sst_tf.trainer import Trainer
 
     keras.backend.clear_session()
@@ -121,17 +121,22 @@ def plot(results: list[dict], path: str, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in results:
-        if "error" in r:
-            continue
+    ok = [r for r in results if "error" not in r]
+    loss_names = list(dict.fromkeys(r["loss"] for r in ok))
+    sampler_names = list(dict.fromkeys(r["sampler"] for r in ok))
+    colors = plt.get_cmap("tab10" if len(loss_names) <= 10 else "tab20")
+    styles = ["-", "--", ":", "-."]
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for r in ok:  # colour = loss, line style = sampler
         ax.plot([p["train_seconds"] for p in r["curve"]], [p["recall@1"] for p in r["curve"]],
-                marker=".", label=f"{r['loss']} / {r['sampler']}")
+                marker=".", color=colors(loss_names.index(r["loss"])),
+                linestyle=styles[sampler_names.index(r["sampler"]) % len(styles)],
+                label=f"{r['loss']} / {r['sampler']}")
     ax.set_xlabel("training time (s)")
     ax.set_ylabel("Recall@1 (test)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     tmp = f"{path}.tmp.{os.getpid()}.png"
     fig.savefig(tmp, dpi=110)

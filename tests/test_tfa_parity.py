@@ -174,3 +174,20 @@ def test_bad_arguments_raise_naming_them():
         losses.lifted_struct_loss([0, 0, 1, 1], x[0])
     with pytest.raises(ValueError, match="similarity_matrix"):
         losses.npairs_loss([0, 1, 2, 3], x)
+
+
+def test_keras_fit_with_tfa_style_loss():
+    # The tfa recipe: model.compile(loss=TripletSemiHardLoss()) and fit on (x, labels).
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 6)).astype(np.float32)
+    y = np.repeat(np.arange(8), 4).astype(np.int32)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4),
+                              keras.layers.UnitNormalization()])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=losses.TripletSemiHardLoss())
+    history = model.fit(x, y, batch_size=32, epochs=3, verbose=0, shuffle=False)
+    first, last = history.history["loss"][0], history.history["loss"][-1]
+    expected = losses.triplet_semihard_loss(y, model(x)).numpy()
+    assert np.isfinite(first) and last < first
+    np.testing.assert_allclose(model.evaluate(x, y, batch_size=32, verbose=0), expected,
+                               rtol=1e-5)
