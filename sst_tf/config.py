@@ -9,9 +9,14 @@ import dataclasses
 
 from sst_tf import data as data_lib
 
-LOSSES = ("sst", "triplet", "contrastive")
+LOSSES = (
+    "sst", "triplet", "contrastive",
+    # tensorflow-addons' losses (batch forms) and modern baselines (issue 7).
+    "triplet_semihard", "triplet_hard", "triplet_hard_soft", "lifted_struct", "npairs",
+    "pairwise_contrastive", "multi_similarity", "proxy_anchor",
+)
 TARGET_LOSSES = ("sst", "triplet")  # losses over triplets: need target tables
-SAMPLERS = ("local", "random")
+SAMPLERS = ("local", "random", "class_balanced")
 BACKBONES = ("inception_v3", "mobilenet_v2", "small_cnn")
 
 
@@ -36,6 +41,8 @@ class TrainConfig:
     loss: str = "sst"
     margin: float | None = None
     sampler: str = "local"
+    samples_per_class: int = 4
+    proxy_lr_multiplier: float = 100.0
     batch_size: int = 200
     num_targets: int = 5
     refresh_every: int = 1
@@ -72,6 +79,15 @@ class TrainConfig:
         checks = [
             (self.batch_size >= 2, "--batch_size must be >= 2", self.batch_size),
             (self.num_targets >= 1, "--num_targets must be >= 1", self.num_targets),
+            (self.samples_per_class >= 2, "--samples_per_class must be >= 2",
+             self.samples_per_class),
+            (self.sampler != "class_balanced" or (
+                self.batch_size % max(self.samples_per_class, 1) == 0
+                and self.batch_size // max(self.samples_per_class, 1) >= 2),
+             "--batch_size must be a multiple (>= 2x) of --samples_per_class for "
+             "--sampler=class_balanced", self.batch_size),
+            (self.proxy_lr_multiplier > 0, "--proxy_lr_multiplier must be > 0",
+             self.proxy_lr_multiplier),
             (self.embedding_dim >= 1, "--embedding_dim must be >= 1", self.embedding_dim),
             (self.epochs >= 0, "--epochs must be >= 0", self.epochs),
             (self.refresh_every >= 1, "--refresh_every must be >= 1", self.refresh_every),

@@ -13,8 +13,10 @@ it runs k-means with `n // batch_size` clusters; each cluster is one batch
 (clusters larger than the batch are subsampled, smaller ones kept), targets are
 the k nearest same-class members by the refreshed embeddings, and batch order
 is shuffled. `RandomSampler` cuts a random permutation into batches.
+`ClassBalancedSampler` makes P classes x K images batches, every image at
+most once per epoch.
 
-Both are deterministic functions of (seed, epoch, embeddings): the epoch RNG is
+All are deterministic functions of (seed, epoch, embeddings): the epoch RNG is
 `np.random.default_rng([seed, epoch])`, so nothing but the last refreshed
 embeddings needs saving to resume.
 """
@@ -262,11 +264,82 @@ class RandomSampler(_Sampler):
         return [perm[i : i + self.batch_size] for i in range(0, self.num_train, self.batch_size)]
 
 
-SAMPLERS = {"local": LocalSampler, "random": RandomSampler}
+class ClassBalancedSampler(_Sampler):
+    """P classes x K images per batch, every image at most once per epoch.
+
+    The batch layout most metric-learning papers use (Multi-Similarity,
+    Proxy-Anchor, batch-hard triplet): `batch_size = P * K` with
+    K = `samples_per_class`.
+
+    One epoch: each class's images are shuffled and cut into chunks of K (a
+    last chunk of 2..K-1 images is kept as a short chunk; a single left-over
+    image is not used, since it would have no positive). Batches are then
+    drawn one at a time from the P classes with the most chunks left (ties
+    broken at random; this greedy order leaves the fewest chunks unused), each
+    contributing its next chunk. The epoch ends when fewer than P classes have
+    chunks left. So every batch holds exactly P
+    classes, exactly K images of each unless a class ran short, and no image
+    appears twice in an epoch; images not used in an epoch show as coverage < 1.
+    """
+
+    def __init__(self, labels: np.ndarray, batch_size: int, samples_per_class: int = 4,
+                 **kwargs):
+        """See `_Sampler.__init__`; `samples_per_class` is K (batch_size must be P * K)."""
+        super().__init__(labels, batch_size, **kwargs)
+        k = int(samples_per_class)
+        if k < 2:
+            raise ValueError(f"samples_per_class must be >= 2, got {samples_per_class}.")
+        if self.batch_size % k:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a multiple of samples_per_class ({k})."
+            )
+        self.samples_per_class = k
+        self.classes_per_batch = self.batch_size // k
+        if self.classes_per_batch < 2:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must hold at least 2 classes of "
+                f"samples_per_class ({k}) images."
+            )
+        classes, counts = np.unique(self.labels, return_counts=True)
+        usable = int((counts >= 2).sum())
+        if usable < self.classes_per_batch:
+            raise ValueError(
+                f"class-balanced batches need {self.classes_per_batch} classes with >= 2 images "
+                f"(--batch_size / --samples_per_class), but the training split has {usable}: "
+                "lower --batch_size or raise --samples_per_class."
+            )
+        self._members = [np.flatnonzero(self.labels == c) for c in classes]
+
+    @property
+    def needs_embeddings(self) -> bool:  # type: ignore[override]
+        """Embeddings are only needed for target tables."""
+        return self.compute_targets
+
+    def _groups(self, rng: np.random.Generator) -> list[np.ndarray]:
+        k, p = self.samples_per_class, self.classes_per_batch
+        chunks: list[list[np.ndarray]] = []
+        for members in self._members:
+            perm = rng.permutation(members)
+            class_chunks = [perm[i : i + k] for i in range(0, len(perm), k)]
+            chunks.append([c for c in class_chunks if len(c) >= 2][::-1])  # pop() from the end
+        left = np.array([len(c) for c in chunks], np.float64)
+        groups = []
+        while (left > 0).sum() >= p:
+            # The P classes with the most chunks left, ties broken at random:
+            # this greedy order leaves the fewest chunks unused.
+            chosen = np.lexsort((rng.random(len(chunks)), -left))[:p]
+            groups.append(np.concatenate([chunks[c].pop() for c in chosen]))
+            left[chosen] -= 1
+        return groups
+
+
+
+SAMPLERS = {"local": LocalSampler, "random": RandomSampler,
+            "class_balanced": ClassBalancedSampler}
 
 
 def make_sampler(name: str, labels: np.ndarray, batch_size: int, **kwargs) -> _Sampler:
-    """Creates a sampler by name (`local` or `random`)."""
+    """Creates a sampler by name (`local`, `random` or `class_balanced`)."""
     if name not in SAMPLERS:
         raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {name!r}.")
     return SAMPLERS[name](labels, batch_size, **kwargs)

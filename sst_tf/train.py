@@ -45,9 +45,19 @@ flags.DEFINE_integer("image_size", 224, "Side of the square model input (the cro
 flags.DEFINE_integer("resize_size", None,
                      "Side images are resized to before cropping (default: image_size*256/224).")
 flags.DEFINE_bool("random_flip", True, "Random horizontal flips in training.")
-flags.DEFINE_string("loss", "sst", "Loss: sst, triplet, contrastive.")
+flags.DEFINE_string(
+    "loss", "sst",
+    "Loss: sst, triplet, contrastive (the paper's); triplet_semihard, triplet_hard, "
+    "triplet_hard_soft, lifted_struct, npairs, pairwise_contrastive (tensorflow-addons'); "
+    "multi_similarity, proxy_anchor.")
 flags.DEFINE_float("margin", None, "Margin of triplet (0.2) / contrastive (0.5) losses.")
-flags.DEFINE_string("sampler", "local", "Batch sampler: local (k-means neighbourhoods), random.")
+flags.DEFINE_string("sampler", "local",
+                    "Batch sampler: local (k-means neighbourhoods), random, class_balanced "
+                    "(P classes x K images, each image at most once per epoch).")
+flags.DEFINE_integer("samples_per_class", 4,
+                     "K images per class in class_balanced batches (batch_size = P * K).")
+flags.DEFINE_float("proxy_lr_multiplier", 100.0,
+                   "Proxy-Anchor: the proxies' learning rate is lr times this.")
 flags.DEFINE_integer("batch_size", 200, "Batch size B (>= 2).")
 flags.DEFINE_integer("num_targets", 5, "Target neighbours k per anchor (>= 1).")
 flags.DEFINE_integer("refresh_every", 1, "Re-embed the train split and re-cluster every N epochs.")
@@ -104,6 +114,8 @@ def config_from_flags():
         loss=FLAGS.loss,
         margin=FLAGS.margin,
         sampler=FLAGS.sampler,
+        samples_per_class=FLAGS.samples_per_class,
+        proxy_lr_multiplier=FLAGS.proxy_lr_multiplier,
         batch_size=FLAGS.batch_size,
         num_targets=FLAGS.num_targets,
         refresh_every=FLAGS.refresh_every,

@@ -63,8 +63,35 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def make_loss(name: str, margin: float | None = None):
-    """Returns fn(embeddings, labels, targets, mask) -> scalar for a loss name."""
+def make_loss(name: str, margin: float | None = None, proxy_anchor=None):
+    """Returns fn(embeddings, labels, targets, mask) -> scalar for a loss name.
+
+    `margin` None means the loss's own default. `proxy_anchor` is the
+    `losses.ProxyAnchor` layer (with the train split's class ids) that
+    `--loss=proxy_anchor` needs.
+    """
+    tfa_margin = 1.0 if margin is None else margin  # tensorflow-addons' default
+    simple = {
+        "triplet_semihard": lambda e, y, t, k: losses.triplet_semihard_loss(
+            y, e, tfa_margin, sample_mask=k),
+        "triplet_hard": lambda e, y, t, k: losses.triplet_hard_loss(
+            y, e, tfa_margin, sample_mask=k),
+        "triplet_hard_soft": lambda e, y, t, k: losses.triplet_hard_loss(
+            y, e, tfa_margin, soft=True, sample_mask=k),
+        "lifted_struct": lambda e, y, t, k: losses.lifted_struct_loss(
+            y, e, tfa_margin, sample_mask=k),
+        "npairs": lambda e, y, t, k: losses.batch_npairs_loss(e, y, sample_mask=k),
+        "pairwise_contrastive": lambda e, y, t, k: losses.batch_pairwise_contrastive_loss(
+            e, y, tfa_margin, sample_mask=k),
+        "multi_similarity": lambda e, y, t, k: losses.multi_similarity_loss(
+            e, y, sample_mask=k),
+    }
+    if name in simple:
+        return simple[name]
+    if name == "proxy_anchor":
+        if proxy_anchor is None:
+            raise ValueError("--loss=proxy_anchor needs a ProxyAnchor layer.")
+        return lambda e, y, t, k: proxy_anchor(e, proxy_anchor.class_index(y), k)
     if name == "sst":
         return lambda e, y, t, m: losses.sst_loss(e, y, t, sample_mask=m)
     if name == "triplet":
@@ -116,7 +143,6 @@ class Trainer:
             resize_size=config.resize_size,
             random_flip=config.random_flip,
         )
-        self.loss_fn = make_loss(config.loss, config.margin)
         train = self.dataset.train
         reliability.check_splits(train.labels, self.dataset.test.labels, config.dataset)
         self.checkpoint_dir = os.path.join(config.model_dir, "checkpoints")
@@ -130,6 +156,8 @@ class Trainer:
             num_targets=config.num_targets,
             seed=config.seed,
             compute_targets=config.loss in TARGET_LOSSES,
+            **({"samples_per_class": config.samples_per_class}
+               if config.sampler == "class_balanced" else {}),
         )
         wd = 0.0 if config.decoupled_weight_decay else config.weight_decay
         self._l2 = wd / self.strategy.num_replicas_in_sync
@@ -146,6 +174,18 @@ class Trainer:
             self.head_optimizer = self._make_optimizer(config.lr * config.head_lr_multiplier)
             self.backbone_optimizer.build(self.backbone_vars)
             self.head_optimizer.build(self.head_vars)
+            # Losses with weights of their own (Proxy-Anchor's proxies): created
+            # here, trained by their own optimizer, checkpointed with the model.
+            self.loss_layer = None
+            self.loss_vars = []
+            if config.loss == "proxy_anchor":
+                self.loss_layer = losses.ProxyAnchor(
+                    class_ids=np.unique(train.labels), embedding_dim=config.embedding_dim,
+                    lr_multiplier=config.proxy_lr_multiplier, seed=config.seed)
+                self.loss_vars = list(self.loss_layer.trainable_variables)
+                self.loss_optimizer = self._make_optimizer(
+                    config.lr * config.proxy_lr_multiplier)
+                self.loss_optimizer.build(self.loss_vars)
             # Loop state, checkpointed with the model. `epoch` counts finished
             # epochs; a checkpoint written on SIGTERM/SIGINT in the middle of
             # epoch `epoch` also holds the steps done in it and their loss sum.
@@ -177,7 +217,10 @@ class Trainer:
             nonfinite_steps=self.nonfinite_steps,
             refresh_epoch=self.refresh_epoch,
             refresh_embeddings=self.refresh_embeddings,
+            **({"loss_layer": self.loss_layer, "loss_optimizer": self.loss_optimizer}
+               if self.loss_layer is not None else {}),
         )
+        self.loss_fn = make_loss(config.loss, config.margin, self.loss_layer)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self.checkpoint_dir, max_to_keep=config.keep_checkpoints
         )
@@ -209,7 +252,7 @@ class Trainer:
           The loss, or NaN when the step was skipped.
         """
         num_replicas = self.strategy.num_replicas_in_sync
-        variables = self.backbone_vars + self.head_vars
+        variables = self.backbone_vars + self.head_vars + self.loss_vars
         with tf.GradientTape() as tape:
             embeddings = self.model(images, training=True)
             loss = self.loss_fn(embeddings, labels, targets, mask)
@@ -221,6 +264,10 @@ class Trainer:
 
     def _apply_gradients(self, grads) -> None:
         """Coupled L2 weight decay, then both optimizers (per replica)."""
+        nl = len(self.loss_vars)
+        if nl:  # the loss's own weights (Proxy-Anchor): own optimizer, no weight decay
+            self.loss_optimizer.apply_gradients(zip(grads[-nl:], self.loss_vars, strict=True))
+            grads = grads[:-nl]
         variables = self.backbone_vars + self.head_vars
         if self._l2:
             grads = [g + self._l2 * v.value for g, v in zip(grads, variables, strict=True)]
@@ -250,7 +297,8 @@ class Trainer:
         )
 
     def _scale_learning_rates(self, factor: float) -> None:
-        for opt in (self.backbone_optimizer, self.head_optimizer):
+        extra = [self.loss_optimizer] if self.loss_vars else []
+        for opt in [self.backbone_optimizer, self.head_optimizer, *extra]:
             opt.learning_rate = float(keras.ops.convert_to_numpy(opt.learning_rate)) * factor
 
     def update_plateau(self, epoch_loss: float) -> bool:
@@ -554,6 +602,8 @@ class Trainer:
             if {"lr", "head_lr_multiplier"} & set(self.changed_flags):
                 self.backbone_optimizer.learning_rate = cfg.lr
                 self.head_optimizer.learning_rate = cfg.lr * cfg.head_lr_multiplier
+            if self.loss_vars and {"lr", "proxy_lr_multiplier"} & set(self.changed_flags):
+                self.loss_optimizer.learning_rate = cfg.lr * cfg.proxy_lr_multiplier
                 logging.warning("Learning rates set to the new flags: %s", self.learning_rates)
         if "before" not in metrics:
             logging.info("Evaluating the untrained model on the test split...")
