@@ -16,6 +16,8 @@ time, time to reach --target_recall Recall@1), `compare.png` (Recall@1 against
 training time, one line per method), `compare.json` (all curves) and one
 model_dir per cell (`<loss>-<sampler>/`, final checkpoint and metrics.json).
 A cell that fails is reported in the table with its error; the others still run.
+`--from_json=a/compare.json,b/compare.json` trains nothing and writes the
+table and plot of earlier runs together.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ flags.DEFINE_list("samplers", ["local", "class_balanced"],
 flags.DEFINE_string("out_dir", None, "Output folder of the comparison.")
 flags.DEFINE_integer("compare_eval_every", 1, "Evaluate every N epochs for the curves.")
 flags.DEFINE_float("target_recall", 0.9, "Report the training time to reach this Recall@1.")
+flags.DEFINE_list("from_json", [], "Train nothing: merge these compare.json files (earlier "
+                  "runs, e.g. one per sampler, with the same training flags as given here) "
+                  "and write their table and plot to --out_dir.")
 
 FLAGS = flags.FLAGS
 
@@ -162,7 +167,10 @@ def main(argv):
         train_cli._fail(str(e))
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     results = []
-    for loss in FLAGS.losses:
+    for path in FLAGS.from_json:
+        with open(path) as f:
+            results.extend(json.load(f))
+    for loss in FLAGS.losses if not FLAGS.from_json else []:
         for sampler in FLAGS.samplers:
             logging.info("=== %s / %s ===", loss, sampler)
             try:
@@ -174,6 +182,10 @@ def main(argv):
                                 "error": f"{type(e).__name__}: {e}".replace("|", "/")[:200]})
             _write_atomic(os.path.join(FLAGS.out_dir, "compare.json"),
                           json.dumps(results, indent=2))
+    if FLAGS.from_json:  # rows grouped by loss, in order of first appearance
+        order = list(dict.fromkeys(r["loss"] for r in results))
+        results.sort(key=lambda r: order.index(r["loss"]))
+        _write_atomic(os.path.join(FLAGS.out_dir, "compare.json"), json.dumps(results, indent=2))
     table = markdown_table(results, base.recall_ks, FLAGS.target_recall)
     header = (f"Data set `{base.dataset}`, backbone `{base.backbone}`, {base.epochs} epochs, "
               f"batch {base.batch_size}, seed {base.seed}; times are training seconds "

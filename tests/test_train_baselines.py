@@ -104,6 +104,16 @@ def test_compare_script_writes_table_plot_and_curves(tmp_path):
         times = [p["train_seconds"] for p in r["curve"]]
         assert times[0] == 0.0 < times[1] == r["train_seconds"]
         assert (tmp_path / f"{r['loss']}-class_balanced" / "metrics.json").exists()
+    # --from_json merges earlier runs without training.
+    merged = tmp_path / "merged"
+    src = tmp_path / "compare.json"
+    cmd = [sys.executable, "scripts/compare.py", "--flagfile=configs/digits.cfg",
+           f"--out_dir={merged}", f"--from_json={src},{src}", "--samples_per_class=20"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [x for x in (merged / "compare.md").read_text().splitlines() if x.startswith("| ")]
+    losses = [r.split(" | ")[0] for r in rows[1:]]
+    assert losses == ["| multi_similarity"] * 2 + ["| proxy_anchor"] * 2
 
 
 def test_compare_helpers():
