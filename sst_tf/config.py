@@ -17,6 +17,7 @@ LOSSES = (
 )
 TARGET_LOSSES = ("sst", "triplet")  # losses over triplets: need target tables
 SAMPLERS = ("local", "random", "class_balanced")
+NEIGHBORHOODS = ("classes", "mixed", "original")  # local sampler; "original" is the paper's
 BACKBONES = ("inception_v3", "mobilenet_v2", "small_cnn")
 
 
@@ -46,6 +47,11 @@ class TrainConfig:
     batch_size: int = 200
     num_targets: int = 5
     refresh_every: int = 1
+    neighborhoods: str = "classes"
+    local_share: float = 0.5
+    min_classes: int = 4
+    warmup_epochs: int = 0
+    members_per_class: int = 10
     epochs: int = 150
     lr: float = 1e-4
     head_lr_multiplier: float = 10.0
@@ -90,6 +96,14 @@ class TrainConfig:
              self.proxy_lr_multiplier),
             (self.embedding_dim >= 1, "--embedding_dim must be >= 1", self.embedding_dim),
             (self.epochs >= 0, "--epochs must be >= 0", self.epochs),
+            (self.neighborhoods in NEIGHBORHOODS,
+             f"--neighborhoods must be one of {'|'.join(NEIGHBORHOODS)}", self.neighborhoods),
+            (0.0 <= self.local_share <= 1.0, "--local_share must be in [0, 1]",
+             self.local_share),
+            (self.min_classes >= 0, "--min_classes must be >= 0", self.min_classes),
+            (self.members_per_class >= 2, "--members_per_class must be >= 2",
+             self.members_per_class),
+            (self.warmup_epochs >= 0, "--warmup_epochs must be >= 0", self.warmup_epochs),
             (self.refresh_every >= 1, "--refresh_every must be >= 1", self.refresh_every),
             (self.eval_every >= 0, "--eval_every must be >= 0", self.eval_every),
             (self.lr > 0, "--lr must be > 0", self.lr),

@@ -52,7 +52,8 @@ flags.DEFINE_string(
     "multi_similarity, proxy_anchor.")
 flags.DEFINE_float("margin", None, "Margin of triplet (0.2) / contrastive (0.5) losses.")
 flags.DEFINE_string("sampler", "local",
-                    "Batch sampler: local (k-means neighbourhoods), random, class_balanced "
+                    "Batch sampler: local (neighbourhoods, see --neighborhoods), random, "
+                    "class_balanced "
                     "(P classes x K images, each image at most once per epoch).")
 flags.DEFINE_integer("samples_per_class", 4,
                      "K images per class in class_balanced batches (batch_size = P * K).")
@@ -60,6 +61,19 @@ flags.DEFINE_float("proxy_lr_multiplier", 100.0,
                    "Proxy-Anchor: the proxies' learning rate is lr times this.")
 flags.DEFINE_integer("batch_size", 200, "Batch size B (>= 2).")
 flags.DEFINE_integer("num_targets", 5, "Target neighbours k per anchor (>= 1).")
+flags.DEFINE_enum("neighborhoods", "classes", ["classes", "mixed", "original"],
+                  "Local sampler batches: neighbouring classes with random members each "
+                  "(classes), a k-means neighbourhood + random images with a class guarantee "
+                  "(mixed), or one k-means cluster per batch, the paper's rule (original).")
+flags.DEFINE_integer("members_per_class", 10,
+                     "--neighborhoods=classes: images per class in a batch.")
+flags.DEFINE_float("local_share", 0.5,
+                   "--neighborhoods=mixed: share of each batch taken from its neighbourhood.")
+flags.DEFINE_integer("min_classes", 4,
+                     "--neighborhoods=mixed: classes with >= 2 members guaranteed per batch.")
+flags.DEFINE_integer("warmup_epochs", 0,
+                     "Local sampler: random batches for this many epochs before the first "
+                     "neighbourhood batches.")
 flags.DEFINE_integer("refresh_every", 1, "Re-embed the train split and re-cluster every N epochs.")
 flags.DEFINE_integer("epochs", 150, "Maximum number of epochs.")
 flags.DEFINE_float("lr", 1e-4, "Adam learning rate of the backbone.")
@@ -119,6 +133,11 @@ def config_from_flags():
         batch_size=FLAGS.batch_size,
         num_targets=FLAGS.num_targets,
         refresh_every=FLAGS.refresh_every,
+        neighborhoods=FLAGS.neighborhoods,
+        local_share=FLAGS.local_share,
+        min_classes=FLAGS.min_classes,
+        warmup_epochs=FLAGS.warmup_epochs,
+        members_per_class=FLAGS.members_per_class,
         epochs=FLAGS.epochs,
         lr=FLAGS.lr,
         head_lr_multiplier=FLAGS.head_lr_multiplier,

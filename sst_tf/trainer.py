@@ -158,6 +158,10 @@ class Trainer:
             compute_targets=config.loss in TARGET_LOSSES,
             **({"samples_per_class": config.samples_per_class}
                if config.sampler == "class_balanced" else {}),
+            **(dict(neighborhoods=config.neighborhoods, local_share=config.local_share,
+                    min_classes=config.min_classes, warmup_epochs=config.warmup_epochs,
+                    members_per_class=config.members_per_class)
+               if config.sampler == "local" else {}),
         )
         wd = 0.0 if config.decoupled_weight_decay else config.weight_decay
         self._l2 = wd / self.strategy.num_replicas_in_sync
@@ -491,6 +495,17 @@ class Trainer:
             plan.num_batches, plan.stats["coverage"], plan.stats["mean_fill"],
             plan.stats["mean_classes_per_batch"], plan.stats["empty_batch_share"],
         )
+        logging.info(
+            "Epoch %d batches: %.2f classes with >= 2 members (min %d), %.1f members/class, "
+            "largest class %.2f of a batch, %.3f of rows are anchors, D_at/D_ai %.3f, "
+            "SST at refresh %.3f (log 2 = 0.693)%s",
+            epoch + 1, plan.stats["mean_paired_classes_per_batch"],
+            plan.stats["min_paired_classes_per_batch"], plan.stats["mean_members_per_class"],
+            plan.stats["largest_class_share"],
+            plan.stats["anchor_share"], plan.stats.get("distance_ratio", math.nan),
+            plan.stats.get("sst_at_refresh", math.nan),
+            ", warm-up (random batches)" if plan.stats.get("warmup") else "",
+        )
         if plan.num_batches == 0:
             logging.warning("Epoch %d: the sampler produced no batch with a triplet.", epoch + 1)
             stats.update(loss=math.nan, images_per_second=0.0, train_seconds=0.0,
@@ -542,6 +557,8 @@ class Trainer:
             images_per_second=float(plan.mask[start_step:].sum() / max(seconds, 1e-9)),
             nonfinite_steps=skipped,
         )
+        if self.config.loss == "sst":  # softplus(0) = log 2: triplets not told apart
+            stats["loss_over_log2"] = stats["loss"] / math.log(2.0)
         return stats
 
     def _on_nonfinite(self, epoch: int, step: int) -> None:

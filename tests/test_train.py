@@ -67,6 +67,7 @@ def test_two_epoch_digits_run_writes_everything_and_is_deterministic(tmp_path):
     (["--dataset=cub"], "--data_dir is required for --dataset=cub"),
     (["--dataset=cub", "--data_dir=/nonexistent/cub"], "--data_dir=/nonexistent/cub does not"),
     (["--loss=hinge"], "--loss must be one of"),
+    (["--members_per_class=1"], "--members_per_class must be >= 2"),
 ])
 def test_bad_flags_give_one_clear_line(tmp_path, flags, needle):
     proc = _run("--flagfile=configs/digits.cfg", f"--model_dir={tmp_path}", *flags)

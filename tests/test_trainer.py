@@ -97,6 +97,24 @@ def test_every_loss_and_sampler_trains(tmp_path, tiny, loss, sampler):
 
 
 
+@pytest.mark.parametrize("neighborhoods,warmup", [("mixed", 0), ("original", 1)])
+def test_local_neighborhood_options_train_and_report_batches(tmp_path, tiny, neighborhoods,
+                                                             warmup):
+    t = Trainer(_config(tmp_path, neighborhoods=neighborhoods, warmup_epochs=warmup,
+                        min_classes=3), dataset=tiny)
+    for epoch in range(2):
+        stats = t.train_epoch(epoch, refresh=True)
+        assert math.isfinite(stats["loss"])
+        assert stats["loss_over_log2"] == pytest.approx(stats["loss"] / math.log(2.0))
+        assert stats["sampler/warmup"] == float(epoch < warmup)
+        for key in ("mean_paired_classes_per_batch", "largest_class_share", "anchor_share",
+                    "distance_ratio", "sst_at_refresh"):
+            assert math.isfinite(stats[f"sampler/{key}"]), key
+    assert t.sampler.neighborhoods == neighborhoods
+    if neighborhoods == "mixed":
+        assert stats["sampler/min_paired_classes_per_batch"] >= 3
+
+
 def test_rerun_continues_from_the_latest_checkpoint(tmp_path, tiny):
     first = Trainer(_config(tmp_path, epochs=1, sampler="random"), dataset=tiny).fit()
     again = Trainer(_config(tmp_path, epochs=2, sampler="random"), dataset=tiny)
