@@ -241,9 +241,487 @@ def bench_nmi(args) -> str:
         f"need more k-means iterations than trained ones.", ""])
 
 
+# ---------------------------------------------------------------- k-means
+
+
+def _clustered_embeddings(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    """SOP-like embeddings: n / 5 class centres, ~5 noisy points each."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(1, n // 5), dim)).astype(np.float32)
+    x = centres[rng.integers(0, len(centres), n)] + 0.5 * rng.normal(size=(n, dim))
+    return x.astype(np.float32)
+
+
+# Assumed GPU embedding-pass throughput (no GPU measured here; see bench_kmeans).
+ASSUMED_GPU_IMAGES_PER_S = 3000.0
+
+
+def bench_kmeans(args) -> str:
+    """Refresh k-means on SOP-sized embeddings: scikit-learn vs TensorFlow."""
+    from sst_tf import kmeans as kmeans_lib
+
+    n, dim, batch = args.kmeans_n, 512, 200
+    k = n // batch
+    x = _clustered_embeddings(n, dim)
+    iters = args.kmeans_iters
+    rows = [f"| implementation | device | seconds (init + {iters} iterations) | s / iteration | "
+            "inertia |", "|---|---|---|---|---|"]
+    res = {}
+    kmeans_lib.tf_kmeans(x[:1000], 5, max_iter=2)  # trace the TF functions (not timed)
+    for method in ("tf", "sklearn"):
+        times = []
+        for rep in range(args.kmeans_repeats):
+            t0 = time.perf_counter()
+            r = kmeans_lib.kmeans(x, k, method=method, seed=rep, max_iter=iters, tol=0.0)
+            times.append(time.perf_counter() - t0)
+        res[method] = (statistics.median(times), r)
+        dev = "GPU" if method == "tf" and tf.config.list_physical_devices("GPU") else "CPU"
+        rows.append(f"| {method} | {dev} | {res[method][0]:.1f} | "
+                    f"{res[method][0] / max(r.n_iter, 1):.2f} | {r.inertia:.4g} |")
+    t_sk, t_tf = res["sklearn"][0], res["tf"][0]
+    gpu_pass = n / ASSUMED_GPU_IMAGES_PER_S
+    return "\n".join([
+        f"### k-means of one refresh: {n:,} x {dim} embeddings, {k} clusters (N / {batch})",
+        "",
+        f"Synthetic SOP-like embeddings ({n // 5:,} centres, ~5 noisy points each). Both run "
+        f"k-means++ (one init) then exactly {iters} Lloyd iterations (tol=0); medians of "
+        f"{args.kmeans_repeats} run(s). scikit-learn gets float64, TF float32.",
+        "",
+        *rows,
+        "",
+        f"TF / scikit-learn time on this machine: {t_tf / t_sk:.2f}.",
+        "",
+        f"**Against the embedding pass on a GPU.** No GPU was available for this run, so the "
+        f"pass is an assumption, not a measurement: InceptionV3 at 224 in inference, "
+        f"~{ASSUMED_GPU_IMAGES_PER_S:,.0f} images/s on one H100/H200 (a conservative reading "
+        f"of public inference figures, usually bounded by JPEG decoding on the host), gives "
+        f"~{gpu_pass:.0f} s for {n:,} images. scikit-learn's k-means here takes "
+        f"{t_sk:.0f} s for {iters} iterations ({t_sk / gpu_pass:.1f}x that pass; the sampler "
+        f"allows up to 100 iterations): "
+        + ("the CPU k-means would dominate a refresh on a GPU machine, hence `--kmeans=tf`, "
+           "which runs on the accelerator when there is one. "
+           if t_sk > gpu_pass else "the CPU k-means would not dominate the refresh. ")
+        + "`scripts/gpu_check.sh` measures the pass and the TF k-means on a GPU.",
+        "",
+    ])
+
+
+# ---------------------------------------------------------------- training-side sections
+
+
+def _synthetic_split(n: int, classes: int, side: int, seed: int = 0):
+    """In-memory split of smooth random images (uint8) with balanced labels."""
+    from sst_tf import data as data_lib
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(n, 8, 8, 3)).astype(np.float32)
+    images = tf.image.resize(small, [side, side]).numpy().clip(0, 255).astype(np.uint8)
+    labels = np.arange(n) % classes
+    return data_lib.Split(labels=labels.astype(np.int64),
+                          class_names=tuple(str(c) for c in range(classes)), images=images)
+
+
+def _trainer(side: int, batch: int, n: int | None = None, classes: int = 20,
+             backbone: str = "inception_v3", embedding_dim: int = 512, strategy=None,
+             split=None, **kw):
+    import tempfile
+
+    from sst_tf import data as data_lib
+    from sst_tf.trainer import TrainConfig, Trainer
+
+    split = split or _synthetic_split(n or batch, classes, side)
+    ds = data_lib.Dataset("synthetic", split, split)
+    cfg = TrainConfig(model_dir=tempfile.mkdtemp(prefix="sst_bench_"), backbone=backbone,
+                      pretrained=False, embedding_dim=embedding_dim, image_size=side,
+                      resize_size=side, random_flip=False, batch_size=batch, progress=False,
+                      deterministic=False, **kw)
+    return Trainer(cfg, dataset=ds, strategy=strategy)
+
+
+def _batch(trainer, batch: int, classes: int, k: int = 5, seed: int = 0):
+    """A (images, labels, targets, mask) batch with a real target table."""
+    rng = np.random.default_rng(seed)
+    side = trainer.config.image_size
+    images = tf.constant(rng.uniform(0, 255, size=(batch, side, side, 3)).astype(np.float32))
+    labels = np.arange(batch) % classes
+    emb = rng.normal(size=(batch, trainer.config.embedding_dim)).astype(np.float32)
+    targets = neighbors.target_neighbors(emb, labels, k).astype(np.int32)
+    return (images, tf.constant(labels, tf.int32), tf.constant(targets),
+            tf.ones([batch], tf.bool))
+
+
+def bench_step(args) -> str:
+    """Train step: SST + target table vs a trivial loss, same backbone and batch."""
+    side, batch, classes = args.step_size, args.step_batch, 20
+    t = _trainer(side, batch, classes=classes)
+    b = _batch(t, batch, classes)
+    sst_fn = t.loss_fn
+
+    def trivial(e, y, tg, m):  # the cheapest loss that still back-propagates
+        return tf.reduce_mean(tf.square(e))
+
+    fns = {}
+    for name, loss in (("sst", sst_fn), ("trivial", trivial)):
+        t.loss_fn = loss
+        fns[name] = tf.function(lambda batch: t.distributed_step(batch))
+        fns[name](b)  # trace
+        fns[name](b)
+    times = {"sst": [], "trivial": []}
+    cpu = {"sst": [], "trivial": []}
+    for _ in range(args.step_repeats):  # interleaved: both see the same machine load
+        for name, fn in fns.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            float(fn(b))
+            times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    ratio = med["sst"] / med["trivial"]
+    ratio_cpu = med_cpu["sst"] / med_cpu["trivial"]
+    # The loss alone (value + gradient w.r.t. the embeddings), for scale.
+    e = tf.Variable(tf.random.normal([batch, 512]))
+
+    @tf.function
+    def loss_only():
+        with tf.GradientTape() as tape:
+            v = sst_fn(e, b[1], b[2], b[3])
+        return tape.gradient(v, e)
+
+    loss_ms = 1e3 * statistics.median(timed(lambda: loss_only().numpy(), 10))
+    tt0 = time.perf_counter()
+    for _ in range(10):
+        neighbors.target_neighbors(np.random.normal(size=(batch, 512)).astype(np.float32),
+                                   np.arange(batch) % classes, 5)
+    table_ms = 1e3 * (time.perf_counter() - tt0) / 10
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    return "\n".join([
+        f"### Train step overhead: InceptionV3 (random init) at {side}x{side}, batch {batch}, "
+        f"{classes} classes x {batch // classes}, d=512, k=5",
+        "",
+        "Both variants run the trainer's own per-replica step (`distributed_step`: forward, "
+        "loss, gradients, two Adam optimizers with the head multiplier, weight decay) on the "
+        "same batch; only the loss differs. Runs alternate between the two; medians of "
+        f"{args.step_repeats} each" + ("" if gpu else f" (CPU: input {side}x{side} instead of "
+                                        "224 to keep the run short)") + ".",
+        "",
+        "| loss | median wall s / step | median CPU s / step | images/s (wall) |",
+        "|---|---|---|---|",
+        f"| SST with target table | {med['sst']:.3f} | {med_cpu['sst']:.2f} | "
+        f"{batch / med['sst']:.0f} |",
+        f"| trivial (mean squared embedding) | {med['trivial']:.3f} | "
+        f"{med_cpu['trivial']:.2f} | {batch / med['trivial']:.0f} |",
+        "",
+        f"**Overhead ratio SST / trivial: {ratio:.3f} (wall), {ratio_cpu:.3f} (process CPU "
+        f"time)** (target: <= 1.05). The CPU-time ratio is the steadier one on a machine "
+        f"shared with other jobs. Directly: the SST loss value + gradient w.r.t. the "
+        f"embeddings alone takes {loss_ms:.1f} ms, {loss_ms / 1e3 / med['trivial']:.1%} of a "
+        f"step, i.e. a ratio of {1 + loss_ms / 1e3 / med['trivial']:.3f}. The target table of "
+        f"one batch (NumPy, built by the sampler at refresh time, not in the step) takes "
+        f"{table_ms:.1f} ms.",
+        "",
+    ])
+
+
+def _pass_and_epoch(n: int, classes: int, args) -> dict:
+    """Embedding pass and training epoch times per image with the cheap CPU model."""
+    side, batch = args.refresh_size, 200
+    sample = min(n, args.refresh_sample)
+    t = _trainer(side, batch, n=sample, classes=max(2, classes * sample // n),
+                 backbone=args.refresh_backbone, embedding_dim=512, sampler="random")
+    t.embed(t.dataset.train)  # trace
+    t.train_epoch(0, refresh=True)  # trace
+    embed, train = [], []
+    for epoch in range(1, 3):
+        t0 = time.perf_counter()
+        t.embed(t.dataset.train)
+        embed.append((time.perf_counter() - t0) / sample)
+        stats = t.train_epoch(epoch, refresh=False)  # tf.data pipeline + steps
+        train.append(stats["train_seconds"] / sample)
+    return {"embed": min(embed), "train": min(train)}
+
+
+def _kmeans_and_build(n: int, classes: int, args, kmeans_method: str) -> dict:
+    """k-means + batch building (targets included) at the real size, d = 512."""
+    from sst_tf import sampling
+
+    emb = _clustered_embeddings(n, 512)
+    labels = np.arange(n) % classes
+    np.random.default_rng(0).shuffle(labels)
+    s = sampling.LocalSampler(labels, 200, num_targets=5, seed=0,
+                              kmeans_max_iter=args.kmeans_iters, kmeans_method=kmeans_method)
+    t0 = time.perf_counter()
+    s.refresh(emb, 0)
+    kmeans_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    plan = s.plan(0)
+    return {"kmeans_s": kmeans_s, "build_s": time.perf_counter() - t0,
+            "images": int(plan.mask.sum())}
+
+
+def bench_refresh(args) -> str:
+    """Embedding pass + k-means + batch building as a share of one epoch."""
+    from sst_tf import kmeans as kmeans_lib
+
+    kmeans_lib.tf_kmeans(np.zeros((300, 512), np.float32) + np.arange(300)[:, None], 3,
+                         max_iter=2)  # trace the TF k-means (not timed)
+    rows = ["| data | N | k-means | embed pass s | k-means s | batches + targets s | "
+            "train epoch s | refresh share |", "|---|---|---|---|---|---|---|---|"]
+    for name, n, classes in (("CUB-sized", 5864, 100), ("SOP-sized", 59551, 11318)):
+        n, classes = int(n * args.refresh_scale), max(2, int(classes * args.refresh_scale))
+        per_image = _pass_and_epoch(n, classes, args)
+        for method in args.refresh_kmeans.split(","):
+            c = _kmeans_and_build(n, classes, args, method)
+            embed_s, train_s = per_image["embed"] * n, per_image["train"] * c["images"]
+            refresh = embed_s + c["kmeans_s"] + c["build_s"]
+            share = refresh / (refresh + train_s)
+            rows.append(f"| {name} | {n:,} | {method} | {embed_s:.1f} | {c['kmeans_s']:.1f} "
+                        f"| {c['build_s']:.1f} | {train_s:.1f} | {share:.0%} |")
+    return "\n".join([
+        "### Refresh cost per epoch (embedding pass + k-means + batch building)",
+        "",
+        f"CPU stand-in for the GPU model: `{args.refresh_backbone}` (random init, d=512) at "
+        f"{args.refresh_size}x{args.refresh_size}, batch 200. The embedding pass and the "
+        f"training epoch (tf.data pipeline + steps, `Trainer.train_epoch`) are timed on "
+        f"{args.refresh_sample} in-memory images (best of 2) and scaled linearly to N "
+        "(training: the images in the epoch's plan, original neighbourhoods). k-means "
+        f"(N / 200 clusters, at most {args.kmeans_iters} iterations) and batch building (with "
+        "target tables) run at the real size on clustered synthetic 512-d embeddings. "
+        "The shares depend on the model: with InceptionV3 a training step costs ~3x an "
+        "inference pass per image, so on a GPU the pass alone is ~25% of an epoch when "
+        "refreshing every epoch; `--refresh_every` and `--refresh=memory` cut that.",
+        "",
+        *rows,
+        "",
+    ])
+
+
+def _write_jpegs(folder: Path, n: int, side: int) -> list[str]:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        small = rng.integers(0, 256, size=(8, 8, 3)).astype(np.uint8)
+        img = Image.fromarray(small).resize((side, int(side * 0.75)), Image.BILINEAR)
+        p = folder / f"{i:05d}.jpg"
+        img.save(p, quality=90)
+        paths.append(str(p))
+    return paths
+
+
+def bench_input(args) -> str:
+    """tf.data images/s on JPEG files vs the train step's demand."""
+    import tempfile
+
+    from sst_tf import data as data_lib
+    from sst_tf import pipeline, sampling
+
+    n, side_file = args.input_n, 500
+    folder = Path(tempfile.mkdtemp(prefix="sst_jpeg_"))
+    paths = _write_jpegs(folder, n, side_file)
+    labels = np.arange(n) % 20
+    split = data_lib.Split(labels=labels.astype(np.int64),
+                           class_names=tuple(str(c) for c in range(20)), paths=tuple(paths))
+    rows = ["| crop (resize) | batch | images/s (median of epochs) |", "|---|---|---|"]
+    rates = {}
+    for crop, resize in ((224, 256), (args.step_size, round(args.step_size * 256 / 224))):
+        batch = min(200, n)
+        s = sampling.RandomSampler(labels, batch, num_targets=5, seed=0, compute_targets=False)
+        s.refresh(None)
+        plan = s.plan(0)
+        opts = pipeline.ImageOptions(image_size=crop, resize_size=resize)
+        r = []
+        for epoch in range(args.input_epochs + 1):
+            ds = pipeline.train_dataset(split, plan, opts, epoch=epoch)
+            t0 = time.perf_counter()
+            count = sum(int(x[0].shape[0]) for x in ds)
+            if epoch:  # the first epoch warms the page cache
+                r.append(count / (time.perf_counter() - t0))
+        rates[crop] = statistics.median(r)
+        rows.append(f"| {crop} ({resize}) | {batch} | {rates[crop]:.0f} |")
+    cores = os.cpu_count() or 1
+    # Demand: images/s of the train step (InceptionV3, step_size crop, batch 32) here.
+    t = _trainer(args.step_size, 32, classes=8)
+    b = _batch(t, 32, 8)
+    demand = 32 / statistics.median(timed(lambda: float(t._step_fn(b)), 3, warmup=1))
+    crop_small = args.step_size
+    return "\n".join([
+        f"### Input pipeline on JPEG files ({n} synthetic {side_file}x{int(side_file * .75)} "
+        "JPEGs, quality 90)",
+        "",
+        "`sst_tf.pipeline.train_dataset`: read, decode, resize, random crop, flip, batch, "
+        f"prefetch; AUTOTUNE parallelism on {cores} cores; files in the page cache.",
+        "",
+        *rows,
+        "",
+        f"Demand here: the InceptionV3 train step at {crop_small}x{crop_small} (batch 32) "
+        f"consumes {demand:.0f} images/s, i.e. {demand / rates[crop_small]:.2f} of what the "
+        f"pipeline delivers at that size (the step and the pipeline share the same cores). "
+        f"On a GPU, InceptionV3 "
+        f"training at 224 (bf16) needs roughly 1,000-2,000 images/s (an assumption; "
+        f"`scripts/gpu_check.sh` measures it): at {rates[224] / cores:.0f} images/s per core "
+        f"that takes ~{1500 / max(rates[224] / cores, 1):.0f} cores for 1,500 images/s.",
+        "",
+    ])
+
+
+def _scaling_child(args) -> dict:
+    """In a fresh process with 2 logical CPUs: 1 device vs MirroredStrategy(2)."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from sst_tf import distribute
+
+    side, batch = args.step_size, args.scaling_batch
+    classes = max(2, batch // 4)
+    single = _trainer(side, batch, classes=classes)
+    mirrored = _trainer(side, batch, classes=classes, split=single.dataset.train,
+                        strategy=distribute.make_strategy("mirrored", ["CPU:0", "CPU:1"]))
+    for a, b in zip(mirrored.model.weights, single.model.weights, strict=True):
+        a.assign(b.numpy())
+    b1, b2 = _batch(single, batch, classes, seed=1), _batch(single, batch, classes, seed=2)
+    # Gradients: all-reduced replica gradients vs the mean of per-batch gradients.
+
+    @tf.function
+    def single_grads():
+        l1, g1, _ = single.compute_gradients(*b1)
+        l2, g2, _ = single.compute_gradients(*b2)
+        return (l1 + l2) / 2, [(a + b) / 2 for a, b in zip(g1, g2, strict=True)]
+
+    stacked = tuple(tf.stack([x, y]) for x, y in zip(b1, b2, strict=True))
+    ds = distribute.distribute_batches(
+        mirrored.strategy, tf.data.Dataset.from_tensor_slices(stacked).repeat())
+    it = iter(ds)
+    batch_m = next(it)
+
+    @tf.function
+    def mirrored_grads(batch):
+        loss, grads, _ = mirrored.strategy.run(mirrored.compute_gradients, args=batch)
+        red = mirrored.strategy.reduce
+        return (red(tf.distribute.ReduceOp.MEAN, loss, axis=None),
+                [red(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads])
+
+    ls, gs = single_grads()
+    lm, gm = mirrored_grads(batch_m)
+    scale = max(float(tf.reduce_max(tf.abs(g))) for g in gs)
+    grad_diff = max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(gs, gm, strict=True))
+
+    @tf.function
+    def single_step():
+        l1, g1, _ = single.compute_gradients(*b1)
+        l2, g2, _ = single.compute_gradients(*b2)
+        single._apply_gradients([(a + b) / 2 for a, b in zip(g1, g2, strict=True)])
+        return (l1 + l2) / 2
+
+    t_single = timed(lambda: float(single_step()), args.step_repeats)
+    t_mirror = timed(lambda: float(mirrored._step_fn(next(it))), args.step_repeats)
+    return {"loss_single": float(ls), "loss_mirrored": float(lm), "grad_max_abs_diff": grad_diff,
+            "grad_max_abs": scale, "single_s": statistics.median(t_single),
+            "mirrored_s": statistics.median(t_mirror), "batch": batch, "side": side}
+
+
+def bench_scaling(args) -> str:
+    """MirroredStrategy over 2 logical CPU devices vs 1 device: same numbers, time."""
+    cmd = [sys.executable, __file__, "--_scaling_child", "1",
+           f"--step_size={args.step_size}", f"--scaling_batch={args.scaling_batch}",
+           f"--step_repeats={args.step_repeats}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"scaling child failed:\n{out.stderr[-3000:]}")
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    return "\n".join([
+        f"### MirroredStrategy, 2 logical CPU devices vs 1 device (InceptionV3 at "
+        f"{r['side']}x{r['side']}, 2 batches of {r['batch']} per step)",
+        "",
+        "One step = one batch per replica (a neighbourhood is never split). One device "
+        "computes the same two batches' gradients one after the other and averages them.",
+        "",
+        "| | loss | median s / step |",
+        "|---|---|---|",
+        f"| 1 device | {r['loss_single']:.6f} | {r['single_s']:.2f} |",
+        f"| MirroredStrategy x 2 | {r['loss_mirrored']:.6f} | {r['mirrored_s']:.2f} |",
+        "",
+        f"Gradients (all-reduced vs averaged): max abs difference {r['grad_max_abs_diff']:.2e} "
+        f"for a largest gradient entry of {r['grad_max_abs']:.2e} (relative "
+        f"{r['grad_max_abs_diff'] / max(r['grad_max_abs'], 1e-30):.1e}: float32 round-off of "
+        "a different summation order). Time ratio mirrored / single "
+        f"{r['mirrored_s'] / r['single_s']:.2f}: both logical devices share the same "
+        f"{os.cpu_count()} cores, so no speed-up is expected on CPU; the figure shows the "
+        "distribution overhead. Real speed-up needs several GPUs (`scripts/gpu_check.sh`).",
+        "",
+    ])
+
+
+def bench_digits(args) -> str:
+    """--refresh=full|memory x --neighborhoods=original|balanced on the digits demo."""
+    import dataclasses
+    import tempfile
+
+    from sst_tf import train as train_cli
+    from sst_tf.trainer import Trainer
+
+    train_cli.FLAGS([sys.argv[0], f"--flagfile={ROOT / 'configs' / 'digits.cfg'}",
+                     "--model_dir=unused", "--noprogress"])
+    base = train_cli.config_from_flags()
+    rows = ["| refresh | neighbourhoods | R@1 | MAP@R | NMI | refresh s (sum) | train s (sum) | "
+            "refresh share | wall s | coverage | fill | batches w/o triplet |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for refresh in ("full", "memory"):
+        for hoods in ("original", "balanced"):
+            cfg = dataclasses.replace(base, refresh=refresh, neighborhoods=hoods,
+                                      model_dir=tempfile.mkdtemp(prefix="sst_digits_"))
+            trainer = Trainer(cfg)
+            epochs = []
+            run_epoch = trainer.train_epoch
+
+            def record(epoch, refresh_now, run_epoch=run_epoch, epochs=epochs):
+                stats = run_epoch(epoch, refresh_now)
+                epochs.append(stats)
+                return stats
+
+            trainer.train_epoch = record
+            t0 = time.perf_counter()
+            m = trainer.fit()
+            wall = time.perf_counter() - t0
+            keys = ("sampler/refresh_seconds", "train_seconds", "sampler/coverage",
+                    "sampler/mean_fill", "sampler/empty_batch_share")
+            mean = {k: float(np.mean([e[k] for e in epochs])) for k in keys}
+            total = {k: float(np.sum([e[k] for e in epochs])) for k in keys}
+            a = m["after"]
+            refresh_s = total["sampler/refresh_seconds"]
+            share = refresh_s / (refresh_s + total["train_seconds"])
+            rows.append(
+                f"| {refresh} | {hoods} | {a['recall@1']:.4f} | {a['map@r']:.4f} | "
+                f"{a['nmi']:.4f} | {total['sampler/refresh_seconds']:.1f} | "
+                f"{total['train_seconds']:.1f} | {share:.0%} | "
+                f"{wall:.0f} | {mean['sampler/coverage']:.3f} | "
+                f"{mean['sampler/mean_fill']:.3f} | {mean['sampler/empty_batch_share']:.3f} |")
+    return "\n".join([
+        f"### Digits demo: refresh and neighbourhood options ({base.epochs} epochs, refresh "
+        f"every {base.refresh_every}, batch {base.batch_size}, seed {base.seed})",
+        "",
+        "`configs/digits.cfg` with only `--refresh` and `--neighborhoods` changed; test-split "
+        "metrics after training; refresh = embedding pass (when `full`) + k-means + batch "
+        "building, summed over epochs; coverage / fill / share of batches without a "
+        "triplet are means over epochs (coverage counts the images of batches kept, after "
+        "batches without a triplet are dropped); refresh share = refresh / (refresh + "
+        "train), the within-run measure that other jobs on the machine disturb least. "
+        "One seed each.",
+        "",
+        *rows,
+        "",
+    ])
+
+
 SECTIONS: dict[str, Callable] = {
     "losses": bench_losses,
     "nmi": bench_nmi,
+    "kmeans": bench_kmeans,
+    "step": bench_step,
+    "refresh": bench_refresh,
+    "input": bench_input,
+    "scaling": bench_scaling,
+    "digits": bench_digits,
 }
 
 
@@ -269,8 +747,35 @@ def main() -> None:
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--repeats", type=int, default=10, help="timed runs of the slow form")
     parser.add_argument("--eval_n", type=int, default=60000, help="rows for the eval benchmark")
+    parser.add_argument("--kmeans_n", type=int, default=60000, help="rows for the kmeans section")
+    parser.add_argument("--kmeans_iters", type=int, default=20, help="Lloyd iterations timed")
+    parser.add_argument("--kmeans_repeats", type=int, default=1, help="timed k-means runs")
+    parser.add_argument("--step_size", type=int, default=None,
+                        help="input side of the step/scaling sections (default: 224 on GPU, 75 "
+                             "on CPU)")
+    parser.add_argument("--step_batch", type=int, default=200, help="batch of the step section")
+    parser.add_argument("--step_repeats", type=int, default=8, help="timed steps per variant")
+    parser.add_argument("--scaling_batch", type=int, default=32,
+                        help="per-replica batch of the scaling section")
+    parser.add_argument("--refresh_size", type=int, default=32, help="image side, refresh section")
+    parser.add_argument("--refresh_backbone", default="small_cnn",
+                        help="model of the refresh section (small_cnn on CPU)")
+    parser.add_argument("--refresh_sample", type=int, default=1000,
+                        help="images timed for the refresh section's pass/epoch")
+    parser.add_argument("--refresh_kmeans", default="sklearn,tf",
+                        help="k-means methods of the refresh section")
+    parser.add_argument("--refresh_scale", type=float, default=1.0,
+                        help="shrink the refresh section's N (smoke runs)")
+    parser.add_argument("--input_n", type=int, default=400, help="JPEG files, input section")
+    parser.add_argument("--input_epochs", type=int, default=3, help="timed epochs, input section")
+    parser.add_argument("--_scaling_child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_eval_child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.step_size is None:
+        args.step_size = 224 if tf.config.list_physical_devices("GPU") else 75
+    if args._scaling_child:
+        print(json.dumps(_scaling_child(args)))
+        return
     if args._eval_child:
         n, dim = (int(v) for v in args._eval_child.split(","))
         print(json.dumps(_eval_child(n, dim, (1, 10, 100, 1000))))

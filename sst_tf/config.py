@@ -17,8 +17,13 @@ LOSSES = (
 )
 TARGET_LOSSES = ("sst", "triplet")  # losses over triplets: need target tables
 SAMPLERS = ("local", "random", "class_balanced")
-NEIGHBORHOODS = ("classes", "mixed", "original")  # local sampler; "original" is the paper's
+# Local sampler neighbourhoods; "original" is the paper's rule.
+NEIGHBORHOODS = ("classes", "mixed", "original", "balanced")
 BACKBONES = ("inception_v3", "mobilenet_v2", "small_cnn")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+PRECISIONS = ("none", "bfloat16", "float16")
+REFRESH_MODES = ("full", "memory")
+KMEANS_METHODS = ("sklearn", "tf")
 
 
 @dataclasses.dataclass
@@ -70,6 +75,12 @@ class TrainConfig:
     export: bool = True
     max_consecutive_nonfinite: int = 10
     allow_flag_changes: bool = False
+    # Scale and speed (README "Scaling, precision and sampler options").
+    strategy: str = "default"
+    mixed_precision: str = "none"
+    jit_compile: bool = False
+    refresh: str = "full"
+    kmeans: str = "sklearn"
 
     def reader_options(self) -> dict:
         """The data-set options of this config that the chosen reader accepts."""
@@ -123,6 +134,17 @@ class TrainConfig:
             (bool(self.model_dir), "--model_dir is required", self.model_dir),
             (self.max_consecutive_nonfinite >= 1, "--max_consecutive_nonfinite must be >= 1",
              self.max_consecutive_nonfinite),
+            (self.strategy in STRATEGIES,
+             f"--strategy must be one of {'|'.join(STRATEGIES)}", self.strategy),
+            (self.mixed_precision in PRECISIONS,
+             f"--mixed_precision must be one of {'|'.join(PRECISIONS)}", self.mixed_precision),
+            (self.refresh in REFRESH_MODES,
+             f"--refresh must be one of {'|'.join(REFRESH_MODES)}", self.refresh),
+            (not (self.jit_compile and self.deterministic),
+             "--jit_compile needs --nodeterministic (XLA has no deterministic kernels for "
+             "some gradients, e.g. MaxPool)", self.jit_compile),
+            (self.kmeans in KMEANS_METHODS,
+             f"--kmeans must be one of {'|'.join(KMEANS_METHODS)}", self.kmeans),
         ]
         for ok, message, value in checks:
             if not ok:

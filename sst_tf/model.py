@@ -115,9 +115,10 @@ def build_model(
     x = preprocessing(backbone)(inputs)
     x = base(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    x = keras.layers.Dense(embedding_dim, name=HEAD_LAYER)(x)
+    # The head (and the loss) stay float32 under a mixed-precision policy.
+    x = keras.layers.Dense(embedding_dim, name=HEAD_LAYER, dtype="float32")(x)
     if normalize:
-        x = keras.layers.UnitNormalization(axis=-1, name="l2_normalize")(x)
+        x = keras.layers.UnitNormalization(axis=-1, name="l2_normalize", dtype="float32")(x)
     # The embedding (and the loss) stay float32 under mixed precision.
     x = keras.layers.Activation("linear", dtype="float32", name="embedding")(x)
     return keras.Model(inputs, x, name=f"{backbone}_embedding")

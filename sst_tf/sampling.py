@@ -33,6 +33,8 @@ import time
 
 import numpy as np
 
+from sst_tf import kmeans as kmeans_lib
+from sst_tf import neighborhoods as neighborhoods_lib
 from sst_tf import neighbors
 
 
@@ -204,7 +206,7 @@ def composition_statistics(
     return out
 
 
-NEIGHBORHOODS = ("classes", "mixed", "original")
+NEIGHBORHOODS = ("classes", "mixed", "original", "balanced")
 
 
 def effective_min_classes(labels: np.ndarray, batch_size: int, min_classes: int) -> int:
@@ -571,6 +573,10 @@ class LocalSampler(_Sampler):
     k-means neighbourhood with random images and guarantees `min_classes`
     classes with >= 2 members per batch (`mixed_neighborhoods`). During the
     first `warmup_epochs` epochs batches are random (no k-means).
+    `neighborhoods="balanced"` splits large k-means clusters into batch-sized
+    pieces and packs small ones (`sst_tf.neighborhoods`): every image once per
+    epoch, full batches. `kmeans_method` picks scikit-learn or the TF k-means
+    (`sst_tf.kmeans`, on the GPU when there is one).
     """
 
     needs_embeddings = True
@@ -584,6 +590,7 @@ class LocalSampler(_Sampler):
         min_classes: int = 0,
         warmup_epochs: int = 0,
         members_per_class: int = 10,
+        kmeans_method: str = "sklearn",
         **kwargs,
     ):
         """See `_Sampler.__init__`.
@@ -596,6 +603,7 @@ class LocalSampler(_Sampler):
           min_classes: ("mixed") classes with >= 2 members in every batch.
           warmup_epochs: epochs of random batches before the first k-means.
           members_per_class: ("classes") images per class in a batch.
+          kmeans_method: "sklearn" or "tf" (`sst_tf.kmeans`).
           **kwargs: as `_Sampler`.
         """
         super().__init__(*args, **kwargs)
@@ -608,6 +616,10 @@ class LocalSampler(_Sampler):
             raise ValueError(f"min_classes must be >= 0, got {min_classes}.")
         if warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}.")
+        if kmeans_method not in kmeans_lib.METHODS:
+            raise ValueError(f"kmeans must be one of {'|'.join(kmeans_lib.METHODS)}, "
+                             f"got {kmeans_method!r}.")
+        self.kmeans_method = kmeans_method
         self.kmeans_max_iter = kmeans_max_iter
         self.neighborhoods = neighborhoods
         self.local_share = float(local_share)
@@ -640,13 +652,11 @@ class LocalSampler(_Sampler):
             self._cluster(epoch)
 
     def _cluster(self, epoch: int) -> None:
-        from sklearn.cluster import KMeans
-
         seed = int(np.random.default_rng([self.seed, epoch, 1]).integers(2**31 - 1))
-        km = KMeans(
-            n_clusters=self.num_clusters, n_init=1, max_iter=self.kmeans_max_iter, random_state=seed
-        )
-        self._clusters = km.fit_predict(self._embeddings.astype(np.float64))
+        self._clusters = kmeans_lib.kmeans(
+            self._embeddings, self.num_clusters, method=self.kmeans_method, seed=seed,
+            max_iter=self.kmeans_max_iter,
+        ).labels
 
     def plan(self, epoch: int) -> EpochPlan:
         """Builds the plan of `epoch` (random batches in warm-up epochs)."""
@@ -667,6 +677,9 @@ class LocalSampler(_Sampler):
         if self.neighborhoods == "classes":
             return class_neighborhoods(self._embeddings, self.labels, self.batch_size,
                                        self.members_per_class, rng)
+        if self.neighborhoods == "balanced":
+            return neighborhoods_lib.balanced_neighborhoods(
+                self._embeddings, self._clusters, self.batch_size)
         if self.neighborhoods == "mixed":
             return mixed_neighborhoods(self._clusters, self.labels, self.batch_size,
                                        self.local_share, self.min_classes, rng)

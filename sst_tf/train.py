@@ -61,10 +61,11 @@ flags.DEFINE_float("proxy_lr_multiplier", 100.0,
                    "Proxy-Anchor: the proxies' learning rate is lr times this.")
 flags.DEFINE_integer("batch_size", 200, "Batch size B (>= 2).")
 flags.DEFINE_integer("num_targets", 5, "Target neighbours k per anchor (>= 1).")
-flags.DEFINE_enum("neighborhoods", "classes", ["classes", "mixed", "original"],
+flags.DEFINE_enum("neighborhoods", "classes", ["classes", "mixed", "original", "balanced"],
                   "Local sampler batches: neighbouring classes with random members each "
                   "(classes), a k-means neighbourhood + random images with a class guarantee "
-                  "(mixed), or one k-means cluster per batch, the paper's rule (original).")
+                  "(mixed), one k-means cluster per batch, the paper's rule (original), or "
+                  "k-means clusters split/packed into full batches using every image (balanced).")
 flags.DEFINE_integer("members_per_class", 10,
                      "--neighborhoods=classes: images per class in a batch.")
 flags.DEFINE_float("local_share", 0.5,
@@ -97,6 +98,18 @@ flags.DEFINE_integer("max_consecutive_nonfinite", 10,
 flags.DEFINE_bool("allow_flag_changes", False,
                   "Resume a run although optimisation flags (lr, loss, batch size, seed, ...) "
                   "differ from the ones it started with; model/data flags always must match.")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
+                  "Distribution: one device, MirroredStrategy over the local GPUs, or "
+                  "MultiWorkerMirroredStrategy configured by TF_CONFIG.")
+flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "float16"],
+                  "Mixed precision of the backbone (head and loss stay float32; float16 "
+                  "uses loss scaling).")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the forward + backward pass.")
+flags.DEFINE_enum("refresh", "full", ["full", "memory"],
+                  "Refresh embeddings by an inference pass (full) or reuse the previous epochs' "
+                  "training forward passes (memory: no extra pass).")
+flags.DEFINE_enum("kmeans", "sklearn", ["sklearn", "tf"],
+                  "k-means of the refresh: scikit-learn (CPU) or TensorFlow (GPU when present).")
 
 
 def config_from_flags():
@@ -155,6 +168,11 @@ def config_from_flags():
         export=FLAGS.export,
         max_consecutive_nonfinite=FLAGS.max_consecutive_nonfinite,
         allow_flag_changes=FLAGS.allow_flag_changes,
+        strategy=FLAGS.strategy,
+        mixed_precision=FLAGS.mixed_precision,
+        jit_compile=FLAGS.jit_compile,
+        refresh=FLAGS.refresh,
+        kmeans=FLAGS.kmeans,
     )
 
 
@@ -183,11 +201,13 @@ def main(argv):
               f"test {len(ds.test)} images / {ds.test.num_classes} classes: data OK "
               "(--dry_run: not training).")
         return
-    from sst_tf import reliability
+    from sst_tf import distribute, reliability
     from sst_tf.trainer import Trainer
 
     try:
-        trainer = Trainer(config)
+        # The strategy first: multi-worker set-up must precede other TF work.
+        strategy = distribute.make_strategy(config.strategy)
+        trainer = Trainer(config, strategy=strategy)
     except (ValueError, NotImplementedError) as e:
         _fail(str(e))
     try:
@@ -200,6 +220,9 @@ def main(argv):
         _fail(str(e), 4)
     except reliability.InputError as e:
         _fail(str(e), 5)
+    if not trainer.is_chief:  # only the chief evaluates and writes files
+        logging.info("Worker done (the chief writes metrics.json).")
+        return
     path = os.path.join(config.model_dir, "metrics.json")
     lines = [f"{'metric':<12} {'before':>8} {'after':>8}"]
     for key, after in metrics["after"].items():

@@ -48,7 +48,7 @@ import tensorflow as tf
 from absl import logging
 
 from sst_tf import data as data_lib
-from sst_tf import evaluation, losses, pipeline, reliability, sampling
+from sst_tf import distribute, evaluation, losses, pipeline, reliability, sampling
 from sst_tf import model as model_lib
 from sst_tf.config import LOSSES, TARGET_LOSSES, TrainConfig
 from sst_tf.reliability import write_json_atomic
@@ -61,6 +61,27 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+
+
+def precision_policy(mixed_precision: str) -> str:
+    """Keras dtype policy name of a --mixed_precision value."""
+    return {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[
+        mixed_precision]
+
+
+class _DtypePolicy:
+    """Context manager: a global Keras dtype policy while layers are built."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self):
+        self.old = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.name)
+
+    def __exit__(self, *exc):
+        keras.config.set_dtype_policy(self.old)
+        return False
 
 
 def make_loss(name: str, margin: float | None = None, proxy_anchor=None):
@@ -134,7 +155,9 @@ class Trainer:
         config.validate()
         self.config = config
         seed_everything(config.seed, config.deterministic)
-        self.strategy = strategy or tf.distribute.get_strategy()
+        self.strategy = strategy or distribute.make_strategy(config.strategy)
+        self.is_chief = distribute.is_chief(self.strategy)
+        self.num_replicas = self.strategy.num_replicas_in_sync
         self.dataset = dataset or data_lib.load_dataset(
             config.dataset, config.data_dir, **config.reader_options()
         )
@@ -145,7 +168,10 @@ class Trainer:
         )
         train = self.dataset.train
         reliability.check_splits(train.labels, self.dataset.test.labels, config.dataset)
-        self.checkpoint_dir = os.path.join(config.model_dir, "checkpoints")
+        # Every worker saves (a collective under multi-worker); non-chief
+        # workers into a temporary folder deleted after each save.
+        self.chief_checkpoint_dir = os.path.join(config.model_dir, "checkpoints")
+        self.checkpoint_dir = distribute.worker_dir(self.chief_checkpoint_dir, self.strategy)
         self.interrupt_dir = os.path.join(self.checkpoint_dir, "interrupted")
         self.config_path = os.path.join(config.model_dir, "config.json")
         self.changed_flags = self._check_resume_config()
@@ -160,12 +186,15 @@ class Trainer:
                if config.sampler == "class_balanced" else {}),
             **(dict(neighborhoods=config.neighborhoods, local_share=config.local_share,
                     min_classes=config.min_classes, warmup_epochs=config.warmup_epochs,
-                    members_per_class=config.members_per_class)
+                    members_per_class=config.members_per_class, kmeans_method=config.kmeans)
                if config.sampler == "local" else {}),
         )
         wd = 0.0 if config.decoupled_weight_decay else config.weight_decay
         self._l2 = wd / self.strategy.num_replicas_in_sync
-        with self.strategy.scope():
+        # Embeddings of the training forward passes (--refresh=memory), [N, d].
+        self._memory: np.ndarray | None = None
+        self._loss_scaled = config.mixed_precision == "float16"
+        with self.strategy.scope(), _DtypePolicy(precision_policy(config.mixed_precision)):
             self.model = model_lib.build_model(
                 backbone=config.backbone,
                 weights="imagenet" if config.pretrained else None,
@@ -235,6 +264,11 @@ class Trainer:
         self._train_writer = None
         self._eval_writer = None
         self._step_fn = tf.function(self.distributed_step, reduce_retracing=True)
+        self._memory_step_fn = tf.function(self.distributed_memory_step, reduce_retracing=True)
+        # XLA for forward + backward only (never apply_gradients; Keras 3
+        # turns XLA off under tf.distribute otherwise).
+        self._grad_fn = (tf.function(self.compute_gradients, jit_compile=True)
+                         if config.jit_compile else self.compute_gradients)
         self._embed_fn = tf.function(
             lambda images: self.model(images, training=False), reduce_retracing=True
         )
@@ -243,54 +277,101 @@ class Trainer:
 
     def _make_optimizer(self, lr: float) -> keras.optimizers.Optimizer:
         if self.config.decoupled_weight_decay:
-            return keras.optimizers.AdamW(learning_rate=lr, weight_decay=self.config.weight_decay)
-        return keras.optimizers.Adam(learning_rate=lr)
+            opt = keras.optimizers.AdamW(learning_rate=lr, weight_decay=self.config.weight_decay)
+        else:
+            opt = keras.optimizers.Adam(learning_rate=lr)
+        if self.config.mixed_precision == "float16":
+            opt = keras.optimizers.LossScaleOptimizer(opt)
+        return opt
 
-    def train_step(self, images, labels, targets, mask) -> tf.Tensor:
-        """Per-replica step: forward, loss, gradients, apply if all finite.
-
-        A step whose loss or gradients are not finite on any replica changes
-        nothing (no update, optimizer step counters unchanged).
+    def compute_gradients(self, images, labels, targets, mask):
+        """Forward + backward of one replica's batch (XLA-compiled with jit_compile).
 
         Returns:
-          The loss, or NaN when the step was skipped.
+          (loss, gradients of loss / num_replicas [times the float16 loss
+          scale] w.r.t. backbone + head variables, embeddings).
         """
-        num_replicas = self.strategy.num_replicas_in_sync
         variables = self.backbone_vars + self.head_vars + self.loss_vars
         with tf.GradientTape() as tape:
             embeddings = self.model(images, training=True)
             loss = self.loss_fn(embeddings, labels, targets, mask)
-            scaled = loss / num_replicas
-        grads = tape.gradient(scaled, variables)
+            scaled = loss / self.num_replicas
+            if self._loss_scaled:
+                scaled = self.backbone_optimizer.scale_loss(scaled)
+        return loss, tape.gradient(scaled, variables), embeddings
+
+    def train_step(self, images, labels, targets, mask):
+        """Per-replica step: forward, loss, gradients, apply if all finite.
+
+        A step whose loss or gradients are not finite on any replica changes
+        nothing (no update, optimizer step counters unchanged). Under float16
+        the LossScaleOptimizers make that decision (and lower their scale).
+
+        Returns:
+          (the loss, or NaN when the step was skipped; this replica's
+          embeddings [B, d]).
+        """
+        loss, grads, embeddings = self._grad_fn(images, labels, targets, mask)
+        if self._loss_scaled:
+            self._apply_gradients(grads)
+            return loss, embeddings
         finite = reliability.all_finite(loss, grads)
         reliability.apply_if(finite, self._apply_gradients, grads)
-        return tf.where(finite, loss, tf.constant(math.nan, loss.dtype))
+        return tf.where(finite, loss, tf.constant(math.nan, loss.dtype)), embeddings
 
     def _apply_gradients(self, grads) -> None:
         """Coupled L2 weight decay, then both optimizers (per replica)."""
         nl = len(self.loss_vars)
         if nl:  # the loss's own weights (Proxy-Anchor): own optimizer, no weight decay
-            self.loss_optimizer.apply_gradients(zip(grads[-nl:], self.loss_vars, strict=True))
+            loss_grads = grads[-nl:]
+            if self._loss_scaled:  # scaled by the backbone's loss scale: rescale to its own
+                ratio = self.loss_optimizer.dynamic_scale / self.backbone_optimizer.dynamic_scale
+                loss_grads = [g * ratio for g in loss_grads]
+            self.loss_optimizer.apply_gradients(zip(loss_grads, self.loss_vars, strict=True))
             grads = grads[:-nl]
         variables = self.backbone_vars + self.head_vars
+        scale = self.backbone_optimizer.dynamic_scale if self._loss_scaled else 1.0
         if self._l2:
-            grads = [g + self._l2 * v.value for g, v in zip(grads, variables, strict=True)]
+            grads = [g + (self._l2 * scale) * v.value
+                     for g, v in zip(grads, variables, strict=True)]
         nb = len(self.backbone_vars)
+        head = grads[nb:]
+        if self._loss_scaled:  # each LossScaleOptimizer unscales by its own scale
+            ratio = self.head_optimizer.dynamic_scale / scale
+            head = [g * ratio for g in head]
         if nb:
             self.backbone_optimizer.apply_gradients(
                 zip(grads[:nb], self.backbone_vars, strict=True))
-        self.head_optimizer.apply_gradients(zip(grads[nb:], self.head_vars, strict=True))
+        self.head_optimizer.apply_gradients(zip(head, self.head_vars, strict=True))
 
     def distributed_step(self, batch) -> tf.Tensor:
         """Cross-replica step: runs `train_step` on each replica, mean loss."""
-        per_replica = self.strategy.run(self.train_step, args=batch)
-        return self.strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+        loss, _ = self.strategy.run(self.train_step, args=batch)
+        return self.strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None)
+
+    def distributed_memory_step(self, batch):
+        """`distributed_step` that also returns every replica's embeddings.
+
+        Args:
+          batch: (images, labels, targets, mask, indices) per replica.
+
+        Returns:
+          (mean loss, embeddings [R*B, d], training indices [R*B], -1 on
+          padding rows), gathered from all replicas of all workers.
+        """
+        def step(images, labels, targets, mask, indices):
+            loss, embeddings = self.train_step(images, labels, targets, mask)
+            return loss, embeddings, tf.where(mask, indices, tf.constant(-1, indices.dtype))
+
+        loss, emb, idx = self.strategy.run(step, args=batch)
+        loss = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None)
+        if self.num_replicas > 1:
+            emb, idx = self.strategy.gather(emb, axis=0), self.strategy.gather(idx, axis=0)
+        return loss, emb, idx
 
     def _distribute(self, dataset: tf.data.Dataset):
-        """Hook for input distribution (identity on one device)."""
-        if self.strategy.num_replicas_in_sync == 1:
-            return dataset
-        return self.strategy.experimental_distribute_dataset(dataset)
+        """Whole batches per replica (identity on one device)."""
+        return distribute.distribute_batches(self.strategy, dataset)
 
     @property
     def learning_rates(self) -> tuple[float, float]:
@@ -330,15 +411,28 @@ class Trainer:
 
     # -- embeddings and evaluation -------------------------------------------
 
-    def embed(self, split: data_lib.Split) -> np.ndarray:
-        """Embeds a split in inference mode without augmentation -> [N, d]."""
+    def embed(self, split: data_lib.Split, distributed: bool = False) -> np.ndarray:
+        """Embeds a split in inference mode without augmentation -> [N, d].
+
+        Args:
+          split: the split.
+          distributed: spread the pass over all replicas (every worker must
+            call it; all get the whole result). Otherwise this process alone
+            embeds with the model's local copy.
+        """
         ds = pipeline.eval_dataset(split, self.image_options, self.config.eval_batch_size)
+        if distributed and self.num_replicas > 1:
+            return distribute.distributed_embed(
+                self.strategy, lambda images: self.model(images, training=False), ds,
+                len(split), self.config.eval_batch_size)
         out = [self._embed_fn(images).numpy()
                for images, _ in reliability.read_batches(ds, "embedding pass")]
         return np.concatenate(out, axis=0).astype(np.float32)
 
     def evaluate(self, split: data_lib.Split | None = None) -> dict:
         """Retrieval metrics of a split (default: test) with the current model."""
+        if not self.is_chief:  # only the chief evaluates and writes metrics
+            return {}
         split = split or self.dataset.test
         emb = self.embed(split)
         self.last_embeddings = emb
@@ -348,6 +442,8 @@ class Trainer:
     # -- summaries ----------------------------------------------------------
 
     def _writers(self):
+        if self._train_writer is None and not self.is_chief:  # only the chief writes
+            self._train_writer = self._eval_writer = tf.summary.create_noop_writer()
         if self._train_writer is None:
             self._train_writer = tf.summary.create_file_writer(
                 os.path.join(self.config.model_dir, "train"))
@@ -400,16 +496,27 @@ class Trainer:
         return value("epoch"), value("step_in_epoch")
 
     def latest_checkpoint(self) -> str | None:
-        """The most advanced checkpoint: the last epoch's, or a newer interrupted one."""
-        paths = [p for p in (self.manager.latest_checkpoint,
-                             self.interrupt_manager.latest_checkpoint) if p]
+        """The most advanced checkpoint: the last epoch's, or a newer interrupted one.
+
+        Non-chief workers (whose own saves are temporary) read the chief's
+        folder, so every worker resumes from the same checkpoint.
+        """
+        if self.is_chief:
+            paths = [self.manager.latest_checkpoint, self.interrupt_manager.latest_checkpoint]
+        else:
+            paths = [tf.train.latest_checkpoint(self.chief_checkpoint_dir),
+                     tf.train.latest_checkpoint(os.path.join(self.chief_checkpoint_dir,
+                                                             "interrupted"))]
+        paths = [p for p in paths if p]
         if not paths:
             return None
         return max(paths, key=self._progress_of)  # ties: the epoch checkpoint (first)
 
     def _save(self, manager: tf.train.CheckpointManager, number: int | None = None) -> str:
         with reliability.disk_full_guard(manager.directory):
-            return manager.save(checkpoint_number=number)
+            path = manager.save(checkpoint_number=number)
+        distribute.remove_worker_dir(self.checkpoint_dir, self.strategy)  # non-chief only
+        return path
 
     def _save_epoch_checkpoint(self, number: int) -> None:
         self.step_in_epoch.assign(0)
@@ -457,7 +564,14 @@ class Trainer:
     def _refresh(self, epoch: int) -> dict:
         """Embeds the training split (if the sampler needs it) and refreshes the sampler."""
         start = time.perf_counter()
-        embeddings = self.embed(self.dataset.train) if self.sampler.needs_embeddings else None
+        embeddings = None
+        if self.sampler.needs_embeddings:
+            if self.config.refresh == "memory" and self._memory is not None:
+                embeddings = self._memory.copy()  # last training forward passes: no extra pass
+            else:
+                embeddings = self.embed(self.dataset.train, distributed=True)
+                if self.config.refresh == "memory":
+                    self._memory = embeddings.copy()
         embed_seconds = time.perf_counter() - start
         self.sampler.refresh(embeddings, epoch)
         if embeddings is not None:  # the sampler state, saved with the next checkpoint
@@ -506,6 +620,8 @@ class Trainer:
             plan.stats.get("sst_at_refresh", math.nan),
             ", warm-up (random batches)" if plan.stats.get("warmup") else "",
         )
+        # Every replica of every worker gets the same number of whole batches.
+        plan = distribute.pad_plan(plan, self.num_replicas)
         if plan.num_batches == 0:
             logging.warning("Epoch %d: the sampler produced no batch with a triplet.", epoch + 1)
             stats.update(loss=math.nan, images_per_second=0.0, train_seconds=0.0,
@@ -513,13 +629,20 @@ class Trainer:
             return stats
         if start_step:
             logging.info("Epoch %d: resuming after step %d of %d.", epoch + 1, start_step,
-                         plan.num_batches)
-        ds = self._distribute(pipeline.train_dataset(
+                         plan.num_batches // self.num_replicas)
+        start_batch = start_step * self.num_replicas  # one batch per replica and step
+        ds = pipeline.train_dataset(
             self.dataset.train, plan, self.image_options, seed=self.config.seed, epoch=epoch,
-            start_batch=start_step))
+            start_batch=start_batch)
+        use_memory = self._memory is not None
+        if use_memory:  # carry each row's training index to fill the memory
+            idx = tf.data.Dataset.from_tensor_slices(plan.indices[start_batch:])
+            ds = tf.data.Dataset.zip((ds, idx)).map(lambda batch, i: (*batch, i))
+        ds = self._distribute(ds)
+        num_steps = plan.num_batches // self.num_replicas
         # A live bar on terminals; on logs (not a TTY) the epoch's log line suffices.
         show = self.config.progress and sys.stdout.isatty()
-        bar = keras.utils.Progbar(plan.num_batches, stateful_metrics=["loss"],
+        bar = keras.utils.Progbar(num_steps, stateful_metrics=["loss"],
                                   verbose=1 if show else 0, unit_name="batch")
         writer, _ = self._writers()
         skipped = 0
@@ -537,7 +660,14 @@ class Trainer:
                     f"{e} Progress is saved in {path}: restore the file and rerun the same "
                     "command to resume, or start a new --model_dir (the image check then "
                     "skips it).") from e
-            loss = float(self._step_fn(batch))
+            if use_memory:
+                loss, emb, idx = self._memory_step_fn(batch)
+                idx = idx.numpy()
+                keep = idx >= 0
+                self._memory[idx[keep]] = emb.numpy()[keep]
+                loss = float(loss)
+            else:
+                loss = float(self._step_fn(batch))
             if math.isfinite(loss):
                 loss_sum += loss
                 loss_count += 1
@@ -554,7 +684,7 @@ class Trainer:
         stats.update(
             loss=loss_sum / loss_count if loss_count else math.nan,
             train_seconds=seconds,
-            images_per_second=float(plan.mask[start_step:].sum() / max(seconds, 1e-9)),
+            images_per_second=float(plan.mask[start_batch:].sum() / max(seconds, 1e-9)),
             nonfinite_steps=skipped,
         )
         if self.config.loss == "sst":  # softplus(0) = log 2: triplets not told apart
@@ -579,6 +709,11 @@ class Trainer:
                 "with a smaller --lr and --allow_flag_changes to continue from that "
                 "checkpoint, or in a new --model_dir."
             )
+
+    def _write_json(self, path: str, obj) -> None:
+        """Atomic JSON write on the chief; other workers write nothing."""
+        if self.is_chief:
+            write_json_atomic(path, obj)
 
     def _load_metrics(self) -> dict:
         if os.path.exists(self.metrics_path):
@@ -607,7 +742,7 @@ class Trainer:
     def _fit(self) -> dict:
         cfg = self.config
         os.makedirs(cfg.model_dir, exist_ok=True)
-        write_json_atomic(self.config_path, self._run_record())
+        self._write_json(self.config_path, self._run_record())
         metrics = {}
         latest = self.latest_checkpoint()
         if latest:
@@ -626,7 +761,7 @@ class Trainer:
             logging.info("Evaluating the untrained model on the test split...")
             metrics["before"] = self.evaluate()
             self._write_eval(metrics["before"], 0)
-            write_json_atomic(self.metrics_path, metrics)
+            self._write_json(self.metrics_path, metrics)
             logging.info("before: %s", _fmt(metrics["before"]))
         metrics.setdefault("epochs", {})
         start_epoch = int(self.epoch.numpy())
@@ -672,7 +807,7 @@ class Trainer:
                 logging.info("Epoch %d eval: %s", epoch + 1, _fmt(result))
             # metrics.json first: a crash in between re-runs this epoch, which
             # rewrites its entry; the other order could lose the entry.
-            write_json_atomic(self.metrics_path, metrics)
+            self._write_json(self.metrics_path, metrics)
             self._save_epoch_checkpoint(epoch + 1)
             if stop:
                 stop_reason = "early_stopping"
@@ -680,7 +815,7 @@ class Trainer:
                              cfg.early_stop_patience)
                 break
         self._check_signal(int(self.epoch.numpy()))
-        if not self.manager.latest_checkpoint:
+        if not (latest or self.manager.latest_checkpoint):
             self._save_epoch_checkpoint(int(self.epoch.numpy()))
         metrics["after"] = self.evaluate()
         self._write_eval(metrics["after"], int(self.epoch.numpy()))
@@ -690,7 +825,7 @@ class Trainer:
             "early_stopped": stop_reason == "early_stopping",
             "nonfinite_steps": int(self.nonfinite_steps.numpy()),
         }
-        write_json_atomic(self.metrics_path, metrics)
+        self._write_json(self.metrics_path, metrics)
         logging.info("after: %s", _fmt(metrics["after"]))
         if cfg.export and getattr(self.strategy.extended, "should_checkpoint", True):
             self.export(self.last_embeddings)  # chief only

@@ -32,19 +32,21 @@ def main():
     s.refresh(t.embed(tiny.train))
     clean = next(iter(pipeline.train_dataset(tiny.train, s.plan(0), t.image_options)))
     images = clean[0].numpy()
-    images[40] = np.nan  # a row of the second replica's half only
+    images[40] = np.nan  # one row of the batch the second replica gets
     bad = (tf.constant(images),) + tuple(clean[1:])
 
-    def one(batch):
-        dist = t._distribute(tf.data.Dataset.from_tensors(batch))
+    def one(*batches):
+        # Each replica trains on one whole batch (a neighbourhood is never split).
+        stacked = tuple(tf.stack(parts) for parts in zip(*batches, strict=True))
+        dist = t._distribute(tf.data.Dataset.from_tensor_slices(stacked))
         return float(t._step_fn(next(iter(dist))))
 
     w0 = [w.numpy().copy() for w in t.model.weights]
-    nan_loss = np.isnan(one(bad))
+    nan_loss = np.isnan(one(clean, bad))
     changed_after_nan = any(not np.array_equal(a, w.numpy())
                             for a, w in zip(w0, t.model.weights, strict=True))
     it_nan = int(t.head_optimizer.iterations.numpy())
-    one(clean)
+    one(clean, clean)
     changed_after_clean = any(not np.array_equal(a, w.numpy())
                               for a, w in zip(w0, t.model.weights, strict=True))
     agree = all(

@@ -1,0 +1,244 @@
+"""Distribution plumbing: strategies, chief/worker roles, whole-batch input.
+
+* `make_strategy("default" | "mirrored" | "multi_worker")`: the default
+  (one device) strategy, `MirroredStrategy` over the visible GPUs (or given
+  devices), or `MultiWorkerMirroredStrategy` configured by the `TF_CONFIG`
+  environment variable (one process per machine; see README).
+* Roles: `is_chief(strategy)`; `worker_dir(path, strategy)` is `path` on the
+  chief and a per-worker temporary folder below it elsewhere: every worker
+  must take part in a checkpoint save (it is a collective operation under
+  `MultiWorkerMirroredStrategy`), but only the chief's copy is kept
+  (`remove_worker_dir` deletes the others after each save), as the
+  TensorFlow multi-worker guide prescribes.
+* Input: `distribute_batches` hands each replica whole batches from a
+  dataset that is already batched at the fixed batch size B: with R replicas
+  in all, one step consumes R consecutive batches (one neighbourhood per
+  replica; a neighbourhood is never split). Workers take disjoint shards of
+  the batches. `pad_plan` first pads an epoch plan with fully masked batches
+  so every replica of every worker gets the same number of steps (a masked
+  batch has no triplet: zero loss, zero gradient).
+* `distributed_embed`: an inference pass over a split with every replica
+  embedding its share, gathered (`strategy.gather`) back into split order on
+  every worker, so all workers build the same epoch plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def make_strategy(name: str, devices: list[str] | None = None) -> tf.distribute.Strategy:
+    """Creates a distribution strategy by name.
+
+    Args:
+      name: "default" (one device), "mirrored" (one machine, several devices)
+        or "multi_worker" (several processes/machines, from `TF_CONFIG`).
+      devices: devices of a "mirrored" strategy (default: all visible GPUs,
+        else the CPU).
+
+    Returns:
+      The strategy. Create it before any other TensorFlow work in the process.
+
+    Raises:
+      ValueError: unknown name, or a malformed `TF_CONFIG`.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        strategy = tf.distribute.MirroredStrategy(devices)
+        logging.info("MirroredStrategy over %d replica(s): %s", strategy.num_replicas_in_sync,
+                     strategy.extended.worker_devices)
+        return strategy
+    if name == "multi_worker":
+        raw = os.environ.get("TF_CONFIG")
+        if not raw:
+            logging.warning("--strategy=multi_worker without TF_CONFIG: running as a single "
+                            "worker. Set TF_CONFIG on every worker to train on several.")
+        else:
+            try:
+                cfg = json.loads(raw)
+                cfg["cluster"]["worker"], cfg["task"]["type"]  # noqa: B018
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(
+                    "TF_CONFIG must be JSON like {\"cluster\": {\"worker\": [\"host:port\", ...]}, "
+                    f"\"task\": {{\"type\": \"worker\", \"index\": 0}}}}; got {raw!r} ({e})."
+                ) from e
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        logging.info("MultiWorkerMirroredStrategy: %d replica(s) in sync, task %s",
+                     strategy.num_replicas_in_sync, task_info(strategy))
+        return strategy
+    raise ValueError(f"--strategy must be one of {'|'.join(STRATEGIES)}, got {name!r}.")
+
+
+def task_info(strategy: tf.distribute.Strategy) -> tuple[str | None, int]:
+    """(task type, task id) of this process; (None, 0) without a cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return None, 0
+    return resolver.task_type, int(resolver.task_id or 0)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes summaries, metrics, exports and projector files.
+
+    The chief is the task of type "chief", or worker 0 when the cluster has
+    no "chief" task; a process outside any cluster is its own chief.
+    """
+    task_type, task_id = task_info(strategy)
+    if task_type is None:
+        return True
+    if task_type == "chief":
+        return True
+    cluster = strategy.cluster_resolver.cluster_spec().as_dict()
+    return task_type == "worker" and task_id == 0 and "chief" not in cluster
+
+
+def worker_dir(path: str, strategy: tf.distribute.Strategy) -> str:
+    """`path` on the chief; `path/workertemp_<id>` (temporary) on other workers."""
+    if is_chief(strategy):
+        return path
+    task_type, task_id = task_info(strategy)
+    return os.path.join(path, f"workertemp_{task_type}_{task_id}")
+
+
+def remove_worker_dir(path: str, strategy: tf.distribute.Strategy) -> None:
+    """Deletes a non-chief worker's temporary folder (no-op on the chief)."""
+    if not is_chief(strategy) and os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def num_shards(strategy: tf.distribute.Strategy) -> int:
+    """Batches consumed per step: replicas across all workers."""
+    return int(strategy.num_replicas_in_sync)
+
+
+def pad_plan(plan, multiple: int):
+    """Pads an epoch plan with fully masked batches to a multiple of `multiple`.
+
+    Args:
+      plan: `sampling.EpochPlan` (indices [nb, B], targets [nb, B, k], mask [nb, B]).
+      multiple: batches per step (replicas in sync).
+
+    Returns:
+      The same plan when nothing is missing, else a copy with extra batches
+      that repeat the first batch's indices (valid images to load) with
+      mask False and targets -1.
+    """
+    nb = plan.indices.shape[0]
+    extra = (-nb) % multiple
+    if extra == 0 or nb == 0:
+        return plan
+    rep = lambda a, fill: np.concatenate(  # noqa: E731
+        [a, np.full((extra, *a.shape[1:]), fill, a.dtype)])
+    indices = np.concatenate([plan.indices, np.repeat(plan.indices[:1], extra, 0)])
+    stats = dict(plan.stats)
+    stats["padding_batches"] = int(extra)
+    return dataclasses.replace(plan, indices=indices, targets=rep(plan.targets, -1),
+                               mask=rep(plan.mask, False), stats=stats)
+
+
+def distribute_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset):
+    """Whole batches per replica (see module docstring).
+
+    Args:
+      strategy: the strategy.
+      dataset: batched at the per-replica batch size B, with a number of
+        batches divisible by the replicas in sync (`pad_plan`).
+
+    Returns:
+      `dataset` itself on one replica, else a distributed dataset whose
+      elements give each replica one whole batch.
+    """
+    if strategy.num_replicas_in_sync == 1:
+        return dataset
+
+    def fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        if ctx.num_input_pipelines > 1:
+            return dataset.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
+        return dataset
+
+    options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
+    return strategy.distribute_datasets_from_function(fn, options)
+
+
+def indexed_eval_batches(
+    eval_ds: tf.data.Dataset, n: int, batch_size: int, multiple: int
+) -> tf.data.Dataset:
+    """(images, index) batches of exactly `batch_size` rows, padded with index -1.
+
+    `eval_ds` yields (images, labels) in split order in batches of
+    `batch_size` (the last one may be short); the count of batches is padded
+    up to a multiple of `multiple` with all-padding batches.
+    """
+    num_batches = -(-n // batch_size)
+    total = -(-num_batches // multiple) * multiple
+    idx = tf.data.Dataset.range(n).batch(batch_size)
+    ds = tf.data.Dataset.zip((eval_ds, idx))
+
+    def pad(batch, index):
+        images = batch[0]
+        short = batch_size - tf.shape(index)[0]
+        images = tf.pad(images, [[0, short], [0, 0], [0, 0], [0, 0]])
+        index = tf.pad(index, [[0, short]], constant_values=-1)
+        return images, index
+
+    ds = ds.map(pad)
+    if total > num_batches:
+        spec = ds.element_spec[0]
+        blank = tf.data.Dataset.from_tensors((
+            tf.zeros([batch_size, *spec.shape[1:]], spec.dtype),
+            tf.fill([batch_size], tf.constant(-1, tf.int64)),
+        )).repeat(total - num_batches)
+        ds = ds.concatenate(blank)
+    return ds
+
+
+def distributed_embed(
+    strategy: tf.distribute.Strategy,
+    embed_fn,
+    eval_ds: tf.data.Dataset,
+    n: int,
+    batch_size: int,
+) -> np.ndarray:
+    """Embeds a split with every replica, gathered back into split order.
+
+    Args:
+      strategy: the strategy (any number of replicas/workers).
+      embed_fn: per-replica fn(images) -> [b, d] embeddings.
+      eval_ds: (images, labels) batches of `batch_size` in split order.
+      n: size of the split.
+      batch_size: rows per batch (per replica).
+
+    Returns:
+      float32 [n, d], the same on every worker.
+    """
+    ds = distribute_batches(
+        strategy, indexed_eval_batches(eval_ds, n, batch_size, num_shards(strategy)))
+
+    @tf.function
+    def step(batch):
+        emb, index = strategy.run(lambda images, index: (embed_fn(images), index), args=batch)
+        if strategy.num_replicas_in_sync == 1:
+            return emb, index
+        return strategy.gather(emb, axis=0), strategy.gather(index, axis=0)
+
+    out = None
+    for batch in ds:
+        emb, index = step(batch)
+        emb, index = emb.numpy(), index.numpy()
+        if out is None:
+            out = np.zeros((n, emb.shape[1]), np.float32)
+        keep = index >= 0
+        out[index[keep]] = emb[keep]
+    if out is None:
+        raise ValueError("distributed_embed: the split is empty.")
+    return out

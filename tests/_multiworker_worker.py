@@ -1,0 +1,26 @@
+"""One worker of the two-process MultiWorkerMirroredStrategy test.
+
+Usage: python _multiworker_worker.py MODEL_DIR OUT.npz   (TF_CONFIG set by the test)
+Trains two epochs on a small digits subset and saves its final weights.
+"""
+
+import sys
+
+import numpy as np
+
+from sst_tf import data, distribute
+from sst_tf.trainer import TrainConfig, Trainer
+
+strategy = distribute.make_strategy("multi_worker")
+ds = data.load_dataset("digits", upscale=2)
+tiny = data.Dataset("digits", data.subset(ds.train, range(0, 800, 4)),
+                    data.subset(ds.test, range(0, 800, 8)))
+cfg = TrainConfig(model_dir=sys.argv[1], backbone="small_cnn", pretrained=False,
+                  embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
+                  batch_size=25, num_targets=3, epochs=2, lr=1e-3, progress=False,
+                  strategy="multi_worker", refresh="memory", neighborhoods="balanced")
+trainer = Trainer(cfg, dataset=tiny, strategy=strategy)
+metrics = trainer.fit()
+np.savez(sys.argv[2], chief=trainer.is_chief, replicas=trainer.num_replicas,
+         epochs=int(trainer.epoch.numpy()), after=bool(metrics.get("after")),
+         **{f"w{i}": w.numpy() for i, w in enumerate(trainer.model.weights)})
