@@ -18,13 +18,13 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from sst_tf import data, distribute, pipeline, sampling  # noqa: E402
+from _tiny_data import tiny_digits  # noqa: E402
+
+from sst_tf import distribute, pipeline, sampling  # noqa: E402
 from sst_tf.trainer import TrainConfig, Trainer  # noqa: E402
 
 jit = len(sys.argv) > 2 and sys.argv[2] == "jit"
-ds = data.load_dataset("digits", upscale=2)
-tiny = data.Dataset("digits", data.subset(ds.train, range(0, 800, 4)),
-                    data.subset(ds.test, range(0, 800, 8)))
+tiny = tiny_digits()
 
 
 def make(strategy, model_dir):

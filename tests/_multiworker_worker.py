@@ -7,14 +7,13 @@ Trains two epochs on a small digits subset and saves its final weights.
 import sys
 
 import numpy as np
+from _tiny_data import tiny_digits
 
-from sst_tf import data, distribute
+from sst_tf import distribute
 from sst_tf.trainer import TrainConfig, Trainer
 
 strategy = distribute.make_strategy("multi_worker")
-ds = data.load_dataset("digits", upscale=2)
-tiny = data.Dataset("digits", data.subset(ds.train, range(0, 800, 4)),
-                    data.subset(ds.test, range(0, 800, 8)))
+tiny = tiny_digits()
 cfg = TrainConfig(model_dir=sys.argv[1], backbone="small_cnn", pretrained=False,
                   embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
                   batch_size=25, num_targets=3, epochs=2, lr=1e-3, progress=False,

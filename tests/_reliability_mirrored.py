@@ -14,15 +14,15 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
-from sst_tf import data, pipeline, sampling  # noqa: E402
+from _tiny_data import tiny_digits  # noqa: E402
+
+from sst_tf import pipeline, sampling  # noqa: E402
 from sst_tf.trainer import TrainConfig, Trainer  # noqa: E402
 
 
 def main():
     strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
-    ds = data.load_dataset("digits", upscale=2)
-    tiny = data.Dataset("digits", data.subset(ds.train, range(0, 800, 4)),
-                        data.subset(ds.test, range(0, 800, 8)))
+    tiny = tiny_digits()
     config = TrainConfig(model_dir=tempfile.mkdtemp(), backbone="small_cnn", pretrained=False,
                          embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
                          batch_size=50, num_targets=3, epochs=1, lr=1e-3, progress=False,

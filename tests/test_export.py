@@ -135,13 +135,11 @@ def test_export_is_atomic(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from sst_tf import data
+    from _tiny_data import tiny_digits
+
     from sst_tf.trainer import TrainConfig, Trainer
 
-    ds = data.load_dataset("digits", upscale=2)  # 16 x 16 images
-    tiny = data.Dataset(
-        "digits", data.subset(ds.train, range(0, 800, 4)), data.subset(ds.test, range(0, 800, 8))
-    )
+    tiny = tiny_digits()  # 16 x 16 images
     config = TrainConfig(
         model_dir=str(tmp_path_factory.mktemp("run")),
         backbone="small_cnn",

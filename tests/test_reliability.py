@@ -21,13 +21,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # -- helpers -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    ds = data.load_dataset("digits", upscale=2)
-    return data.Dataset("digits", data.subset(ds.train, range(0, 800, 4)),
-                        data.subset(ds.test, range(0, 800, 8)))
-
-
 def _config(tmp_path, **kw):
     base = dict(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
                 embedding_dim=8, image_size=16, resize_size=18, random_flip=True,

@@ -140,14 +140,12 @@ def test_compare_helpers():
 
 def test_proxy_anchor_proxies_are_trained_checkpointed_and_restored(tmp_path):
     import numpy as np
+    from _tiny_data import tiny_digits
 
-    from sst_tf import data
     from sst_tf.config import TrainConfig
     from sst_tf.trainer import Trainer
 
-    ds = data.load_dataset("digits", upscale=2)
-    tiny = data.Dataset("digits", data.subset(ds.train, range(0, 800, 4)),
-                        data.subset(ds.test, range(0, 800, 8)))
+    tiny = tiny_digits()
     cfg = TrainConfig(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
                       embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
                       loss="proxy_anchor", sampler="class_balanced", samples_per_class=5,

@@ -5,15 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from sst_tf import data, sampling
+from sst_tf import sampling
 from sst_tf.trainer import TrainConfig, Trainer
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    ds = data.load_dataset("digits", upscale=2)
-    return data.Dataset("digits", data.subset(ds.train, range(0, 800, 4)),
-                        data.subset(ds.test, range(0, 800, 8)))
 
 
 def _config(tmp_path, **kw):
