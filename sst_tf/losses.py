@@ -401,20 +401,19 @@ def lifted_struct_loss(labels, embeddings, margin: float = 1.0, sample_mask=None
     labels, x, mask = _tfa_inputs(labels, embeddings, sample_mask)
     d = _tfa_pairwise_distance(x, squared=False)
     positives, negatives = _pair_masks(labels, mask)
-    diff = margin - d
     has_neg = tf.reduce_any(negatives, axis=1)
-    # Masked log-sum-exp of (margin - D_ik) over the negatives k of each row.
-    row_max = _masked_max(diff, negatives, tf.zeros_like(diff[:, 0]))
-    exp_sum = tf.reduce_sum(
-        tf.where(negatives, tf.exp(diff - row_max[:, None]), tf.zeros_like(diff)), axis=1
+    # log sum_{k in N(i)} exp(margin - D_ik) per row, then of the two rows of each pair.
+    lse = _masked_logsumexp(margin - d, negatives, 1)  # [B]
+    shape = tf.shape(d)
+    pair_terms = tf.stack(
+        [tf.broadcast_to(lse[:, None], shape), tf.broadcast_to(lse[None, :], shape)], axis=-1
     )
-    lse = row_max + tf.math.log(tf.where(has_neg, exp_sum, tf.ones_like(exp_sum)))
-    a, b = lse[:, None], lse[None, :]
+    pair_has = tf.stack(
+        [tf.broadcast_to(has_neg[:, None], shape), tf.broadcast_to(has_neg[None, :], shape)],
+        axis=-1,
+    )
+    pair_lse = _masked_logsumexp(pair_terms, pair_has, -1)  # [B, B]
     either = has_neg[:, None] | has_neg[None, :]
-    both = has_neg[:, None] & has_neg[None, :]
-    hi = tf.where(both, tf.maximum(a, b), tf.where(has_neg[:, None], a, b))
-    lo_gap = tf.where(both, -tf.abs(a - b), tf.fill(tf.shape(d), tf.constant(-1e4, d.dtype)))
-    pair_lse = hi + tf.math.log1p(tf.exp(lo_gap))
     j = pair_lse + d
     valid = positives & either
     terms = tf.where(valid, tf.square(tf.maximum(j, 0.0)), tf.zeros_like(j))
@@ -639,13 +638,21 @@ ContrastiveLoss = PairwiseContrastiveLoss
 
 
 def _masked_logsumexp(x: tf.Tensor, mask: tf.Tensor, axis: int) -> tf.Tensor:
-    """log(sum over mask of exp(x)) along `axis`; -inf-free: 0-size sums give -1e30."""
+    """log(sum over mask of exp(x)) along `axis`; -inf-free: empty sums give -1e30.
+
+    Every exponential of the losses goes through here. The mask is applied to
+    the argument of exp, not to its result: entries outside the mask are
+    replaced by -1e30 before exp (exp -> 0, gradient 0), so an entry that
+    would overflow cannot turn a finite value into a NaN gradient (0 x inf).
+    The shift by the row maximum keeps every exp within [0, 1].
+    """
     neg = tf.constant(-1e30, x.dtype)
-    m = tf.reduce_max(tf.where(mask, x, neg), axis=axis, keepdims=True)
-    m = tf.stop_gradient(tf.where(tf.reduce_any(mask, axis=axis, keepdims=True), m, 0.0))
-    s = tf.reduce_sum(tf.where(mask, tf.exp(x - m), tf.zeros_like(x)), axis=axis)
+    has = tf.reduce_any(mask, axis=axis, keepdims=True)
+    x = tf.where(mask, x, neg)
+    m = tf.stop_gradient(tf.where(has, tf.reduce_max(x, axis=axis, keepdims=True), 0.0))
+    s = tf.reduce_sum(tf.exp(x - m), axis=axis)
     m = tf.squeeze(m, axis=axis)
-    has = tf.reduce_any(mask, axis=axis)
+    has = tf.squeeze(has, axis=axis)
     return tf.where(has, m + tf.math.log(tf.where(has, s, tf.ones_like(s))), neg)
 
 
