@@ -1,79 +1,32 @@
-"""Data sets: image source + integer labels + split, behind one interface.
+"""The data-set registry: every data set by name, behind one `load_dataset`.
 
-A data set is two `Split`s (train and test). A split holds its images either in
-memory (`images`: uint8 [N, H, W, 3] RGB) or as file paths (`paths`: JPEG/PNG
-files decoded by `sst_tf.pipeline`), plus int labels and class names. Nothing
-here builds a TF graph.
+A data set is two `Split`s (train and test, `sst_tf.datasets.splits`). A split
+holds its images either in memory (`images`: uint8 [N, H, W, 3] RGB) or as file
+paths (`paths`: image files decoded by `sst_tf.datasets.images`), plus int
+labels and class names. Nothing here builds a TF graph.
 
 Readers are registered by name in `DATASETS` (`register`); `load_dataset(name,
 data_dir, **kw)` calls them. This module ships `digits` (scikit-learn's bundled
 8x8 digits, upscaled; retrieval of unseen images of known classes). The
-benchmark readers (`cub`, `cars196`, `sop`, `folder`) live in `sst_tf.datasets`
-and are imported when first used.
+benchmark readers (`cub`, `cars196`, `sop`, `folder`) live in `sst_tf.datasets`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 
+from sst_tf import datasets
+from sst_tf.datasets import tfds_source
+from sst_tf.datasets.splits import Dataset, Split, subset
 
-@dataclasses.dataclass(frozen=True)
-class Split:
-    """One split of a data set.
-
-    Exactly one of `images` and `paths` is set.
-
-    Attributes:
-      labels: int64 [N] class ids in [0, num_classes).
-      class_names: name of each class id.
-      images: uint8 [N, H, W, 3] RGB images held in memory, or None.
-      paths: N image file paths (JPEG/PNG/...), or None.
-    """
-
-    labels: np.ndarray
-    class_names: tuple[str, ...]
-    images: np.ndarray | None = None
-    paths: tuple[str, ...] | None = None
-
-    def __post_init__(self):
-        if (self.images is None) == (self.paths is None):
-            raise ValueError("Split needs exactly one of `images` and `paths`.")
-        n = len(self.images) if self.images is not None else len(self.paths)
-        if len(self.labels) != n:
-            raise ValueError(f"Split has {n} images but {len(self.labels)} labels.")
-        if self.images is not None and (
-            self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3
-        ):
-            raise ValueError(
-                f"Split.images must be uint8 [N, H, W, 3], got {self.images.dtype} "
-                f"{self.images.shape}."
-            )
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def num_classes(self) -> int:
-        """Number of distinct labels present in this split."""
-        return int(len(np.unique(self.labels)))
-
-    @property
-    def in_memory(self) -> bool:
-        """True when the images are held as a uint8 array."""
-        return self.images is not None
-
-
-@dataclasses.dataclass(frozen=True)
-class Dataset:
-    """A named data set with a train and a test split."""
-
-    name: str
-    train: Split
-    test: Split
+__all__ = [
+    "BENCHMARK_OPTIONS", "DATASETS", "Dataset", "DatasetInfo", "Split", "check_dataset_args",
+    "load_dataset", "load_digits_dataset", "register", "stratified_half_split", "subset",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,11 +66,9 @@ BENCHMARK_OPTIONS = ("data_source", "check_counts", "check_images", "strict_imag
 
 
 def _benchmark_reader(name: str) -> Callable[..., Dataset]:
-    """A loader for `name` that imports `sst_tf.datasets` only when called."""
+    """A loader for benchmark data set `name` (see `sst_tf.datasets.load`)."""
 
     def load(data_dir: str | None, **options) -> Dataset:
-        from sst_tf import datasets
-
         return datasets.load(name, data_dir, **options)
 
     load.__doc__ = f"Loads {name} (see `sst_tf.datasets.load`)."
@@ -153,11 +104,10 @@ def check_dataset_args(name: str, data_dir: str | None, data_source: str = "file
     if data_source not in ("files", "tfds"):
         raise ValueError(f"--data_source must be files or tfds, got {data_source!r}.")
     if data_source == "tfds":
-        from sst_tf.datasets.tfds_source import BUILDERS
-
-        if name not in BUILDERS:
+        builders = tfds_source.BUILDERS
+        if name not in builders:
             raise ValueError(
-                f"--data_source=tfds is available for {', '.join(sorted(BUILDERS))}, not "
+                f"--data_source=tfds is available for {', '.join(sorted(builders))}, not "
                 f"--dataset={name} (cars196's TFDS download is broken upstream; use its files)."
             )
         return
@@ -252,11 +202,3 @@ def load_digits_dataset(data_dir: str | None = None, upscale: int = 4, seed: int
         Split(labels[tr], names, images=images[tr]),
         Split(labels[te], names, images=images[te]),
     )
-
-
-def subset(split: Split, indices: Sequence[int] | np.ndarray) -> Split:
-    """Returns the split restricted to `indices` (for tests and quick runs)."""
-    idx = np.asarray(indices, np.int64)
-    if split.images is not None:
-        return Split(split.labels[idx], split.class_names, images=split.images[idx])
-    return Split(split.labels[idx], split.class_names, paths=tuple(split.paths[i] for i in idx))

@@ -14,7 +14,7 @@
   dataset that is already batched at the fixed batch size B: with R replicas
   in all, one step consumes R consecutive batches (one neighbourhood per
   replica; a neighbourhood is never split). Workers take disjoint shards of
-  the batches. `pad_plan` first pads an epoch plan with fully masked batches
+  the batches. `sampling.pad_plan` first pads an epoch plan with fully masked batches
   so every replica of every worker gets the same number of steps (a masked
   batch has no triplet: zero loss, zero gradient).
 * `distributed_embed`: an inference pass over a split with every replica
@@ -24,7 +24,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -121,38 +120,13 @@ def num_shards(strategy: tf.distribute.Strategy) -> int:
     return int(strategy.num_replicas_in_sync)
 
 
-def pad_plan(plan, multiple: int):
-    """Pads an epoch plan with fully masked batches to a multiple of `multiple`.
-
-    Args:
-      plan: `sampling.EpochPlan` (indices [nb, B], targets [nb, B, k], mask [nb, B]).
-      multiple: batches per step (replicas in sync).
-
-    Returns:
-      The same plan when nothing is missing, else a copy with extra batches
-      that repeat the first batch's indices (valid images to load) with
-      mask False and targets -1.
-    """
-    nb = plan.indices.shape[0]
-    extra = (-nb) % multiple
-    if extra == 0 or nb == 0:
-        return plan
-    rep = lambda a, fill: np.concatenate(  # noqa: E731
-        [a, np.full((extra, *a.shape[1:]), fill, a.dtype)])
-    indices = np.concatenate([plan.indices, np.repeat(plan.indices[:1], extra, 0)])
-    stats = dict(plan.stats)
-    stats["padding_batches"] = int(extra)
-    return dataclasses.replace(plan, indices=indices, targets=rep(plan.targets, -1),
-                               mask=rep(plan.mask, False), stats=stats)
-
-
 def distribute_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset):
     """Whole batches per replica (see module docstring).
 
     Args:
       strategy: the strategy.
       dataset: batched at the per-replica batch size B, with a number of
-        batches divisible by the replicas in sync (`pad_plan`).
+        batches divisible by the replicas in sync (`sampling.pad_plan`).
 
     Returns:
       `dataset` itself on one replica, else a distributed dataset whose

@@ -7,8 +7,8 @@ job); it turns an `EpochPlan` into batches
    targets int32 [B, k], mask bool [B])
 
 and a split into evaluation batches (images, labels). Images come from a
-split's in-memory uint8 array or from its files (`decode_image_file`: JPEG,
-PNG, GIF, BMP -> 3-channel RGB). The model applies its own preprocessing
+split's in-memory uint8 array or from its files (`sst_tf.datasets.images.
+decode_image_file`: JPEG, PNG, GIF, BMP -> 3-channel RGB). The model applies its own preprocessing
 (scaling) to the 0..255 images.
 
 Augmentation (training only) follows METHOD.md 5: resize to
@@ -25,7 +25,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from sst_tf.data import Split
+from sst_tf.datasets.images import decode_image_file
+from sst_tf.datasets.splits import Split
 from sst_tf.sampling import EpochPlan
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -59,19 +60,6 @@ class ImageOptions:
             raise ValueError(
                 f"resize_size ({self.resize}) must be >= image_size ({self.image_size})."
             )
-
-
-def decode_image_file(path: tf.Tensor) -> tf.Tensor:
-    """Reads one image file and decodes it to uint8 [H, W, 3] RGB.
-
-    Grayscale is expanded to 3 channels and alpha is dropped
-    (`decode_image(channels=3)`). The data-set issue hooks CMYK handling and
-    corrupt-file policies in here.
-    """
-    data = tf.io.read_file(path)
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image
 
 
 def _loader(split: Split):

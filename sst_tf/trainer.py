@@ -621,7 +621,7 @@ class Trainer:
             ", warm-up (random batches)" if plan.stats.get("warmup") else "",
         )
         # Every replica of every worker gets the same number of whole batches.
-        plan = distribute.pad_plan(plan, self.num_replicas)
+        plan = sampling.pad_plan(plan, self.num_replicas)
         if plan.num_batches == 0:
             logging.warning("Epoch %d: the sampler produced no batch with a triplet.", epoch + 1)
             stats.update(loss=math.nan, images_per_second=0.0, train_seconds=0.0,

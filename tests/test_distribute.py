@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sst_tf import distribute, sampling
+from sst_tf import distribute
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -82,23 +82,6 @@ def test_multi_worker_two_processes_agree(tmp_path):
     assert tf.train.latest_checkpoint(str(ckpt)).endswith("-2")
     assert not [p for p in ckpt.iterdir() if p.name.startswith("workertemp")]
     assert (run / "export").is_dir()  # the chief's SavedModel
-
-
-class _Plan:  # the fields pad_plan uses
-    def __init__(self, nb, b=4, k=2):
-        self.indices = np.arange(nb * b).reshape(nb, b)
-        self.targets = np.zeros((nb, b, k), np.int32)
-        self.mask = np.ones((nb, b), bool)
-        self.stats = {}
-
-
-def test_pad_plan_adds_masked_batches():
-    plan = sampling.EpochPlan(**{k: v for k, v in vars(_Plan(5)).items()})
-    padded = distribute.pad_plan(plan, 4)
-    assert padded.indices.shape[0] == 8 and padded.stats["padding_batches"] == 3
-    assert not padded.mask[5:].any() and (padded.targets[5:] == -1).all()
-    np.testing.assert_array_equal(padded.indices[:5], plan.indices)
-    assert distribute.pad_plan(plan, 5) is plan
 
 
 def test_default_strategy_roles(tmp_path):

@@ -1,6 +1,6 @@
 """Benchmark data-set readers: official layouts, TFDS builders and user folders.
 
-Each reader returns an `sst_tf.data.Dataset` of two path splits with the
+Each reader returns an `sst_tf.datasets.splits.Dataset` of two path splits with the
 zero-shot split of METHOD.md 1 (`cub`, `cars196`, `sop`) or the user's own
 split (`folder`), after checking the official counts and dropping (or, with
 `strict_images`, refusing) images that cannot be decoded. `sst_tf.data`
@@ -9,7 +9,8 @@ registers them under their names; `load` is what it calls.
 
 from __future__ import annotations
 
-from sst_tf.data import Dataset
+from sst_tf.datasets import cars196, cub, folder, sop, tfds_source
+from sst_tf.datasets.splits import Dataset
 
 
 def load(
@@ -39,8 +40,6 @@ def load(
     Returns:
       The `Dataset`.
     """
-    from sst_tf.datasets import cars196, cub, folder, sop, tfds_source
-
     options = dict(check_images=check_images, strict_images=strict_images, cache_dir=cache_dir)
     counts = "official" if check_counts else None
     if data_source == "tfds":

@@ -18,8 +18,8 @@ import os
 
 import numpy as np
 
-from sst_tf.data import Dataset
 from sst_tf.datasets import common
+from sst_tf.datasets.splits import Dataset
 
 NUM_TRAIN_CLASSES = 98
 

@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from absl import logging
 
-from sst_tf.data import Dataset, Split
 from sst_tf.datasets import images as images_lib
+from sst_tf.datasets.splits import Dataset, Split
 
 # Official zero-shot splits (METHOD.md 1): split -> (images, classes).
 OFFICIAL_COUNTS: dict[str, dict[str, tuple[int, int]]] = {

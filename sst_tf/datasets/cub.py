@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import os
 
-from sst_tf.data import Dataset
 from sst_tf.datasets import common
+from sst_tf.datasets.splits import Dataset
 
 NUM_TRAIN_CLASSES = 100
 

@@ -12,8 +12,8 @@ import os
 
 from absl import logging
 
-from sst_tf.data import Dataset
 from sst_tf.datasets import common
+from sst_tf.datasets.splits import Dataset
 
 
 def read_split(split_dir: str) -> tuple[list[str], list[int], dict[int, str], int]:

@@ -1,11 +1,11 @@
-"""Up-front image check: every file is decoded once, bad ones are dropped.
+"""Image files: the one decoder, and the up-front check that drops bad files.
 
 Why up front and not `ignore_errors` inside the training pipeline: the sampler
 plans batches of indices with target-neighbour tables before any pixel is
 read, so an image silently vanishing inside `tf.data` would shift every batch
 after it and misalign labels, targets and masks. Instead each file is decoded
 once here with the decoder the pipeline uses
-(`sst_tf.pipeline.decode_image_file`: grayscale, CMYK JPEG, palette PNG and
+(`decode_image_file`: grayscale, CMYK JPEG, palette PNG and
 PNG with alpha all come out RGB), in parallel through `tf.data` with
 `ignore_errors` plus an index per element, so the survivors name the
 failures. The result is cached per file
@@ -22,9 +22,10 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
-from sst_tf.data import Split
+from sst_tf.datasets.splits import Split
 
 _CACHE_ENV = "SST_TF_CACHE_DIR"
 
@@ -51,11 +52,21 @@ def _file_key(paths: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
+def decode_image_file(path: tf.Tensor) -> tf.Tensor:
+    """Reads one image file and decodes it to uint8 [H, W, 3] RGB.
+
+    Grayscale is expanded to 3 channels and alpha is dropped
+    (`decode_image(channels=3)`); JPEG (CMYK too), PNG (palette too), GIF
+    (first frame) and BMP are read. Training, evaluation and this module's
+    check all decode through here.
+    """
+    data = tf.io.read_file(path)
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
 def _decode_error(path: str) -> str:
-    import tensorflow as tf
-
-    from sst_tf.pipeline import decode_image_file
-
     try:
         decode_image_file(tf.constant(path))
     except (tf.errors.OpError, OSError) as e:
@@ -73,10 +84,6 @@ def find_undecodable(paths: Sequence[str], parallel: int | None = None) -> list[
     Returns:
       Sorted indices of the files that are empty, unreadable or not decodable.
     """
-    import tensorflow as tf
-
-    from sst_tf.pipeline import decode_image_file
-
     if not paths:
         return []
     sizes = np.array([os.path.getsize(p) if os.path.isfile(p) else 0 for p in paths])

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 
-from sst_tf.data import Dataset
 from sst_tf.datasets import common
+from sst_tf.datasets.splits import Dataset
 
 _COLUMNS = ("image_id", "class_id", "super_class_id", "path")
 

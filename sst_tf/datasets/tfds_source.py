@@ -23,8 +23,8 @@ import tempfile
 
 from absl import logging
 
-from sst_tf.data import Dataset
 from sst_tf.datasets import common
+from sst_tf.datasets.splits import Dataset
 
 BUILDERS = {"cub": "caltech_birds2011", "sop": "stanford_online_products"}
 _MANIFEST = "manifest.tsv"
