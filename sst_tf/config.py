@@ -11,7 +11,7 @@ from sst_tf import data as data_lib
 
 LOSSES = (
     "sst", "triplet", "contrastive",
-    # tensorflow-addons' losses (batch forms) and modern baselines (issue 7).
+    # tensorflow-addons' losses (batch forms) and modern baselines.
     "triplet_semihard", "triplet_hard", "triplet_hard_soft", "lifted_struct", "npairs",
     "pairwise_contrastive", "multi_similarity", "proxy_anchor",
 )

@@ -8,7 +8,7 @@ An `EpochPlan` is a stack of fixed-size batches:
   targets  int32 [num_batches, B, k] batch-local target neighbours, -1 = none
   mask     bool  [num_batches, B]   False on padding rows
 
-`LocalSampler` is local sampling (METHOD.md 3). With
+`LocalSampler` is local sampling (docs/method.md#local-sampling). With
 `neighborhoods="original"` it is the paper's sampler: on `refresh(embeddings)`
 it runs k-means with `n // batch_size` clusters; each cluster is one batch
 (clusters larger than the batch are subsampled, smaller ones kept). With
@@ -468,7 +468,7 @@ class _Sampler:
           seed: base seed; epoch e uses `default_rng([seed, e])`.
           compute_targets: whether plans carry target tables (losses over
             triplets need them; contrastive does not).
-          drop_empty: drop batches with no triplet from the plan (METHOD.md 3.5:
+          drop_empty: drop batches with no triplet (docs/method.md#local-sampling, step 5:
             such a batch is skipped). Only applies when targets are computed.
         """
         labels = np.asarray(labels)
