@@ -75,7 +75,7 @@ class TrainConfig:
     export: bool = True
     max_consecutive_nonfinite: int = 10
     allow_flag_changes: bool = False
-    # Scale and speed (README "Scaling, precision and sampler options").
+    # Scale and speed (docs/scaling.md).
     strategy: str = "default"
     mixed_precision: str = "none"
     jit_compile: bool = False

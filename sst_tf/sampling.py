@@ -12,8 +12,8 @@ An `EpochPlan` is a stack of fixed-size batches:
 `neighborhoods="original"` it is the paper's sampler: on `refresh(embeddings)`
 it runs k-means with `n // batch_size` clusters; each cluster is one batch
 (clusters larger than the batch are subsampled, smaller ones kept). With
-`"classes"` (the trainer's default; robust from scratch, see the README's
-"Samplers") a batch is a set of neighbouring classes with random members;
+`"classes"` (the trainer's default; robust from scratch, see
+docs/samplers.md) a batch is a set of neighbouring classes with random members;
 with `"mixed"` a k-means neighbourhood plus random images with a class
 guarantee. Targets are the k nearest same-class members by the refreshed
 embeddings, and batch order is shuffled. `RandomSampler` cuts a random
@@ -116,7 +116,7 @@ def composition_statistics(
 
     The paper's rule trained from scratch shows as few classes with >= 2
     members per batch and one class taking most of the batch (classes then
-    break into fragments; see the README's "Samplers"). A target/imposter
+    break into fragments; see docs/samplers.md). A target/imposter
     distance ratio near 1, or `sst_at_refresh` near log 2 = 0.693, means the
     batch triplets are not told apart by the refreshed embeddings (the
     collapse signature; a training loss stuck there means the same).
@@ -367,7 +367,7 @@ def class_neighborhoods(
     K = batch_size // P). So imposters come from confusable classes (the point of local
     sampling) while the positives of a class are spread over the whole class,
     not one look-alike corner of it (with image neighbourhoods, targets are
-    look-alikes and classes split into fragments; see the README).
+    look-alikes and classes split into fragments; see docs/samplers.md).
 
     Each epoch every image is used: per class a random order is consumed K at
     a time; the seed class of each batch is the one with the most images
