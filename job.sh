@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the paper's CUB-200-2011 experiment (README, "Reproducing the paper"):
+# Reproduces the paper's CUB-200-2011 experiment (docs/reproduction.md):
 #
 #   bash job.sh                                   # configs/cub.cfg -> runs/cub
 #   bash job.sh --flagfile=configs/cars196.cfg    # another data set -> runs/cars196
@@ -82,7 +82,7 @@ if ! "$PY" -m sst_tf.train "${args[@]}" --dry_run; then
   echo "job.sh: the data is not ready (see the error above). Put the downloaded archives in" >&2
   echo "  one folder and run, e.g.:" >&2
   echo "  $PY scripts/prepare_data.py --dataset=cub --archives=DOWNLOADS --data_dir=data/cub" >&2
-  echo "  (README, 'Reproducing the paper', says where to get the files)." >&2
+  echo "  (docs/reproduction.md says where to get the files)." >&2
   exit 1
 fi
 

@@ -1,6 +1,6 @@
 """Unpacks the official archives of CUB, CARS196 and SOP and verifies the layout.
 
-Download the archives yourself (links in the README, "Reproducing the paper"),
+Download the archives yourself (links in docs/reproduction.md, "1. Get the data"),
 put them in one folder, then for example::
 
     python scripts/prepare_data.py --dataset=cub --archives=~/Downloads --data_dir=data/cub
@@ -50,7 +50,7 @@ ARCHIVES = {
     "cars196": [("car_ims.tgz", "car_ims"), ("cars_annos.mat", "cars_annos.mat")],
     "sop": [("Stanford_Online_Products.zip", "Stanford_Online_Products")],
 }
-# Where the files were published (they move; see the README).
+# Where the files were published (they move; see docs/reproduction.md).
 SOURCES = {
     "cub": "https://www.vision.caltech.edu/datasets/cub_200_2011/",
     "cars196": "https://ai.stanford.edu/~jkrause/cars/car_dataset.html (car_ims.tgz, "

@@ -11,7 +11,7 @@ from sst_tf import data as data_lib
 
 LOSSES = (
     "sst", "triplet", "contrastive",
-    # tensorflow-addons' losses (batch forms) and modern baselines (issue 7).
+    # tensorflow-addons' losses (batch forms) and modern baselines.
     "triplet_semihard", "triplet_hard", "triplet_hard_soft", "lifted_struct", "npairs",
     "pairwise_contrastive", "multi_similarity", "proxy_anchor",
 )
@@ -75,7 +75,7 @@ class TrainConfig:
     export: bool = True
     max_consecutive_nonfinite: int = 10
     allow_flag_changes: bool = False
-    # Scale and speed (README "Scaling, precision and sampler options").
+    # Scale and speed (docs/scaling.md).
     strategy: str = "default"
     mixed_precision: str = "none"
     jit_compile: bool = False

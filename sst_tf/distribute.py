@@ -3,7 +3,7 @@
 * `make_strategy("default" | "mirrored" | "multi_worker")`: the default
   (one device) strategy, `MirroredStrategy` over the visible GPUs (or given
   devices), or `MultiWorkerMirroredStrategy` configured by the `TF_CONFIG`
-  environment variable (one process per machine; see README).
+  environment variable (one process per machine; see docs/scaling.md).
 * Roles: `is_chief(strategy)`; `worker_dir(path, strategy)` is `path` on the
   chief and a per-worker temporary folder below it elsewhere: every worker
   must take part in a checkpoint save (it is a collective operation under

@@ -1,4 +1,4 @@
-"""Retrieval metrics in bounded memory (METHOD.md 6).
+"""Retrieval metrics in bounded memory (docs/method.md#evaluation).
 
 Recall@K, MAP@R and R-Precision come from one chunked nearest-neighbour pass:
 the queries are processed `chunk_size` rows at a time against all N items,

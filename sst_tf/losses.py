@@ -1,4 +1,4 @@
-"""Losses of METHOD.md 4, computed densely from the B x B distance matrix.
+"""Losses of docs/method.md#losses, computed densely from the B x B distance matrix.
 
 All losses are pure functions of tensors. A triplet (a, t, i) of a batch is an
 anchor `a`, one of its target neighbours `t` (an entry of the [B, k] target
@@ -118,7 +118,7 @@ def _masked_mean(values, valid, count):
 
 
 def sst_loss(embeddings, labels, target_neighbors, sample_mask=None) -> tf.Tensor:
-    """Stochastic symmetric triplet loss (METHOD.md 4).
+    """Stochastic symmetric triplet loss (docs/method.md#losses).
 
     Mean over all triplets (a, t, i) of softplus(D_at - (D_ai + D_ti) / 2).
 
@@ -154,7 +154,7 @@ def triplet_loss(
 
 
 def contrastive_loss(embeddings, labels, margin: float = 0.5, sample_mask=None) -> tf.Tensor:
-    """Contrastive baseline of the original code (METHOD.md 4).
+    """Contrastive baseline of the original code (docs/method.md#losses).
 
     Over all ordered pairs (x, y) of unmasked rows, self-pairs included:
     D_xy if the labels agree, else max(0, margin - D_xy); summed per row and

@@ -9,7 +9,7 @@ needs to know it. Layer names identify the parts:
   -> "l2_normalize" (when `normalize`)
 
 `variable_groups` splits the trainable variables into backbone and head for
-the head learning-rate multiplier (METHOD.md 5).
+the head learning-rate multiplier (docs/method.md#training-recipe).
 """
 
 from __future__ import annotations

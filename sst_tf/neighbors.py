@@ -59,7 +59,7 @@ def _check_k(k) -> int:
 
 
 def target_neighbors(embeddings, labels, k: int, sample_mask=None):
-    """Per row, the `k` nearest rows of the same class (METHOD.md 3, step 3).
+    """Per row, the `k` nearest rows of the same class (docs/method.md#local-sampling, step 3).
 
     Distance is squared Euclidean. A row is never its own target neighbour;
     masked rows (`sample_mask` False) are never targets and get no targets.

@@ -11,7 +11,7 @@ split's in-memory uint8 array or from its files (`sst_tf.datasets.images.
 decode_image_file`: JPEG, PNG, GIF, BMP -> 3-channel RGB). The model applies its own preprocessing
 (scaling) to the 0..255 images.
 
-Augmentation (training only) follows METHOD.md 5: resize to
+Augmentation (training only) follows docs/method.md#training-recipe: resize to
 `resize_size` x `resize_size`, random `image_size` crop, optional horizontal
 flip; evaluation resizes and takes the centre crop. Random ops are stateless,
 seeded by (seed, epoch, position in the epoch), so the images of an epoch do

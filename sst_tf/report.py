@@ -1,4 +1,4 @@
-r"""Results table of a run next to the published numbers (METHOD.md 7).
+r"""Results table of a run next to the published numbers (docs/method.md#published-numbers).
 
   python -m sst_tf.report --model_dir=runs/cub
 
@@ -16,7 +16,7 @@ import sys
 
 from absl import app, flags
 
-# Published Recall@1 (%), 512-d, BN-Inception backbone (METHOD.md 7); None: not reported.
+# Published Recall@1 (%), 512-d, BN-Inception (docs/method.md#published-numbers); None: none.
 REFERENCES: dict[str, dict[str, float | None]] = {
     "pub:untrained": {"cub": 52.4, "cars196": None, "sop": None},
     "pub:MS": {"cub": 65.7, "cars196": 84.1, "sop": 78.2},
@@ -63,7 +63,7 @@ def format_table(metrics: dict, dataset: str) -> str:
     out += [line(r) for r in rows]
     out.append(
         "before/after: this run, before and after training. pub: published Recall@1 "
-        "(METHOD.md 7; 512-d, BN-Inception backbone, where this project uses InceptionV3): "
+        "(docs/method.md#published-numbers; 512-d BN-Inception, where sst_tf uses InceptionV3): "
         "untrained = ImageNet-pretrained backbone without training, MS = Multi-Similarity "
         "(CVPR 2019), ProxyAnchor = Proxy-Anchor (CVPR 2020); '-' = not reported."
     )

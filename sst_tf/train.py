@@ -5,7 +5,7 @@ r"""Train and evaluate an embedding model.
 Flags are read only here; they become a `TrainConfig` for `sst_tf.trainer`.
 Writes checkpoints, TensorBoard events (train/, eval/), config.json and
 metrics.json under --model_dir. Rerunning the same command resumes the run
-(README "Reliability"). Exit codes: 0 done; 2 bad flags or data, or a resume
+(docs/reliability.md). Exit codes: 0 done; 2 bad flags or data, or a resume
 with incompatible flags; 3 too many non-finite steps in a row; 4 disk full;
 5 an image could not be read during the run; 130/143 stopped by SIGINT/SIGTERM
 after writing a checkpoint.

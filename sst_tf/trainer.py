@@ -12,7 +12,7 @@ and writes `metrics.json`, TensorBoard events and checkpoints under
 `config.model_dir`. No flags here: `sst_tf.train` converts flags to a
 `TrainConfig`.
 
-Structure for the scale issue: `train_step` is the per-replica step (forward,
+Structure for scaling: `train_step` is the per-replica step (forward,
 loss scaled by 1/num_replicas, gradients, apply); `distributed_step` is the
 cross-replica wrapper (`strategy.run` + reduce). The optimizers are built
 inside `strategy.scope()`. `_distribute` is the hook where a strategy's input

@@ -1,4 +1,4 @@
-"""Losses vs an explicit-triplet reference (METHOD.md 4) written here."""
+"""Losses vs an explicit-triplet reference (docs/method.md#losses) written here."""
 
 import itertools
 
@@ -10,7 +10,7 @@ from sst_tf import losses
 
 
 def explicit_triplets(labels, targets, mask):
-    """Enumerates (a, t, i) exactly as METHOD.md 3-4 define them."""
+    """Enumerates (a, t, i) exactly as docs/method.md#local-sampling and #losses define them."""
     b = len(labels)
     out = []
     for a in range(b):

@@ -345,7 +345,7 @@ def test_cli_sigkill_and_sigterm_then_resume_match_an_uninterrupted_run(tmp_path
     assert "--backbone" in errors[0] and "--epochs" not in errors[0]
 
 
-# -- input faults (README table; corrupt, zero-byte, missing listed files and empty
+# -- input faults (docs/reliability.md table; corrupt, zero-byte, missing listed files and empty
 # class folders are reproduced by tests/test_datasets.py of the readers) ---------------
 
 

@@ -2,7 +2,7 @@
 
 Golden values and gradients come from `tests/data/tfa_fixtures.npz`, written once
 by `scripts/make_tfa_fixtures.py` in a side environment with tensorflow-addons
-0.23 / TF 2.15 (see the README). Values must agree to 1e-5 relative, gradients
+0.23 / TF 2.15 (see docs/baselines.md). Values must agree to 1e-5 relative, gradients
 to 1e-5 relative to the largest gradient entry.
 """
 

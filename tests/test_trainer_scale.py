@@ -1,4 +1,4 @@
-"""Trainer options of the scale issue: precision, memory refresh, balanced sampler."""
+"""Trainer options for scale: precision, memory refresh, balanced sampler."""
 
 import math
 

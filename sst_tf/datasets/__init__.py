@@ -1,7 +1,7 @@
 """Benchmark data-set readers: official layouts, TFDS builders and user folders.
 
-Each reader returns an `sst_tf.datasets.splits.Dataset` of two path splits with the
-zero-shot split of METHOD.md 1 (`cub`, `cars196`, `sop`) or the user's own
+Each reader returns an `sst_tf.datasets.splits.Dataset` of two path splits with
+the zero-shot split of docs/method.md#protocol (`cub`, `cars196`, `sop`) or the user's own
 split (`folder`), after checking the official counts and dropping (or, with
 `strict_images`, refusing) images that cannot be decoded. `sst_tf.data`
 registers them under their names; `load` is what it calls.

@@ -7,7 +7,7 @@ Layout (`car_ims.tgz` extracted next to `cars_annos.mat`)::
                               test 0/1) and cell array `class_names`
     DATA_DIR/car_ims/000001.jpg ... 016185.jpg
 
-Zero-shot split (METHOD.md 1): classes 1-98 train (8,054 images), 99-196 test
+Zero-shot split (docs/method.md#protocol): classes 1-98 train (8,054 images), 99-196 test
 (8,131); the `test` flag of the annotations (a same-class split) is ignored.
 TFDS's `cars196` download is broken upstream, so there is no TFDS source.
 """
@@ -92,7 +92,7 @@ def load(
       data_dir: folder holding `cars_annos.mat` and `car_ims/` (or a `cars196/`
         folder holding them).
       expected_counts: {split: (images, classes)} to check, "official" (the
-        numbers of METHOD.md 1), or None to skip the check (a deliberate subset).
+        numbers of docs/method.md#protocol), or None to skip the check (a deliberate subset).
       check_images: decode every image once and drop undecodable ones.
       strict_images: fail on an undecodable image instead.
       cache_dir: cache of the image check.

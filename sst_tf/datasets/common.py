@@ -2,7 +2,7 @@
 
 Every reader of an official layout turns its annotation files into a list of
 (relative path, original class id) records, splits them by class for the
-zero-shot protocol of METHOD.md 1, checks the image and class counts against
+zero-shot protocol of docs/method.md#protocol, checks the image and class counts against
 the official numbers, checks that the listed files exist, and finally drops
 images that cannot be decoded (`sst_tf.datasets.images`).
 """
@@ -18,7 +18,7 @@ from absl import logging
 from sst_tf.datasets import images as images_lib
 from sst_tf.datasets.splits import Dataset, Split
 
-# Official zero-shot splits (METHOD.md 1): split -> (images, classes).
+# Official zero-shot splits (docs/method.md#protocol): split -> (images, classes).
 OFFICIAL_COUNTS: dict[str, dict[str, tuple[int, int]]] = {
     "cub": {"train": (5864, 100), "test": (5924, 100)},
     "cars196": {"train": (8054, 98), "test": (8131, 98)},

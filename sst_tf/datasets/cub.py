@@ -7,7 +7,7 @@ Layout (as extracted from `CUB_200_2011.tgz`)::
     CUB_200_2011/classes.txt              "<class id> <class dir>" (optional here)
     CUB_200_2011/images/<class dir>/<file>.jpg
 
-Zero-shot split (METHOD.md 1): classes 1-100 train (5,864 images), 101-200
+Zero-shot split (docs/method.md#protocol): classes 1-100 train (5,864 images), 101-200
 test (5,924). The official `train_test_split.txt` is not used: it splits images
 of the same classes. The TFDS builder `caltech_birds2011` is read by
 `sst_tf.datasets.tfds_source`.
@@ -55,7 +55,7 @@ def load(
     Args:
       data_dir: folder holding `CUB_200_2011/` (or that folder itself).
       expected_counts: {split: (images, classes)} to check, "official" (the
-        numbers of METHOD.md 1), or None to skip the check (a deliberate subset).
+        numbers of docs/method.md#protocol), or None to skip the check (a deliberate subset).
       check_images: decode every image once and drop undecodable ones.
       strict_images: fail on an undecodable image instead.
       cache_dir: cache of the image check.

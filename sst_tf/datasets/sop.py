@@ -6,7 +6,7 @@ Layout (as extracted from `Stanford_Online_Products.zip`)::
     Stanford_Online_Products/Ebay_test.txt    same columns
     Stanford_Online_Products/<super>_final/<product>_<n>.JPG
 
-The official split is already zero-shot (METHOD.md 1): 11,318 train classes
+The official split is already zero-shot (docs/method.md#protocol): 11,318 train classes
 (59,551 images), 11,316 test classes (60,502). The TFDS builder
 `stanford_online_products` is read by `sst_tf.datasets.tfds_source`.
 """
@@ -73,7 +73,7 @@ def load(
     Args:
       data_dir: folder holding `Stanford_Online_Products/` (or that folder).
       expected_counts: {split: (images, classes)} to check, "official" (the
-        numbers of METHOD.md 1), or None to skip the check (a deliberate subset).
+        numbers of docs/method.md#protocol), or None to skip the check (a deliberate subset).
       check_images: decode every image once and drop undecodable ones.
       strict_images: fail on an undecodable image instead.
       cache_dir: cache of the image check.

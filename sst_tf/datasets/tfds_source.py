@@ -10,7 +10,7 @@ checks and image checks.
 
 - `caltech_birds2011`: TFDS splits the images of all 200 classes into train
   and test; both are merged and re-split by class (labels 0-99 train,
-  100-199 test), as METHOD.md 1 requires.
+  100-199 test), as docs/method.md#protocol requires.
 - `stanford_online_products`: the TFDS train/test splits are the official
   zero-shot lists.
 """
@@ -133,7 +133,7 @@ def load(
       cache_dir: cache of the image check.
 
     Returns:
-      `Dataset` with the zero-shot split of METHOD.md 1.
+      `Dataset` with the zero-shot split of docs/method.md#protocol.
     """
     if dataset not in BUILDERS:
         raise ValueError(

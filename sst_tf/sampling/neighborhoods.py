@@ -329,7 +329,7 @@ def class_neighborhoods(
     K = batch_size // P). So imposters come from confusable classes (the point of local
     sampling) while the positives of a class are spread over the whole class,
     not one look-alike corner of it (with image neighbourhoods, targets are
-    look-alikes and classes split into fragments; see the README).
+    look-alikes and classes split into fragments; see docs/samplers.md).
 
     Each epoch every image is used: per class a random order is consumed K at
     a time; the seed class of each batch is the one with the most images

@@ -99,7 +99,7 @@ def composition_statistics(
 
     The paper's rule trained from scratch shows as few classes with >= 2
     members per batch and one class taking most of the batch (classes then
-    break into fragments; see the README's "Samplers"). A target/imposter
+    break into fragments; see docs/samplers.md). A target/imposter
     distance ratio near 1, or `sst_at_refresh` near log 2 = 0.693, means the
     batch triplets are not told apart by the refreshed embeddings (the
     collapse signature; a training loss stuck there means the same).

@@ -3,12 +3,12 @@
 Pure NumPy over indices, labels and embeddings: a sampler never touches pixels.
 `plan(epoch)` returns an `EpochPlan` (`sst_tf.sampling.plans`).
 
-`LocalSampler` is local sampling (METHOD.md 3). With
+`LocalSampler` is local sampling (docs/method.md#local-sampling). With
 `neighborhoods="original"` it is the paper's sampler: on `refresh(embeddings)`
 it runs k-means with `n // batch_size` clusters; each cluster is one batch
 (clusters larger than the batch are subsampled, smaller ones kept). With
-`"classes"` (the trainer's default; robust from scratch, see the README's
-"Samplers") a batch is a set of neighbouring classes with random members;
+`"classes"` (the trainer's default; robust from scratch, see
+docs/samplers.md) a batch is a set of neighbouring classes with random members;
 with `"mixed"` a k-means neighbourhood plus random images with a class
 guarantee (every rule: `sst_tf.sampling.neighborhoods`). Targets are the k
 nearest same-class members by the refreshed embeddings, and batch order is
@@ -61,7 +61,7 @@ class _Sampler:
           seed: base seed; epoch e uses `default_rng([seed, e])`.
           compute_targets: whether plans carry target tables (losses over
             triplets need them; contrastive does not).
-          drop_empty: drop batches with no triplet from the plan (METHOD.md 3.5:
+          drop_empty: drop batches with no triplet (docs/method.md#local-sampling, step 5:
             such a batch is skipped). Only applies when targets are computed.
         """
         labels = np.asarray(labels)

@@ -1,0 +1,139 @@
+"""The installable package: wheel contents, declared dependencies, a clean install.
+
+Builds the wheel from a copy of the checkout (so no build files land in it),
+installs it into a fresh virtual environment outside the checkout (with the
+system site-packages, so TensorFlow is not downloaded again, and `--no-index`,
+so nothing is downloaded at all) and uses it from a folder outside the checkout.
+"""
+
+import email.parser
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import venv
+import zipfile
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Generated or bulky folders of a working copy that are not sources of the build.
+_SKIP = {".git", "build", "dist", "runs", "data", "__pycache__", ".pytest_cache", ".ruff_cache"}
+
+
+def _ignore(folder, names):
+    return [n for n in names
+            if n in _SKIP or n.endswith(".egg-info") or n.startswith(".venv")]
+
+
+def _pins(path: str) -> dict[str, str]:
+    """`name -> version` of the `name==version` lines of a requirements file."""
+    pins = {}
+    with open(path) as f:
+        for line in f:
+            line = line.split("#")[0].strip()
+            if line and not line.startswith("-"):
+                req = Requirement(line)
+                (spec,) = req.specifier
+                assert spec.operator == "==", line
+                pins[canonicalize_name(req.name)] = spec.version
+    return pins
+
+
+def _package_modules() -> set[str]:
+    """Every .py file of the package in the checkout, relative to the checkout."""
+    pattern = os.path.join(ROOT, "sst_tf", "**", "*.py")
+    return {os.path.relpath(p, ROOT).replace(os.sep, "/")
+            for p in glob.glob(pattern, recursive=True)}
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    src = tmp_path_factory.mktemp("src") / "sst_tf_src"
+    shutil.copytree(ROOT, src, ignore=_ignore)
+    out = tmp_path_factory.mktemp("wheel")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--no-index", "--disable-pip-version-check", "-w", str(out), str(src)],
+        capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (path,) = glob.glob(str(out / "sst_tf-*.whl"))
+    return path
+
+
+def _metadata(wheel_path):
+    with zipfile.ZipFile(wheel_path) as z:
+        (name,) = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")]
+        return email.parser.Parser().parsestr(z.read(name).decode())
+
+
+def test_wheel_holds_every_module_of_the_package(wheel):
+    with zipfile.ZipFile(wheel) as z:
+        in_wheel = {n for n in z.namelist() if n.endswith(".py")}
+    modules = _package_modules()
+    assert "sst_tf/datasets/__init__.py" in modules
+    assert in_wheel == modules
+
+
+def test_wheel_declares_the_pinned_requirements(wheel):
+    requires = [Requirement(r) for r in _metadata(wheel).get_all("Requires-Dist")]
+    runtime = {canonicalize_name(r.name): r for r in requires if r.marker is None}
+    pins = _pins(os.path.join(ROOT, "requirements.txt"))
+    # The same packages as requirements.txt, each range admitting its pinned version.
+    assert set(runtime) == set(pins)
+    for name, version in pins.items():
+        assert runtime[name].specifier.contains(version), (name, version, runtime[name])
+    # The `dev` extra admits requirements-dev.txt's pins; `cuda` adds TF's CUDA libraries.
+    dev_pins = _pins(os.path.join(ROOT, "requirements-dev.txt"))
+    dev = {canonicalize_name(r.name): r for r in requires
+           if r.marker is not None and r.marker.evaluate({"extra": "dev"})}
+    assert set(dev) == set(dev_pins)
+    for name, version in dev_pins.items():
+        assert dev[name].specifier.contains(version), (name, version, dev[name])
+    cuda = [r for r in requires if r.marker is not None and r.marker.evaluate({"extra": "cuda"})]
+    assert [(canonicalize_name(r.name), r.extras) for r in cuda] == [("tensorflow", {"and-cuda"})]
+    assert cuda[0].specifier.contains(pins["tensorflow"])
+
+
+@pytest.mark.slow
+def test_installed_wheel_works_outside_the_checkout(wheel, tmp_path):
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(system_site_packages=True, with_pip=True).create(env_dir)
+    python = str(env_dir / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    # --no-index: the dependencies must already be met by the requirements.txt set.
+    proc = subprocess.run([python, "-m", "pip", "install", "--no-index", wheel],
+                          capture_output=True, text=True, env=env, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    modules = sorted(m[:-3].replace("/", ".").removesuffix(".__init__")
+                     for m in _package_modules())
+    script = (
+        "import importlib, json, sys\n"
+        f"mods = {modules!r}\n"
+        "files = {m: importlib.import_module(m).__file__ for m in mods}\n"
+        "print(json.dumps({'files': files, 'path': sys.path}))\n")
+    proc = subprocess.run([python, "-c", script], cwd=elsewhere, capture_output=True,
+                          text=True, env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    root = os.path.realpath(ROOT)
+    assert not [p for p in out["path"] if p and os.path.realpath(p).startswith(root)]
+    site = os.path.realpath(env_dir)
+    assert set(out["files"]) == set(modules)
+    for module, path in out["files"].items():
+        assert os.path.realpath(path).startswith(site), (module, path)
+
+    proc = subprocess.run([python, "-m", "sst_tf.train", "--help"], cwd=elsewhere,
+                          capture_output=True, text=True, env=env, timeout=120)
+    # absl prints the usage and exits with 1 after --help; a crash would show a traceback.
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "--model_dir" in proc.stdout and "--flagfile" in proc.stdout
