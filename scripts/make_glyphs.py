@@ -151,7 +151,9 @@ def discover_fonts(fonts_dir: str | None) -> list[dict]:
     else:
         command = ["fc-list", "--format", fmt]
     try:
-        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        # fc-scan exits with 1 on a folder without fonts: that is an empty list.
+        out = subprocess.run(command, check=not fonts_dir, capture_output=True,
+                             text=True).stdout
     except (OSError, subprocess.CalledProcessError) as e:
         raise GlyphError(f"cannot list fonts with {command[0]} ({e}); install fontconfig: "
                          "apt-get install -y fontconfig") from e
