@@ -312,7 +312,7 @@ class Renderer:
 
     def render(self, ch: str, path: str, index: int, box: list[float],
                rng: np.random.Generator) -> Image.Image:
-        """Black glyph on white, `image_size` square, grey-scale.
+        """White glyph on black (as in MNIST), `image_size` square, grey-scale.
 
         `box` is the face's reference box for the script (`_reference_box`):
         it, not the glyph's own ink, is scaled to a random fraction of the
@@ -346,7 +346,7 @@ class Renderer:
         x = int(round((self.size - side) / 2 + shift[0]))
         y = int(round((self.size - side) / 2 + shift[1]))
         canvas.paste(glyph, (x, y))
-        return Image.eval(canvas, lambda v: 255 - v)
+        return canvas
 
 
 def write_classes(out_dir: str, classes: list[tuple[str, int]], coverage: dict[str, dict],
