@@ -102,7 +102,7 @@ def folder_kind(folder: str, legacy: Callable[[str], str | None] | None = None) 
 
 def check_output_dir(
     path: str,
-    flag: str,
+    name: str,
     kind: str,
     replace_ours: bool = True,
     legacy: Callable[[str], str | None] | None = None,
@@ -115,7 +115,7 @@ def check_output_dir(
 
     Args:
       path: the folder a command is about to write.
-      flag: the flag that named it, for the message (e.g. ``--export_dir``).
+      name: how messages name the folder, e.g. ``--export_dir=PATH``.
       kind: what the command writes there.
       replace_ours: whether an earlier output of ours may be replaced; False
         asks for ``--overwrite``.
@@ -131,7 +131,7 @@ def check_output_dir(
         return False
     if not os.path.isdir(path):
         raise UsageError(
-            f"{flag}={path} is a file, not a folder: sst_tf does not replace files it did "
+            f"{name} is a file, not a folder: sst_tf does not replace files it did "
             "not write; choose another folder"
         )
     if not os.listdir(path):
@@ -139,24 +139,29 @@ def check_output_dir(
     found = folder_kind(path, legacy)
     if found is None:
         raise UsageError(
-            f"{flag}={path} is a folder that holds files sst_tf did not write (no "
+            f"{name} is a folder that holds files sst_tf did not write (no "
             f"{MARKER} marker); nothing was changed: choose a new or empty folder"
         )
     if found != kind:
         raise UsageError(
-            f"{flag}={path} holds an sst_tf {found}, not a {kind}; nothing was changed: "
+            f"{name} holds an sst_tf {found}, not a {kind}; nothing was changed: "
             "choose another folder"
         )
     if not replace_ours:
         raise UsageError(
-            f"{flag}={path} already holds an sst_tf {kind}; pass --overwrite to replace it, "
+            f"{name} already holds an sst_tf {kind}; pass --overwrite to replace it, "
             "or choose another folder"
         )
     return True
 
 
-def check_output_file(path: str, flag: str, is_ours: Callable[[str], bool]) -> bool:
+def check_output_file(path: str, name: str, is_ours: Callable[[str], bool]) -> bool:
     """Refuses to replace an existing file unless ``is_ours(path)`` recognises it.
+
+    Args:
+      path: the file a command is about to write.
+      name: how messages name it, e.g. ``--output=PATH``.
+      is_ours: recognises an earlier output of ours by its content.
 
     Returns:
       True when ``path`` exists (and is an earlier output of ours).
@@ -167,10 +172,10 @@ def check_output_file(path: str, flag: str, is_ours: Callable[[str], bool]) -> b
     if not os.path.lexists(path):
         return False
     if os.path.isdir(path):
-        raise UsageError(f"{flag}={path} is a folder; give a file name")
+        raise UsageError(f"{name} is a folder; give a file name")
     if not is_ours(path):
         raise UsageError(
-            f"{flag}={path} exists and was not written by sst_tf; nothing was changed: "
+            f"{name} exists and was not written by sst_tf; nothing was changed: "
             "choose another file name"
         )
     return True

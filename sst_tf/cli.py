@@ -25,7 +25,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from absl import app
+from absl import app, flags, logging
 
 HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
 
@@ -54,13 +54,15 @@ def fail(prog: str, message: object, code: int = 2) -> int:
     return code
 
 
-def entry_point(prog: str, tensorflow: bool = False) -> Callable:
+def entry_point(prog: str, tensorflow: bool = False, quiet_info: bool = False) -> Callable:
     """Decorates an absl ``main(argv) -> int | None`` with the shared error handling.
 
     Args:
       prog: the program's name used in error lines, e.g. ``"sst_tf.export"``.
       tensorflow: import TensorFlow quietly (see `quiet_tensorflow`) before
         ``main`` runs, i.e. after absl has answered ``--help``.
+      quiet_info: log warnings and errors only (TensorFlow's and Keras'
+        informational lines included) unless ``--verbosity`` is given.
 
     The decorated function returns the exit code: ``main``'s result (``None``
     is 0), the code of a `UsageError` / `RunError` (after printing its line),
@@ -71,6 +73,8 @@ def entry_point(prog: str, tensorflow: bool = False) -> Callable:
         @functools.wraps(main)
         def wrapped(argv: Sequence[str]) -> int:
             try:
+                if quiet_info and not flags.FLAGS["verbosity"].present:
+                    logging.set_verbosity(logging.WARNING)
                 if tensorflow:
                     quiet_tensorflow()
                 code = main(argv)

@@ -172,7 +172,7 @@ def export_saved_model(
     metadata: Mapping[str, Any] | None = None,
     verify: bool = True,
     overwrite: bool = True,
-    flag: str = "--export_dir",
+    name: str | None = None,
 ) -> str:
     """Writes ``model`` as a SavedModel with image and JPEG/PNG signatures.
 
@@ -186,7 +186,7 @@ def export_saved_model(
         model's embeddings before it replaces anything.
       overwrite: replace an earlier sst_tf export in ``export_dir``; a file,
         or a non-empty folder that is not an sst_tf export, is always refused.
-      flag: how error messages name ``export_dir``.
+      name: how error messages name ``export_dir`` (default ``--export_dir=PATH``).
 
     Returns:
       The absolute export path.
@@ -194,7 +194,8 @@ def export_saved_model(
     Raises:
       UsageError: ``export_dir`` may not be written (checked before any work).
     """
-    check_output_dir(export_dir, flag, "export", overwrite, legacy=_legacy_export)
+    name = name or f"--export_dir={export_dir}"
+    check_output_dir(export_dir, name, "export", overwrite, legacy=_legacy_export)
     export_dir = os.path.abspath(export_dir)
     dim = _embedding_dim(model)
 
@@ -407,8 +408,9 @@ def export_run(
     `export_saved_model`; the target is checked before the model is restored.
     """
     target = export_dir or os.path.join(model_dir, "export")
-    flag = "--export_dir" if export_dir else "--model_dir (its export/ folder)"
-    check_output_dir(target, flag, "export", overwrite, legacy=_legacy_export)
+    name = (f"--export_dir={export_dir}" if export_dir else
+            f"the default export folder {target} (MODEL_DIR/export)")
+    check_output_dir(target, name, "export", overwrite, legacy=_legacy_export)
     model, config, path = restore_model(model_dir, checkpoint)
     return export_saved_model(
         model,
@@ -416,7 +418,7 @@ def export_run(
         spec_for_config(config),
         metadata=run_metadata(config, path),
         overwrite=overwrite,
-        flag=flag,
+        name=name,
     )
 
 
@@ -428,7 +430,7 @@ def run_metadata(config, checkpoint_path: str | None) -> dict[str, Any]:
     }
 
 
-@cli.entry_point(PROG)
+@cli.entry_point(PROG, quiet_info=True)
 def main(argv) -> int:
     """Entry point: ``python -m sst_tf.export --model_dir=RUN [--checkpoint=N]``."""
     if len(argv) > 1:
