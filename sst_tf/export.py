@@ -195,7 +195,7 @@ def export_saved_model(
       UsageError: ``export_dir`` may not be written (checked before any work).
     """
     name = name or f"--export_dir={export_dir}"
-    check_output_dir(export_dir, name, "export", overwrite, legacy=_legacy_export)
+    check_output_dir(export_dir, name, "export", overwrite, legacy=legacy_export)
     export_dir = os.path.abspath(export_dir)
     dim = _embedding_dim(model)
 
@@ -250,7 +250,7 @@ def export_saved_model(
     return export_dir
 
 
-def _legacy_export(folder: str) -> str | None:
+def legacy_export(folder: str) -> str | None:
     """Recognises exports written before folders carried a marker."""
     if os.path.isfile(os.path.join(folder, "assets", SPEC_FILENAME)):
         return "export"
@@ -410,7 +410,7 @@ def export_run(
     target = export_dir or os.path.join(model_dir, "export")
     name = (f"--export_dir={export_dir}" if export_dir else
             f"the default export folder {target} (MODEL_DIR/export)")
-    check_output_dir(target, name, "export", overwrite, legacy=_legacy_export)
+    check_output_dir(target, name, "export", overwrite, legacy=legacy_export)
     model, config, path = restore_model(model_dir, checkpoint)
     return export_saved_model(
         model,
