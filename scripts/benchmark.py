@@ -784,6 +784,11 @@ def main() -> None:
     unknown = [s for s in names if s not in SECTIONS]
     if unknown:
         parser.error(f"--sections: unknown {unknown}; choose from {list(SECTIONS)}")
+    output = Path(args.output)
+    if output.is_dir() or (output.exists() and not output.read_text(errors="replace")
+                           .startswith("# Benchmarks")):
+        parser.error(f"--output={args.output} exists and is not a benchmark file written by "
+                     "this script (nothing was changed); choose another file")
     results = {}
     for name in names:
         print(f"[benchmark] section {name} ...", flush=True)

@@ -86,6 +86,7 @@ def entry_point(prog: str, tensorflow: bool = False, quiet_info: bool = False) -
                 _silence_stdout()
                 return 1
 
+        wrapped.prog = prog
         return wrapped
 
     return decorate
@@ -102,9 +103,22 @@ def _silence_stdout() -> None:
         os.close(devnull)
 
 
-def run(main: Callable[[Sequence[str]], int]) -> None:
-    """``absl.app.run(main)``, the exit code being what ``main`` returns."""
-    app.run(main)
+def run(main: Callable[[Sequence[str]], int | None], prog: str | None = None) -> None:
+    """``absl.app.run(main)``, with a bad flag reported as one error line and exit status 2.
+
+    Args:
+      main: the entry point; its return value is the exit status.
+      prog: the name in error lines (default: the one given to `entry_point`).
+    """
+    name = prog or getattr(main, "prog", None) or os.path.basename(sys.argv[0])
+
+    def parse(argv: list[str]) -> list[str]:
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:
+            sys.exit(fail(name, f"{e} (see --help)", 2))
+
+    app.run(main, flags_parser=parse)
 
 
 def _wants_startup_logs() -> bool:

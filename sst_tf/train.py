@@ -17,7 +17,7 @@ import os
 import sys
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from sst_tf import cli
 from sst_tf.atomic_dir import check_output_dir, write_marker
@@ -180,9 +180,8 @@ def config_from_flags():
     )
 
 
-def _fail(message: str, code: int = 2) -> None:
-    print(f"sst_tf.train: error: {message}", file=sys.stderr)
-    sys.exit(code)
+def _fail(message: str, code: int = 2, prog: str = "sst_tf.train") -> None:
+    sys.exit(cli.fail(prog, message, code))
 
 
 def _legacy_run(folder: str) -> str | None:
@@ -293,4 +292,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, "sst_tf.train")
