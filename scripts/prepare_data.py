@@ -40,13 +40,18 @@ FLAGS = flags.FLAGS
 PROG = "prepare_data.py"
 
 
-def define_flags() -> None:
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """Defines the flags (only when run as a program, so tests can import this file)."""
-    flags.DEFINE_enum("dataset", None, ["cub", "cars196", "sop"], "Data set to prepare.")
-    flags.DEFINE_string("archives", ".", "Folder holding the downloaded archive files.")
-    flags.DEFINE_string("data_dir", None, "Folder to unpack into (pass it as --data_dir to train).")
-    flags.DEFINE_bool("check_counts", True, "Check the official image and class counts.")
-    flags.DEFINE_bool("check_images", True, "Decode every image once (cached for training).")
+    flags.DEFINE_enum("dataset", None, ["cub", "cars196", "sop"], "Data set to prepare.",
+                      flag_values=fv)
+    flags.DEFINE_string("archives", ".", "Folder holding the downloaded archive files.",
+                        flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "Folder to unpack into (pass it as --data_dir to train).",
+                        flag_values=fv)
+    flags.DEFINE_bool("check_counts", True, "Check the official image and class counts.",
+                      flag_values=fv)
+    flags.DEFINE_bool("check_images", True, "Decode every image once (cached for training).",
+                      flag_values=fv)
 
 # dataset -> [(archive file, what it unpacks to (a folder or the file itself))]
 ARCHIVES = {

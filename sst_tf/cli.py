@@ -72,6 +72,7 @@ def entry_point(prog: str, tensorflow: bool = False, quiet_info: bool = False) -
     def decorate(main: Callable[[Sequence[str]], int | None]) -> Callable[[Sequence[str]], int]:
         @functools.wraps(main)
         def wrapped(argv: Sequence[str]) -> int:
+            verbosity = logging.get_verbosity()
             try:
                 if quiet_info and not flags.FLAGS["verbosity"].present:
                     logging.set_verbosity(logging.WARNING)
@@ -85,6 +86,8 @@ def entry_point(prog: str, tensorflow: bool = False, quiet_info: bool = False) -
             except BrokenPipeError:
                 _silence_stdout()
                 return 1
+            finally:
+                logging.set_verbosity(verbosity)
 
         wrapped.prog = prog
         return wrapped
@@ -111,14 +114,21 @@ def run(main: Callable[[Sequence[str]], int | None], prog: str | None = None) ->
       prog: the name in error lines (default: the one given to `entry_point`).
     """
     name = prog or getattr(main, "prog", None) or os.path.basename(sys.argv[0])
+    app.run(main, flags_parser=lambda argv: parse_flags(argv, name))
 
-    def parse(argv: list[str]) -> list[str]:
-        try:
-            return flags.FLAGS(argv)
-        except flags.Error as e:
-            sys.exit(fail(name, f"{e} (see --help)", 2))
 
-    app.run(main, flags_parser=parse)
+def parse_flags(
+    argv: Sequence[str], prog: str, flag_values: flags.FlagValues = flags.FLAGS
+) -> list[str]:
+    """Parses ``argv`` into ``flag_values``; a bad flag exits with one error line and status 2.
+
+    Returns:
+      The arguments that are not flags (``argv[0]`` first), as absl returns them.
+    """
+    try:
+        return flag_values(list(argv))
+    except flags.Error as e:
+        sys.exit(fail(prog, f"{e} (see --help)", 2))
 
 
 def _wants_startup_logs() -> bool:

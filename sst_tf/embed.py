@@ -254,18 +254,21 @@ FLAGS = flags.FLAGS
 PROG = "sst_tf.embed"
 
 
-def define_flags() -> None:
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """Defines this entry point's flags."""
-    flags.DEFINE_string("export_dir", None, "SavedModel folder written by sst_tf.export.")
+    flags.DEFINE_string("export_dir", None, "SavedModel folder written by sst_tf.export.",
+                        flag_values=fv)
     flags.DEFINE_string(
         "images", None,
         f"Folder (recursive), file or glob of images ({', '.join(IMAGE_EXTENSIONS)}).",
+        flag_values=fv,
     )
     flags.DEFINE_string(
         "output", "embeddings.npz",
         "Where to write the .npz index (an existing file is replaced only if it is an index).",
+        flag_values=fv,
     )
-    flags.DEFINE_integer("batch_size", 64, "Images per forward pass.")
+    flags.DEFINE_integer("batch_size", 64, "Images per forward pass.", flag_values=fv)
 
 
 @cli.entry_point(PROG, tensorflow=True, quiet_info=True)

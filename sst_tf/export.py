@@ -35,14 +35,18 @@ FLAGS = flags.FLAGS
 PROG = "sst_tf.export"
 
 
-def define_flags() -> None:
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """Defines this entry point's flags (only when run as a program)."""
-    flags.DEFINE_string("model_dir", None, "Training run folder (holds config.json, checkpoints/).")
+    flags.DEFINE_string("model_dir", None, "Training run folder (holds config.json, checkpoints/).",
+                        flag_values=fv)
     flags.DEFINE_string(
-        "checkpoint", None, "Checkpoint: an epoch number or a path prefix (default: latest)."
+        "checkpoint", None, "Checkpoint: an epoch number or a path prefix (default: latest).",
+        flag_values=fv,
     )
-    flags.DEFINE_string("export_dir", None, "Where to write the SavedModel (MODEL_DIR/export).")
-    flags.DEFINE_bool("overwrite", False, "Replace an earlier sst_tf export in --export_dir.")
+    flags.DEFINE_string("export_dir", None, "Where to write the SavedModel (MODEL_DIR/export).",
+                        flag_values=fv)
+    flags.DEFINE_bool("overwrite", False, "Replace an earlier sst_tf export in --export_dir.",
+                      flag_values=fv)
 
 
 if __name__ == "__main__":  # before TensorFlow loads: a fast --help, a quiet start-up

@@ -132,11 +132,13 @@ def _read_json(path: str):
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """Defines the flags of this entry point (only when run as a program)."""
-    flags.DEFINE_string("model_dir", None, "Folder of a finished run (holds metrics.json).")
+    flags.DEFINE_string("model_dir", None, "Folder of a finished run (holds metrics.json).",
+                        flag_values=fv)
     flags.DEFINE_string("dataset", None, "Data set whose published numbers to show "
-                        f"({', '.join(DATASETS)}; default: from model_dir/config.json).")
+                        f"({', '.join(DATASETS)}; default: from model_dir/config.json).",
+                        flag_values=fv)
 
 
 @cli.entry_point(PROG)

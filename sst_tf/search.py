@@ -144,16 +144,18 @@ FLAGS = flags.FLAGS
 PROG = "sst_tf.search"
 
 
-def define_flags() -> None:
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """Defines this entry point's flags."""
-    flags.DEFINE_string("index", None, "Index .npz written by sst_tf.embed.")
-    flags.DEFINE_string("query", None, "Query image file, folder or glob.")
-    flags.DEFINE_integer("top_k", 5, "Neighbours per query.")
-    flags.DEFINE_string("export_dir", None, "SavedModel to embed queries (default: the index's).")
-    flags.DEFINE_string("output", None, "Write the results as JSON to this file.")
-    flags.DEFINE_bool("json", False, "Print JSON instead of a table.")
+    flags.DEFINE_string("index", None, "Index .npz written by sst_tf.embed.", flag_values=fv)
+    flags.DEFINE_string("query", None, "Query image file, folder or glob.", flag_values=fv)
+    flags.DEFINE_integer("top_k", 5, "Neighbours per query.", flag_values=fv)
+    flags.DEFINE_string("export_dir", None, "SavedModel to embed queries (default: the index's).",
+                        flag_values=fv)
+    flags.DEFINE_string("output", None, "Write the results as JSON to this file.", flag_values=fv)
+    flags.DEFINE_bool("json", False, "Print JSON instead of a table.", flag_values=fv)
     flags.DEFINE_bool("exclude_self", False,
-                      "Leave a query's own file out of its results when it is in the index.")
+                      "Leave a query's own file out of its results when it is in the index.",
+                      flag_values=fv)
 
 
 def _export_for(index: dict) -> tuple[str, str]:

@@ -306,15 +306,20 @@ def visualize_run(
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """Defines this entry point's flags (only when run as a program)."""
-    flags.DEFINE_string("model_dir", None, "Training run folder.")
-    flags.DEFINE_string("checkpoint", None, "Epoch number or checkpoint path (default: latest).")
-    flags.DEFINE_string("out_dir", None, "Where to write the PNGs (default: MODEL_DIR/figures).")
-    flags.DEFINE_integer("num_queries", 8, f"Rows of the retrieval figure (1..{MAX_QUERIES}).")
-    flags.DEFINE_integer("tsne_points", 2000, "Points in the t-SNE map (seeded sample beyond).")
-    flags.DEFINE_bool("tsne_thumbnails", True, "Draw thumbnails (else coloured points).")
-    flags.DEFINE_integer("seed", 0, "Seed of the query and t-SNE samples.")
+    flags.DEFINE_string("model_dir", None, "Training run folder.", flag_values=fv)
+    flags.DEFINE_string("checkpoint", None, "Epoch number or checkpoint path (default: latest).",
+                        flag_values=fv)
+    flags.DEFINE_string("out_dir", None, "Where to write the PNGs (default: MODEL_DIR/figures).",
+                        flag_values=fv)
+    flags.DEFINE_integer("num_queries", 8, f"Rows of the retrieval figure (1..{MAX_QUERIES}).",
+                         flag_values=fv)
+    flags.DEFINE_integer("tsne_points", 2000, "Points in the t-SNE map (seeded sample beyond).",
+                         flag_values=fv)
+    flags.DEFINE_bool("tsne_thumbnails", True, "Draw thumbnails (else coloured points).",
+                      flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Seed of the query and t-SNE samples.", flag_values=fv)
 
 
 @cli.entry_point(PROG, tensorflow=True, quiet_info=True)
