@@ -209,9 +209,10 @@ def load_index(path: str, flag: str = "--index") -> dict[str, np.ndarray | str]:
         what = "is a folder, not an index file" if os.path.isdir(path) else "does not exist"
         raise FileNotFoundError(f"{flag}={path} {what}")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files"):
-                raise ValueError("a single array, not an index")
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("a single array (.npy), not an index")
+        with z:
             missing = {"paths", "embeddings"} - set(z.files)
             if missing:
                 raise ValueError(f"missing {sorted(missing)}")
@@ -244,10 +245,13 @@ def _first_line(error: BaseException) -> str:
 def is_index_file(path: str) -> bool:
     """Whether ``path`` is an index this module wrote (so it may be replaced)."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return hasattr(z, "files") and {"paths", "embeddings"} <= set(z.files)
+        z = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return False
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        return False
+    with z:
+        return {"paths", "embeddings"} <= set(z.files)
 
 
 FLAGS = flags.FLAGS
