@@ -211,7 +211,7 @@ def load_index(path: str, flag: str = "--index") -> dict[str, np.ndarray | str]:
     try:
         z = np.load(path, allow_pickle=False)
         if not isinstance(z, np.lib.npyio.NpzFile):
-            raise ValueError("a single array (.npy), not an index")
+            raise ValueError("it holds a single .npy array")
         with z:
             missing = {"paths", "embeddings"} - set(z.files)
             if missing:

@@ -323,7 +323,7 @@ def load_run_config(model_dir: str):
     path = os.path.join(model_dir, "config.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"--model_dir={model_dir} holds no config.json: not a sst_tf training run"
+            f"--model_dir={model_dir} holds no config.json: not an sst_tf training run"
         )
     try:
         with open(path) as f:
