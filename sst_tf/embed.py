@@ -299,7 +299,10 @@ def main(argv: Sequence[str]) -> int:
         raise cli.RunError(
             f"none of the {len(paths)} files of --images={FLAGS.images} could be decoded"
         )
-    save_index(FLAGS.output, kept, emb, embedder.export_dir, [p for p, _ in failed])
+    try:
+        save_index(FLAGS.output, kept, emb, embedder.export_dir, [p for p, _ in failed])
+    except OSError as e:  # no permission, disk full, ...
+        raise cli.RunError(f"writing --output={FLAGS.output} failed: {e}") from e
     print(
         f"wrote {len(kept)} embeddings of size {emb.shape[1]} to {FLAGS.output}"
         + (f"; skipped {len(failed)} unreadable files" if failed else "")

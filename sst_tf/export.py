@@ -449,6 +449,8 @@ def main(argv) -> int:
         raise cli.UsageError(str(e)) from e
     except RuntimeError as e:  # the written export does not reproduce the model
         raise cli.RunError(str(e)) from e
+    except OSError as e:  # no permission, disk full, ...
+        raise cli.RunError(f"writing the export failed: {e}") from e
     info = load_export_info(path)
     print(
         f"Exported {info['metadata']['checkpoint']} ({info['embedding_dim']}-d embeddings) "

@@ -204,8 +204,11 @@ def main(argv: Sequence[str]) -> int:
     results = search_results(kept, q_emb, index["paths"], index["embeddings"], FLAGS.top_k,
                              FLAGS.exclude_self)
     if FLAGS.output:
-        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-        write_text_atomic(FLAGS.output, json.dumps(results, indent=2) + "\n")
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+            write_text_atomic(FLAGS.output, json.dumps(results, indent=2) + "\n")
+        except OSError as e:  # no permission, disk full, ...
+            raise cli.RunError(f"writing --output={FLAGS.output} failed: {e}") from e
     if FLAGS.json:
         print(json.dumps(results, indent=2))
     else:

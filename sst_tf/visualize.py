@@ -350,6 +350,8 @@ def main(argv: Sequence[str]) -> int:
         )
     except (FileNotFoundError, ValueError, NotImplementedError) as e:
         raise cli.UsageError(str(e)) from e
+    except OSError as e:  # no permission, disk full, ...
+        raise cli.RunError(f"writing the figures failed: {e}") from e
     for name, path in paths.items():
         print(f"wrote {name}: {path}")
     return 0
