@@ -66,7 +66,7 @@ def entry_point(prog: str, tensorflow: bool = False, quiet_info: bool = False) -
 
     The decorated function returns the exit code: ``main``'s result (``None``
     is 0), the code of a `UsageError` / `RunError` (after printing its line),
-    or 1 when stdout was closed by its reader.
+    1 when stdout was closed by its reader, 130 after Ctrl-C.
     """
 
     def decorate(main: Callable[[Sequence[str]], int | None]) -> Callable[[Sequence[str]], int]:
@@ -86,6 +86,9 @@ def entry_point(prog: str, tensorflow: bool = False, quiet_info: bool = False) -
             except BrokenPipeError:
                 _silence_stdout()
                 return 1
+            except KeyboardInterrupt:
+                print(f"{prog}: interrupted", file=sys.stderr)
+                return 130
             finally:
                 logging.set_verbosity(verbosity)
 
