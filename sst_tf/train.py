@@ -252,18 +252,16 @@ def main(argv):
             _fail(str(e))
         print(dry_run_summary(ds))
         return
-    try:
-        check_model_dir(config)
-    except cli.UsageError as e:
-        _fail(str(e))
     from sst_tf import distribute, reliability
     from sst_tf.trainer import Trainer
 
     try:
         # The strategy first: multi-worker set-up must precede other TF work.
         strategy = distribute.make_strategy(config.strategy)
+        if distribute.is_chief(strategy):  # the chief writes model_dir; workers do not
+            check_model_dir(config)
         trainer = Trainer(config, strategy=strategy)
-    except (ValueError, NotImplementedError) as e:
+    except (ValueError, NotImplementedError, cli.UsageError) as e:
         _fail(str(e))
     if trainer.is_chief:
         os.makedirs(config.model_dir, exist_ok=True)
