@@ -29,6 +29,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sst_tf import cli  # noqa: E402
+
+cli.quiet_tensorflow()  # before TensorFlow's start-up lines reach the terminal
+
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -740,6 +744,10 @@ def update_markdown(path: Path, results: dict[str, str]) -> None:
     path.write_text("\n".join(parts))
 
 
+def _usage_error(message: str) -> None:
+    sys.exit(cli.fail("benchmark.py", f"{message} (see --help)", 2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", default=",".join(SECTIONS),
@@ -770,6 +778,7 @@ def main() -> None:
     parser.add_argument("--input_epochs", type=int, default=3, help="timed epochs, input section")
     parser.add_argument("--_scaling_child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_eval_child", default=None, help=argparse.SUPPRESS)
+    parser.error = _usage_error  # one line, as every command of the project
     args = parser.parse_args()
     if args.step_size is None:
         args.step_size = 224 if tf.config.list_physical_devices("GPU") else 75
@@ -784,6 +793,11 @@ def main() -> None:
     unknown = [s for s in names if s not in SECTIONS]
     if unknown:
         parser.error(f"--sections: unknown {unknown}; choose from {list(SECTIONS)}")
+    output = Path(args.output)
+    if output.is_dir() or (output.exists() and not output.read_text(errors="replace")
+                           .startswith("# Benchmarks")):
+        parser.error(f"--output={args.output} exists and is not a benchmark file written by "
+                     "this script (nothing was changed); choose another file")
     results = {}
     for name in names:
         print(f"[benchmark] section {name} ...", flush=True)

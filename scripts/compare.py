@@ -32,11 +32,13 @@ import time
 import traceback
 
 import keras
-from absl import app, flags, logging
+from absl import flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from sst_tf import cli  # noqa: E402
 from sst_tf import train as train_cli  # noqa: E402  (defines the shared training flags)
+from sst_tf.atomic_dir import check_output_dir, write_marker  # noqa: E402
 
 flags.DEFINE_list("losses", ["sst", "triplet", "contrastive", "multi_similarity",
                              "proxy_anchor"], "Losses to compare (--loss values).")
@@ -149,13 +151,35 @@ def plot(results: list[dict], path: str, title: str) -> None:
     os.replace(tmp, path)
 
 
+def _fail(message: str, code: int = 2) -> None:
+    train_cli._fail(message, code, prog="compare.py")
+
+
+def _read_results(path: str) -> list:
+    """The results of an earlier compare.json (--from_json), or a one-line error."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        _fail(f"--from_json={path}: cannot read it ({e})")
+    if not isinstance(data, list) or not all(isinstance(r, dict) and "loss" in r for r in data):
+        _fail(f"--from_json={path} is not a compare.json written by this script")
+    return data
+
+
 def main(argv):
     if len(argv) > 1:
-        train_cli._fail(f"unexpected arguments {' '.join(argv[1:])!r}.")
+        _fail(f"unexpected arguments {' '.join(argv[1:])!r}.")
     if not FLAGS.out_dir:
-        train_cli._fail("--out_dir is required.")
+        _fail("--out_dir is required.")
     if FLAGS.compare_eval_every < 1:
-        train_cli._fail("--compare_eval_every must be >= 1.")
+        _fail("--compare_eval_every must be >= 1.")
+    try:  # a folder of ours (an earlier comparison) is reused; anything else is refused
+        check_output_dir(FLAGS.out_dir, f"--out_dir={FLAGS.out_dir}", "comparison",
+                         legacy=lambda d: "comparison" if os.path.isfile(
+                             os.path.join(d, "compare.json")) else None)
+    except cli.UsageError as e:
+        _fail(str(e))
     if not FLAGS.model_dir:
         FLAGS.model_dir = FLAGS.out_dir  # required by the config; each cell gets its own
     try:
@@ -164,12 +188,12 @@ def main(argv):
             for sampler in FLAGS.samplers:
                 dataclasses.replace(base, loss=loss, sampler=sampler).validate()
     except ValueError as e:
-        train_cli._fail(str(e))
-    os.makedirs(FLAGS.out_dir, exist_ok=True)
+        _fail(str(e))
     results = []
     for path in FLAGS.from_json:
-        with open(path) as f:
-            results.extend(json.load(f))
+        results.extend(_read_results(path))
+    os.makedirs(FLAGS.out_dir, exist_ok=True)
+    write_marker(FLAGS.out_dir, "comparison", "compare.py")
     for loss in FLAGS.losses if not FLAGS.from_json else []:
         for sampler in FLAGS.samplers:
             logging.info("=== %s / %s ===", loss, sampler)
@@ -198,4 +222,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, "compare.py")

@@ -15,8 +15,9 @@ Each archive is extracted into a temporary folder inside --data_dir and moved
 into place only when complete, so an interrupted run leaves no half tree; an
 existing layout is kept. Then the reader verifies it: official image and class
 counts, every listed image present, and (unless --nocheck_images) that every
-image decodes (the result is cached for training). Exit status 1 with one line
-naming the missing file or the wrong count otherwise.
+image decodes (the result is cached for training). Otherwise one line,
+``prepare_data.py: error: ...``, names the missing file, the unreadable archive
+or the wrong count, with exit status 2 (1 when writing fails, e.g. a full disk).
 """
 
 from __future__ import annotations
@@ -28,21 +29,29 @@ import tarfile
 import tempfile
 import zipfile
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 # Run as `python scripts/prepare_data.py` from a checkout: import sst_tf from it.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from sst_tf import cli  # noqa: E402
+
 FLAGS = flags.FLAGS
+PROG = "prepare_data.py"
 
 
-def define_flags() -> None:
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """Defines the flags (only when run as a program, so tests can import this file)."""
-    flags.DEFINE_enum("dataset", None, ["cub", "cars196", "sop"], "Data set to prepare.")
-    flags.DEFINE_string("archives", ".", "Folder holding the downloaded archive files.")
-    flags.DEFINE_string("data_dir", None, "Folder to unpack into (pass it as --data_dir to train).")
-    flags.DEFINE_bool("check_counts", True, "Check the official image and class counts.")
-    flags.DEFINE_bool("check_images", True, "Decode every image once (cached for training).")
+    flags.DEFINE_enum("dataset", None, ["cub", "cars196", "sop"], "Data set to prepare.",
+                      flag_values=fv)
+    flags.DEFINE_string("archives", ".", "Folder holding the downloaded archive files.",
+                        flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "Folder to unpack into (pass it as --data_dir to train).",
+                        flag_values=fv)
+    flags.DEFINE_bool("check_counts", True, "Check the official image and class counts.",
+                      flag_values=fv)
+    flags.DEFINE_bool("check_images", True, "Decode every image once (cached for training).",
+                      flag_values=fv)
 
 # dataset -> [(archive file, what it unpacks to (a folder or the file itself))]
 ARCHIVES = {
@@ -130,22 +139,34 @@ def prepare(dataset: str, archives: str, data_dir: str, check_counts: bool = Tru
                        check_images=check_images)
 
 
+@cli.entry_point(PROG, tensorflow=True)
 def main(argv):
-    del argv
-    if not FLAGS.dataset or not FLAGS.data_dir:
-        sys.exit("prepare_data: --dataset and --data_dir are required.")
+    """Prepares --dataset in --data_dir and prints what was found."""
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected arguments {' '.join(argv[1:])!r} (flags need --)")
+    for name in ("dataset", "data_dir"):
+        if not getattr(FLAGS, name):
+            raise cli.UsageError(f"--{name} is required")
     from sst_tf.datasets.common import DatasetLayoutError
 
+    archives = os.path.expanduser(FLAGS.archives)
+    data_dir = os.path.expanduser(FLAGS.data_dir)
+    if not os.path.isdir(archives):
+        raise cli.UsageError(f"--archives={FLAGS.archives} is not a folder")
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise cli.UsageError(f"--data_dir={FLAGS.data_dir} is a file, not a folder")
     try:
-        ds = prepare(FLAGS.dataset, os.path.expanduser(FLAGS.archives),
-                     os.path.expanduser(FLAGS.data_dir), FLAGS.check_counts, FLAGS.check_images)
+        ds = prepare(FLAGS.dataset, archives, data_dir, FLAGS.check_counts, FLAGS.check_images)
     except (PrepareError, DatasetLayoutError) as e:
-        sys.exit(f"prepare_data: {e}")
+        raise cli.UsageError(str(e)) from e
+    except OSError as e:  # the disk or a permission, not the archives
+        raise cli.RunError(f"writing into --data_dir={FLAGS.data_dir} failed: {e}") from e
     print(f"{FLAGS.dataset} ready in {FLAGS.data_dir}: train {len(ds.train)} images / "
           f"{ds.train.num_classes} classes, test {len(ds.test)} images / "
           f"{ds.test.num_classes} classes. Train with --data_dir={FLAGS.data_dir}")
+    return 0
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

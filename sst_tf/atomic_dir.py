@@ -1,10 +1,27 @@
-"""Folders written atomically: build in a temporary sibling, rename into place."""
+"""Folders written atomically, and never over files the project did not write.
+
+* `temp_dir_for` / `replace_dir`: build a folder in a temporary sibling and
+  rename it into place, so a reader sees the old or the new folder, never half.
+* `check_output_dir` / `write_marker`: every folder the project writes holds a
+  small marker file, ``.sst_tf`` (JSON naming what wrote it). Before writing, a
+  command refuses a target that is a file, or a non-empty folder without that
+  marker, so nothing a user put there is deleted or replaced; an earlier
+  output of ours is replaced only where the caller allows it (``--overwrite``).
+* `check_output_file`: the same rule for a single output file, recognised as
+  ours by its content.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
+
+from sst_tf.cli import UsageError
+
+MARKER = ".sst_tf"
 
 
 def temp_dir_for(dst: str) -> str:
@@ -38,3 +55,127 @@ def replace_dir(src: str, dst: str) -> None:
         os.rename(old, dst)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+# -- whose folder is it? ---------------------------------------------------------
+
+
+def write_marker(folder: str, kind: str, writer: str) -> None:
+    """Writes ``folder/.sst_tf``: ``{"kind": kind, "written_by": writer}``.
+
+    Args:
+      folder: an existing folder the project writes.
+      kind: what the folder holds (``export``, ``model_dir``, ``projector``, ...).
+      writer: the module or command that wrote it.
+    """
+    path = os.path.join(folder, MARKER)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump({"kind": kind, "written_by": writer, "format": 1}, f, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_marker(folder: str) -> dict | None:
+    """The marker of ``folder`` as a dict, or None when there is none (or it is unreadable)."""
+    try:
+        with open(os.path.join(folder, MARKER)) as f:
+            marker = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and "kind" in marker else None
+
+
+def folder_kind(folder: str, legacy: Callable[[str], str | None] | None = None) -> str | None:
+    """What an existing folder of ours holds (its marker's kind), else None.
+
+    Args:
+      folder: an existing folder.
+      legacy: recognises outputs written before markers existed; returns
+        their kind or None.
+    """
+    marker = read_marker(folder)
+    if marker is not None:
+        return str(marker["kind"])
+    return legacy(folder) if legacy else None
+
+
+def check_output_dir(
+    path: str,
+    name: str,
+    kind: str,
+    replace_ours: bool = True,
+    legacy: Callable[[str], str | None] | None = None,
+) -> bool:
+    """Refuses an output folder the project may not write into or replace.
+
+    Allowed: a path that does not exist, an empty folder, and a folder whose
+    marker (or ``legacy`` check) says it is an earlier ``kind`` output of ours,
+    the latter only when ``replace_ours``.
+
+    Args:
+      path: the folder a command is about to write.
+      name: how messages name the folder, e.g. ``--export_dir=PATH``.
+      kind: what the command writes there.
+      replace_ours: whether an earlier output of ours may be replaced; False
+        asks for ``--overwrite``.
+      legacy: see `folder_kind`.
+
+    Returns:
+      True when ``path`` holds an earlier output of ours.
+
+    Raises:
+      UsageError: naming the flag and the folder, and what to do instead.
+    """
+    if not os.path.lexists(path):
+        return False
+    if not os.path.isdir(path):
+        raise UsageError(
+            f"{name} is a file, not a folder: sst_tf does not replace files it did "
+            "not write; choose another folder"
+        )
+    if not os.listdir(path):
+        return False
+    found = folder_kind(path, legacy)
+    if found is None:
+        raise UsageError(
+            f"{name} is a folder that holds files sst_tf did not write (no "
+            f"{MARKER} marker); nothing was changed: choose a new or empty folder"
+        )
+    if found != kind:
+        raise UsageError(
+            f"{name} holds an sst_tf {found}, not a {kind}; nothing was changed: "
+            "choose another folder"
+        )
+    if not replace_ours:
+        raise UsageError(
+            f"{name} already holds an sst_tf {kind}; pass --overwrite to replace it, "
+            "or choose another folder"
+        )
+    return True
+
+
+def check_output_file(path: str, name: str, is_ours: Callable[[str], bool]) -> bool:
+    """Refuses to replace an existing file unless ``is_ours(path)`` recognises it.
+
+    Args:
+      path: the file a command is about to write.
+      name: how messages name it, e.g. ``--output=PATH``.
+      is_ours: recognises an earlier output of ours by its content.
+
+    Returns:
+      True when ``path`` exists (and is an earlier output of ours).
+
+    Raises:
+      UsageError: ``path`` is a folder, or a file sst_tf did not write.
+    """
+    if not os.path.lexists(path):
+        return False
+    if os.path.isdir(path):
+        raise UsageError(f"{name} is a folder; give a file name")
+    if not is_ours(path):
+        raise UsageError(
+            f"{name} exists and was not written by sst_tf; nothing was changed: "
+            "choose another file name"
+        )
+    return True

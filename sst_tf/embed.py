@@ -3,31 +3,44 @@
     python -m sst_tf.embed --export_dir=runs/digits/export \
         --images='photos/**/*.jpg' --output=embeddings.npz
 
-``--images`` is a folder (searched recursively for .jpg/.jpeg/.png) or a glob.
-The output ``.npz`` holds ``paths`` (absolute, str), ``embeddings``
-(float32 ``[N, d]``), ``export_dir`` and ``failed`` (paths that could not be
-read or decoded; they are logged and skipped, never fatal).
+``--images`` is a folder (searched recursively for the image types training
+reads: .jpg, .jpeg, .png, .bmp, .gif, .webp), a single file or a glob. The
+output ``.npz`` holds ``paths`` (absolute, str), ``embeddings`` (float32
+``[N, d]``), ``export_dir``, ``failed`` (paths that could not be read or
+decoded; they are logged and skipped, never fatal) and ``format``. An existing
+``--output`` is replaced only when it is an index written by this command.
 """
 
 from __future__ import annotations
 
 import glob
 import os
-import sys
 import tempfile
+import zipfile
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+from sst_tf import cli
+from sst_tf.atomic_dir import check_output_file
+from sst_tf.datasets.common import IMAGE_EXTENSIONS
+
+INDEX_FORMAT = "sst_tf.embeddings/1"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
 
 
-def list_images(images: str) -> list[str]:
-    """Absolute paths of the image files named by a folder or a glob, sorted.
+def list_images(images: str, flag: str = "--images") -> list[str]:
+    """Absolute paths of the image files named by a folder, a file or a glob, sorted.
+
+    Args:
+      images: a folder (searched recursively for `IMAGE_EXTENSIONS`), an
+        image file or a glob.
+      flag: how messages name the argument (``--images``, ``--query``).
 
     Raises:
-      FileNotFoundError: naming ``images`` when it matches no image file.
+      FileNotFoundError: naming ``flag`` when it matches no image file.
     """
     if os.path.isdir(images):
         found = []
@@ -42,8 +55,9 @@ def list_images(images: str) -> list[str]:
         found = [p for p in glob.glob(images, recursive=True) if os.path.isfile(p)]
     found = sorted(os.path.abspath(p) for p in found)
     if not found:
+        where = "in the folder" if os.path.isdir(images) else "matching"
         raise FileNotFoundError(
-            f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found for --images={images}"
+            f"no image files ({', '.join(IMAGE_EXTENSIONS)}) {where} {flag}={images}"
         )
     return found
 
@@ -51,23 +65,51 @@ def list_images(images: str) -> list[str]:
 class Embedder:
     """Calls an sst_tf export's ``serve_jpeg`` signature on encoded images."""
 
-    def __init__(self, export_dir: str):
-        """Loads the SavedModel in ``export_dir``."""
+    def __init__(self, export_dir: str, name: str | None = None):
+        """Loads the SavedModel in ``export_dir``.
+
+        Args:
+          export_dir: an sst_tf export.
+          name: how messages name the folder (default ``--export_dir``).
+
+        Raises:
+          FileNotFoundError / ValueError: naming the folder when it is not a
+            loadable sst_tf export.
+        """
         import tensorflow as tf
 
         from sst_tf.export import load_export_info
 
-        self.info = load_export_info(export_dir)
+        flag = name or "--export_dir"
+        self.info = load_export_info(export_dir, flag)
         self.export_dir = os.path.abspath(export_dir)
         self._tf = tf
-        self._loaded = tf.saved_model.load(export_dir)
-        self._fn = self._loaded.signatures["serve_jpeg"]
+        try:
+            self._loaded = tf.saved_model.load(export_dir)
+            self._fn = self._loaded.signatures["serve_jpeg"]
+        except (OSError, ValueError, KeyError, tf.errors.OpError) as e:
+            raise ValueError(
+                f"{flag}={export_dir}: the SavedModel cannot be loaded ({type(e).__name__}); "
+                "export it again with python -m sst_tf.export"
+            ) from e
         self.embedding_dim = int(self.info["embedding_dim"])
 
     def __call__(self, encoded: Sequence[bytes]) -> np.ndarray:
-        """Embeds a list of JPEG/PNG byte strings; ``[len(encoded), d]`` float32."""
-        out = self._fn(images=self._tf.constant(list(encoded), dtype=self._tf.string))
+        """Embeds a list of encoded images; ``[len(encoded), d]`` float32.
+
+        JPEG and PNG go to ``serve_jpeg`` as they are; BMP, GIF and WebP are
+        decoded as training decodes them (``tf.io.decode_image``) and passed
+        on as lossless PNG.
+        """
+        tf = self._tf
+        data = [b if b.startswith((_JPEG_MAGIC, _PNG_MAGIC)) else self._to_png(b) for b in encoded]
+        out = self._fn(images=tf.constant(data, dtype=tf.string))
         return out["embeddings"].numpy().astype(np.float32)
+
+    def _to_png(self, data: bytes) -> bytes:
+        tf = self._tf
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        return tf.io.encode_png(image).numpy()
 
 
 def embed_files(
@@ -112,7 +154,7 @@ def embed_files(
                         chunks.append(np.asarray(embed_fn([b]), np.float32))
                         kept.append(p)
                     except Exception as e:  # noqa: BLE001
-                        failed.append((p, f"not a decodable JPEG/PNG ({type(e).__name__})"))
+                        failed.append((p, f"not a decodable image ({type(e).__name__})"))
         if bar is not None:
             bar.update(min(start + batch_size, len(paths)))
     for p, reason in failed:
@@ -148,6 +190,7 @@ def save_index(
                 embeddings=np.asarray(embeddings, np.float32),
                 export_dir=np.asarray(export_dir),
                 failed=np.asarray(list(failed), dtype=str),
+                format=np.asarray(INDEX_FORMAT),
             )
         os.replace(tmp, output)
     except BaseException:
@@ -156,63 +199,110 @@ def save_index(
         raise
 
 
-def load_index(path: str) -> dict[str, np.ndarray | str]:
+def load_index(path: str, flag: str = "--index") -> dict[str, np.ndarray | str]:
     """Reads an index written by `save_index`.
 
     Raises:
       FileNotFoundError / ValueError: naming the file when missing or malformed.
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"--index={path} does not exist")
-    with np.load(path, allow_pickle=False) as z:
-        missing = {"paths", "embeddings"} - set(z.files)
-        if missing:
-            raise ValueError(f"--index={path} is not an sst_tf index (missing {sorted(missing)})")
-        return {
-            "paths": z["paths"],
-            "embeddings": z["embeddings"].astype(np.float32),
-            "export_dir": str(z["export_dir"]) if "export_dir" in z.files else "",
-        }
+        what = "is a folder, not an index file" if os.path.isdir(path) else "does not exist"
+        raise FileNotFoundError(f"{flag}={path} {what}")
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single .npy array")
+        with z:
+            missing = {"paths", "embeddings"} - set(z.files)
+            if missing:
+                raise ValueError(f"missing {sorted(missing)}")
+            index = {
+                "paths": z["paths"],
+                "embeddings": z["embeddings"].astype(np.float32),
+                "export_dir": str(z["export_dir"]) if "export_dir" in z.files else "",
+            }
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(
+            f"{flag}={path} is not an index written by sst_tf.embed ({_first_line(e)})"
+        ) from e
+    emb = index["embeddings"]
+    if emb.ndim != 2 or len(index["paths"]) != emb.shape[0] or emb.shape[0] == 0:
+        raise ValueError(
+            f"{flag}={path} is not a usable index: {len(index['paths'])} paths and "
+            f"embeddings of shape {emb.shape}"
+        )
+    return index
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else type(error).__name__
+    if "pickle" in text:  # numpy's wording for a file that is not an .npz/.npy
+        text = "not a NumPy .npz file"
+    return text
+
+
+def is_index_file(path: str) -> bool:
+    """Whether ``path`` is an index this module wrote (so it may be replaced)."""
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return False
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        return False
+    with z:
+        return {"paths", "embeddings"} <= set(z.files)
 
 
 FLAGS = flags.FLAGS
+PROG = "sst_tf.embed"
 
 
-def define_flags() -> None:
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """Defines this entry point's flags."""
-    flags.DEFINE_string("export_dir", None, "SavedModel folder written by sst_tf.export.")
-    flags.DEFINE_string("images", None, "Folder (recursive) or glob of JPEG/PNG files.")
-    flags.DEFINE_string("output", "embeddings.npz", "Where to write the .npz index.")
-    flags.DEFINE_integer("batch_size", 64, "Images per forward pass.")
+    flags.DEFINE_string("export_dir", None, "SavedModel folder written by sst_tf.export.",
+                        flag_values=fv)
+    flags.DEFINE_string(
+        "images", None,
+        f"Folder (recursive), file or glob of images ({', '.join(IMAGE_EXTENSIONS)}).",
+        flag_values=fv,
+    )
+    flags.DEFINE_string(
+        "output", "embeddings.npz",
+        "Where to write the .npz index (an existing file is replaced only if it is an index).",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer("batch_size", 64, "Images per forward pass.", flag_values=fv)
 
 
+@cli.entry_point(PROG, tensorflow=True, quiet_info=True)
 def main(argv: Sequence[str]) -> int:
     """Entry point."""
-    del argv
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected arguments {' '.join(argv[1:])!r} (flags need --)")
     for name in ("export_dir", "images"):
         if not getattr(FLAGS, name):
-            print(f"sst_tf.embed: error: --{name} is required", file=sys.stderr)
-            return 2
+            raise cli.UsageError(f"--{name} is required")
     if FLAGS.batch_size < 1:
-        print(
-            f"sst_tf.embed: error: --batch_size must be >= 1, got {FLAGS.batch_size}",
-            file=sys.stderr,
-        )
-        return 2
+        raise cli.UsageError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
+    if not FLAGS.output.endswith(".npz"):
+        raise cli.UsageError(f"--output={FLAGS.output} must end in .npz")
     try:
+        check_output_file(FLAGS.output, f"--output={FLAGS.output}", is_index_file)
         paths = list_images(FLAGS.images)
         embedder = Embedder(FLAGS.export_dir)
     except (FileNotFoundError, ValueError) as e:
-        print(f"sst_tf.embed: error: {e}", file=sys.stderr)
-        return 2
+        raise cli.UsageError(str(e)) from e
     logging.info("embedding %d files with %s", len(paths), FLAGS.export_dir)
     kept, emb, failed = embed_files(embedder, paths, FLAGS.batch_size)
     if not kept:
-        print(
-            f"sst_tf.embed: error: none of the {len(paths)} files could be decoded", file=sys.stderr
+        raise cli.RunError(
+            f"none of the {len(paths)} files of --images={FLAGS.images} could be decoded"
         )
-        return 1
-    save_index(FLAGS.output, kept, emb, embedder.export_dir, [p for p, _ in failed])
+    try:
+        save_index(FLAGS.output, kept, emb, embedder.export_dir, [p for p, _ in failed])
+    except OSError as e:  # no permission, disk full, ...
+        raise cli.RunError(f"writing --output={FLAGS.output} failed: {e}") from e
     print(
         f"wrote {len(kept)} embeddings of size {emb.shape[1]} to {FLAGS.output}"
         + (f"; skipped {len(failed)} unreadable files" if failed else "")
@@ -222,4 +312,4 @@ def main(argv: Sequence[str]) -> int:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

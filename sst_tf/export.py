@@ -13,7 +13,9 @@ nothing but the folder. The folder is written to a temporary sibling and
 renamed into place at the end: a crash never leaves a half export behind.
 
 Entry point: ``python -m sst_tf.export --model_dir=RUN`` exports the latest
-(or a chosen) checkpoint of a training run to ``RUN/export``.
+(or a chosen) checkpoint of a training run to ``RUN/export``. It never writes
+over a folder it did not write, and replaces an earlier export only with
+``--overwrite`` (see `sst_tf.atomic_dir.check_output_dir`).
 """
 
 from __future__ import annotations
@@ -25,13 +27,43 @@ import shutil
 from collections.abc import Mapping
 from typing import Any
 
-import keras
-import numpy as np
-import tensorflow as tf
-from absl import logging
+from absl import flags, logging
 
-from sst_tf import pipeline
-from sst_tf.atomic_dir import replace_dir, temp_dir_for
+from sst_tf import cli
+
+FLAGS = flags.FLAGS
+PROG = "sst_tf.export"
+
+
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
+    """Defines this entry point's flags (only when run as a program)."""
+    flags.DEFINE_string("model_dir", None, "Training run folder (holds config.json, checkpoints/).",
+                        flag_values=fv)
+    flags.DEFINE_string(
+        "checkpoint", None, "Checkpoint: an epoch number or a path prefix (default: latest).",
+        flag_values=fv,
+    )
+    flags.DEFINE_string("export_dir", None, "Where to write the SavedModel (MODEL_DIR/export).",
+                        flag_values=fv)
+    flags.DEFINE_bool("overwrite", False, "Replace an earlier sst_tf export in --export_dir.",
+                      flag_values=fv)
+
+
+if __name__ == "__main__":  # before TensorFlow loads: a fast --help, a quiet start-up
+    define_flags()
+    cli.answer_help_early()
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from sst_tf import pipeline  # noqa: E402
+from sst_tf.atomic_dir import (  # noqa: E402
+    check_output_dir,
+    replace_dir,
+    temp_dir_for,
+    write_marker,
+)
 
 SPEC_FILENAME = "sst_tf_export.json"
 SCALINGS = ("inception", "unit", "raw")
@@ -143,6 +175,8 @@ def export_saved_model(
     spec: PreprocessingSpec,
     metadata: Mapping[str, Any] | None = None,
     verify: bool = True,
+    overwrite: bool = True,
+    name: str | None = None,
 ) -> str:
     """Writes ``model`` as a SavedModel with image and JPEG/PNG signatures.
 
@@ -154,10 +188,18 @@ def export_saved_model(
       metadata: extra JSON-serialisable facts to record (e.g. checkpoint, flags).
       verify: reload the written SavedModel and check it reproduces the
         model's embeddings before it replaces anything.
+      overwrite: replace an earlier sst_tf export in ``export_dir``; a file,
+        or a non-empty folder that is not an sst_tf export, is always refused.
+      name: how error messages name ``export_dir`` (default ``--export_dir=PATH``).
 
     Returns:
       The absolute export path.
+
+    Raises:
+      UsageError: ``export_dir`` may not be written (checked before any work).
     """
+    name = name or f"--export_dir={export_dir}"
+    check_output_dir(export_dir, name, "export", overwrite, legacy=legacy_export)
     export_dir = os.path.abspath(export_dir)
     dim = _embedding_dim(model)
 
@@ -201,6 +243,7 @@ def export_saved_model(
         os.makedirs(os.path.join(tmp, "assets"), exist_ok=True)
         with open(os.path.join(tmp, "assets", SPEC_FILENAME), "w") as f:
             json.dump(record, f, indent=2, sort_keys=True)
+        write_marker(tmp, "export", PROG)
         if verify:
             _verify(model, tmp, spec)
         replace_dir(tmp, export_dir)
@@ -209,6 +252,13 @@ def export_saved_model(
         raise
     logging.info("Exported SavedModel (embedding size %d) to %s", dim, export_dir)
     return export_dir
+
+
+def legacy_export(folder: str) -> str | None:
+    """Recognises exports written before folders carried a marker."""
+    if os.path.isfile(os.path.join(folder, "assets", SPEC_FILENAME)):
+        return "export"
+    return None
 
 
 def _verify(model: keras.Model, path: str, spec: PreprocessingSpec) -> None:
@@ -226,21 +276,30 @@ def _verify(model: keras.Model, path: str, spec: PreprocessingSpec) -> None:
         )
 
 
-def load_export_info(export_dir: str) -> dict[str, Any]:
+def load_export_info(export_dir: str, flag: str = "--export_dir") -> dict[str, Any]:
     """Reads the JSON record an export keeps in ``assets/``.
+
+    Args:
+      export_dir: the export folder.
+      flag: how messages name the folder (e.g. ``--export_dir``, or the index
+        that recorded it).
 
     Raises:
       FileNotFoundError: naming the folder when it is not an sst_tf export.
+      ValueError: the record is not valid JSON.
     """
     path = os.path.join(export_dir, "assets", SPEC_FILENAME)
     if not os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
         raise FileNotFoundError(
-            f"no SavedModel at --export_dir={export_dir} (saved_model.pb missing)"
+            f"no SavedModel at {flag}={export_dir} (saved_model.pb missing)"
         )
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} missing: {export_dir} is not an sst_tf export")
-    with open(path) as f:
-        return json.load(f)
+        raise FileNotFoundError(f"{path} missing: {flag}={export_dir} is not an sst_tf export")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): {flag}={export_dir} is damaged") from e
 
 
 # -- training runs -------------------------------------------------------------
@@ -264,10 +323,15 @@ def load_run_config(model_dir: str):
     path = os.path.join(model_dir, "config.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"--model_dir={model_dir} holds no config.json: not a sst_tf training run"
+            f"--model_dir={model_dir} holds no config.json: not an sst_tf training run"
         )
-    with open(path) as f:
-        saved = json.load(f)
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except ValueError as e:
+        raise ValueError(f"--model_dir={model_dir}: {path} is not valid JSON ({e})") from e
+    if not isinstance(saved, dict):
+        raise ValueError(f"--model_dir={model_dir}: {path} does not hold a training config")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     kwargs = {k: v for k, v in saved.items() if k in known}
     if "recall_ks" in kwargs:
@@ -300,6 +364,10 @@ def find_checkpoint(model_dir: str, checkpoint: str | None = None) -> str:
     return path
 
 
+class CheckpointError(ValueError):
+    """A run's checkpoint cannot be read into its model (names the checkpoint)."""
+
+
 def restore_model(model_dir: str, checkpoint: str | None = None):
     """Rebuilds a run's model from its config and restores a checkpoint.
 
@@ -317,21 +385,44 @@ def restore_model(model_dir: str, checkpoint: str | None = None):
         normalize=config.normalize,
         image_size=config.image_size,
     )
-    status = tf.train.Checkpoint(model=model).restore(path)
-    status.expect_partial()  # optimizer slots and loop state are not needed
-    status.assert_existing_objects_matched()
+    try:
+        status = tf.train.Checkpoint(model=model).restore(path)
+        status.expect_partial()  # optimizer slots and loop state are not needed
+        status.assert_existing_objects_matched()
+    except (tf.errors.OpError, IndexError, AssertionError, ValueError) as e:
+        detail = (getattr(e, "message", "") or str(e)).strip().splitlines()
+        raise CheckpointError(
+            f"checkpoint {path} of --model_dir={model_dir} cannot be restored (truncated, "
+            f"corrupt or from another model: {type(e).__name__}: "
+            f"{detail[0] if detail else ''}); pass --checkpoint=N for another epoch"
+        ) from e
     logging.info("Restored %s", path)
     return model, config, path
 
 
-def export_run(model_dir: str, checkpoint: str | None = None, export_dir: str | None = None) -> str:
-    """Exports a run's checkpoint (default: latest) to ``MODEL_DIR/export``."""
+def export_run(
+    model_dir: str,
+    checkpoint: str | None = None,
+    export_dir: str | None = None,
+    overwrite: bool = True,
+) -> str:
+    """Exports a run's checkpoint (default: latest) to ``MODEL_DIR/export``.
+
+    ``overwrite`` and the refusal of folders sst_tf did not write are those of
+    `export_saved_model`; the target is checked before the model is restored.
+    """
+    target = export_dir or os.path.join(model_dir, "export")
+    name = (f"--export_dir={export_dir}" if export_dir else
+            f"the default export folder {target} (MODEL_DIR/export)")
+    check_output_dir(target, name, "export", overwrite, legacy=legacy_export)
     model, config, path = restore_model(model_dir, checkpoint)
     return export_saved_model(
         model,
-        export_dir or os.path.join(model_dir, "export"),
+        target,
         spec_for_config(config),
         metadata=run_metadata(config, path),
+        overwrite=overwrite,
+        name=name,
     )
 
 
@@ -343,22 +434,23 @@ def run_metadata(config, checkpoint_path: str | None) -> dict[str, Any]:
     }
 
 
+@cli.entry_point(PROG, quiet_info=True)
 def main(argv) -> int:
     """Entry point: ``python -m sst_tf.export --model_dir=RUN [--checkpoint=N]``."""
-    import sys
-
-    from absl import flags
-
-    del argv
-    f = flags.FLAGS
-    if not f.model_dir:
-        print("sst_tf.export: error: --model_dir is required", file=sys.stderr)
-        return 2
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected arguments {' '.join(argv[1:])!r} (flags need --)")
+    if not FLAGS.model_dir:
+        raise cli.UsageError("--model_dir is required")
+    if not os.path.isdir(FLAGS.model_dir):
+        raise cli.UsageError(f"--model_dir={FLAGS.model_dir} is not a folder")
     try:
-        path = export_run(f.model_dir, f.checkpoint, f.export_dir)
+        path = export_run(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.export_dir, FLAGS.overwrite)
     except (FileNotFoundError, ValueError) as e:
-        print(f"sst_tf.export: error: {e}", file=sys.stderr)
-        return 2
+        raise cli.UsageError(str(e)) from e
+    except RuntimeError as e:  # the written export does not reproduce the model
+        raise cli.RunError(str(e)) from e
+    except OSError as e:  # no permission, disk full, ...
+        raise cli.RunError(f"writing the export failed: {e}") from e
     info = load_export_info(path)
     print(
         f"Exported {info['metadata']['checkpoint']} ({info['embedding_dim']}-d embeddings) "
@@ -368,11 +460,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    from absl import app, flags
-
-    flags.DEFINE_string("model_dir", None, "Training run folder (holds config.json, checkpoints/).")
-    flags.DEFINE_string(
-        "checkpoint", None, "Checkpoint: an epoch number or a path prefix (default: latest)."
-    )
-    flags.DEFINE_string("export_dir", None, "Where to write the SavedModel (MODEL_DIR/export).")
-    app.run(main)
+    cli.run(main)

@@ -15,6 +15,10 @@
 The folder is its own run because the projector reads every 2-D tensor of the
 latest checkpoint in a run's folder (or its parent): kept apart from the
 training checkpoints, it shows only the embeddings.
+
+The folder is replaced as a whole, so it must be an earlier projector folder
+of ours (it carries a ``.sst_tf`` marker), an empty folder or a new path; a
+file, or a folder holding anything else, is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import logging
 
-from sst_tf.atomic_dir import replace_dir, temp_dir_for
+from sst_tf.atomic_dir import check_output_dir, replace_dir, temp_dir_for, write_marker
 
 SPRITE_LIMIT_PX = 8192
 TENSOR_NAME = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
@@ -134,6 +138,9 @@ def write_projector(
     Returns:
       A summary dict: ``num_points``, ``indices`` (the points kept, into the
       inputs), ``sprite`` (path or None).
+
+    Raises:
+      UsageError: ``out_dir`` is a file or a folder sst_tf did not write.
     """
     import tensorflow as tf
     from google.protobuf import text_format
@@ -153,6 +160,8 @@ def write_projector(
     if images is not None and not 1 <= thumb_size <= sprite_limit_px:
         raise ValueError(f"thumb_size must be in 1..{sprite_limit_px}, got {thumb_size}")
 
+    check_output_dir(out_dir, f"the projector folder {out_dir}", "projector",
+                     legacy=legacy_projector)
     cap = n if max_points is None else max_points
     if images is not None:
         cap = min(cap, max_points_for_sprite(thumb_size, sprite_limit_px))
@@ -198,6 +207,7 @@ def write_projector(
                 step=0,
             )
         writer.close()
+        write_marker(tmp, "projector", "sst_tf.projector")
         replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -208,6 +218,14 @@ def write_projector(
         "indices": keep,
         "sprite": os.path.join(out_dir, sprite_path) if sprite_path else None,
     }
+
+
+def legacy_projector(folder: str) -> str | None:
+    """Recognises projector folders written before folders carried a marker."""
+    names = set(os.listdir(folder))
+    if {"projector_config.pbtxt", "metadata.tsv"} <= names:
+        return "projector"
+    return None
 
 
 def _tsv(value) -> str:

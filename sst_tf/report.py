@@ -14,9 +14,16 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
-# Published Recall@1 (%), 512-d, BN-Inception (docs/method.md#published-numbers); None: none.
+from sst_tf import cli
+
+PROG = "sst_tf.report"
+# Data sets a run can have (sst_tf.train --dataset); published numbers exist for TITLES only.
+DATASETS = ("digits", "cub", "cars196", "sop", "folder")
+
+# Published Recall@1 (%), 512-d, BN-Inception backbone (docs/method.md#published-numbers);
+# None: not reported.
 REFERENCES: dict[str, dict[str, float | None]] = {
     "pub:untrained": {"cub": 52.4, "cars196": None, "sop": None},
     "pub:MS": {"cub": 65.7, "cars196": 84.1, "sop": 78.2},
@@ -48,7 +55,8 @@ def format_table(metrics: dict, dataset: str) -> str:
     before, after = metrics.get("before") or {}, metrics.get("after") or {}
     keys = _recall_keys(after or before)
     keys += [k for k in ("nmi", "map@r", "r_precision") if k in (after or before)]
-    refs = {name: vals.get(dataset) for name, vals in REFERENCES.items()}
+    refs = ({name: vals.get(dataset) for name, vals in REFERENCES.items()}
+            if dataset in TITLES else {})
     header = ["metric (%)", "before", "after"] + list(refs)
     rows = []
     for key in keys:
@@ -61,12 +69,16 @@ def format_table(metrics: dict, dataset: str) -> str:
     ).rstrip()
     out = [TITLES.get(dataset, dataset), line(header), line(["-" * w for w in widths])]
     out += [line(r) for r in rows]
-    out.append(
-        "before/after: this run, before and after training. pub: published Recall@1 "
-        "(docs/method.md#published-numbers; 512-d BN-Inception, where sst_tf uses InceptionV3): "
-        "untrained = ImageNet-pretrained backbone without training, MS = Multi-Similarity "
-        "(CVPR 2019), ProxyAnchor = Proxy-Anchor (CVPR 2020); '-' = not reported."
-    )
+    if refs:
+        out.append(
+            "before/after: this run, before and after training. pub: published Recall@1 "
+            "(docs/method.md#published-numbers; 512-d BN-Inception; sst_tf uses InceptionV3): "
+            "untrained = ImageNet-pretrained backbone without training, MS = Multi-Similarity "
+            "(CVPR 2019), ProxyAnchor = Proxy-Anchor (CVPR 2020); '-' = not reported."
+        )
+    else:
+        out.append(f"before/after: this run, before and after training. No published numbers "
+                   f"exist for {dataset}.")
     return "\n".join(out)
 
 
@@ -79,42 +91,73 @@ def _pct(value, scale: float = 100.0) -> str:
 def report(model_dir: str, dataset: str | None = None) -> str:
     """Reads `model_dir/metrics.json` (+ `config.json`) and returns the table.
 
+    Args:
+      model_dir: a finished run.
+      dataset: whose published numbers to show (default: the run's data set).
+
     Raises:
       FileNotFoundError: no metrics.json in `model_dir` (names the path).
+      ValueError: metrics.json or config.json unreadable, or ``dataset``
+        unknown (names the file or flag).
     """
+    if dataset is not None and dataset not in DATASETS:
+        raise ValueError(f"--dataset={dataset} is unknown; choose from {', '.join(DATASETS)}")
     path = os.path.join(model_dir, "metrics.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found: has the run finished its evaluation?")
-    with open(path) as f:
-        metrics = json.load(f)
-    if dataset is None:
-        cfg = os.path.join(model_dir, "config.json")
-        if os.path.isfile(cfg):
-            with open(cfg) as f:
-                dataset = json.load(f).get("dataset")
-    return format_table(metrics, dataset or "?")
+    metrics = _read_json(path)
+    if not isinstance(metrics, dict) or not any(
+        isinstance(metrics.get(k), dict) for k in ("before", "after")
+    ):
+        raise ValueError(f"{path} holds no 'before'/'after' metrics: not a metrics.json of sst_tf")
+    cfg = os.path.join(model_dir, "config.json")
+    trained_on = _read_json(cfg).get("dataset") if os.path.isfile(cfg) else None
+    if dataset is not None and trained_on and dataset != trained_on:
+        print(f"{PROG}: warning: the run trained on {trained_on} ({cfg}), not on "
+              f"--dataset={dataset}: its numbers are not comparable with {dataset}'s published "
+              "ones", file=sys.stderr)
+    return format_table(metrics, dataset or trained_on or "?")
+
+
+def _read_json(path: str):
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): truncated or edited by hand?") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return data
 
 
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """Defines the flags of this entry point (only when run as a program)."""
-    flags.DEFINE_string("model_dir", None, "Folder of a finished run (holds metrics.json).")
-    flags.DEFINE_string("dataset", None, "Data set (default: from model_dir/config.json).")
+    flags.DEFINE_string("model_dir", None, "Folder of a finished run (holds metrics.json).",
+                        flag_values=fv)
+    flags.DEFINE_string("dataset", None, "Data set whose published numbers to show "
+                        f"({', '.join(DATASETS)}; default: from model_dir/config.json).",
+                        flag_values=fv)
 
 
-def main(argv):
+@cli.entry_point(PROG)
+def main(argv) -> int:
     """Prints the table of `--model_dir`."""
-    del argv
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected arguments {' '.join(argv[1:])!r} (flags need --)")
     if not FLAGS.model_dir:
-        sys.exit("sst_tf.report: --model_dir is required.")
+        raise cli.UsageError("--model_dir is required")
+    if not os.path.isdir(FLAGS.model_dir):
+        raise cli.UsageError(f"--model_dir={FLAGS.model_dir} is not a folder")
     try:
         print(report(FLAGS.model_dir, FLAGS.dataset))
-    except FileNotFoundError as e:
-        sys.exit(f"sst_tf.report: {e}")
+    except (FileNotFoundError, ValueError) as e:
+        raise cli.UsageError(str(e)) from e
+    return 0
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

@@ -4,19 +4,26 @@
 
 ``--query`` is an image file, a folder or a glob; the queries are embedded
 with the export recorded in the index (or ``--export_dir``). Results are
-printed, and written as JSON with ``--output`` (``--json`` prints JSON
-instead of the table). The search is exact and chunked, so memory stays
+printed as a table (rank, Euclidean distance between embeddings, path), and
+written as JSON with ``--output`` (``--json`` prints JSON instead of the
+table). ``--exclude_self`` leaves a query's own file out of its results when
+the query is in the index. The search is exact and chunked, so memory stays
 bounded by ``query_chunk x index_chunk`` distances whatever the index size.
 """
 
 from __future__ import annotations
 
 import json
-import sys
+import os
 from collections.abc import Sequence
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from sst_tf import cli
+from sst_tf.atomic_dir import check_output_file
+from sst_tf.embed import Embedder, embed_files, list_images, load_index
+from sst_tf.reliability import write_text_atomic
 
 
 def chunked_top_k(
@@ -80,84 +87,138 @@ def search_results(
     index_paths: Sequence[str],
     index_embeddings: np.ndarray,
     top_k: int,
+    exclude_self: bool = False,
 ) -> list[dict]:
-    """JSON-ready results: per query its neighbours' paths and Euclidean distances."""
-    sq, idx = chunked_top_k(query_embeddings, index_embeddings, top_k)
-    return [
-        {
+    """JSON-ready results: per query its neighbours' paths and Euclidean distances.
+
+    Args:
+      query_paths: the queries' file paths.
+      query_embeddings: ``[Q, d]``.
+      index_paths: the index's file paths.
+      index_embeddings: ``[N, d]``.
+      top_k: neighbours per query.
+      exclude_self: leave out index entries with the query's own path
+        (compared as absolute paths), so an indexed query does not find itself.
+    """
+    own = [os.path.abspath(str(p)) for p in query_paths]
+    sq, idx = chunked_top_k(query_embeddings, index_embeddings, top_k + int(exclude_self))
+    results = []
+    for qi, qp in enumerate(query_paths):
+        pairs = [(d, j) for d, j in zip(sq[qi], idx[qi], strict=True)
+                 if not (exclude_self and os.path.abspath(str(index_paths[j])) == own[qi])]
+        results.append({
             "query": str(qp),
             "neighbors": [
                 {"rank": r + 1, "path": str(index_paths[j]), "distance": float(np.sqrt(d))}
-                for r, (d, j) in enumerate(zip(sq[qi], idx[qi], strict=True))
+                for r, (d, j) in enumerate(pairs[:top_k])
             ],
-        }
-        for qi, qp in enumerate(query_paths)
-    ]
+        })
+    return results
+
+
+def format_table(results: list[dict]) -> str:
+    """The results as text: per query a header line and one line per neighbour."""
+    lines = []
+    for r in results:
+        lines.append(f"query: {r['query']}")
+        lines.append(f"  {'rank':>4}  {'distance':>10}  path")
+        lines.extend(
+            f"  {nb['rank']:>4}  {nb['distance']:10.4f}  {nb['path']}" for nb in r["neighbors"]
+        )
+    return "\n".join(lines)
+
+
+def is_results_file(path: str) -> bool:
+    """Whether ``path`` holds results this command wrote (so ``--output`` may replace it)."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, list) and all(
+        isinstance(r, dict) and {"query", "neighbors"} <= set(r) for r in data
+    )
 
 
 FLAGS = flags.FLAGS
+PROG = "sst_tf.search"
 
 
-def define_flags() -> None:
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     """Defines this entry point's flags."""
-    flags.DEFINE_string("index", None, "Index .npz written by sst_tf.embed.")
-    flags.DEFINE_string("query", None, "Query image file, folder or glob.")
-    flags.DEFINE_integer("top_k", 5, "Neighbours per query.")
-    flags.DEFINE_string("export_dir", None, "SavedModel to embed queries (default: the index's).")
-    flags.DEFINE_string("output", None, "Write the results as JSON to this file.")
-    flags.DEFINE_bool("json", False, "Print JSON instead of a table.")
+    flags.DEFINE_string("index", None, "Index .npz written by sst_tf.embed.", flag_values=fv)
+    flags.DEFINE_string("query", None, "Query image file, folder or glob.", flag_values=fv)
+    flags.DEFINE_integer("top_k", 5, "Neighbours per query.", flag_values=fv)
+    flags.DEFINE_string("export_dir", None, "SavedModel to embed queries (default: the index's).",
+                        flag_values=fv)
+    flags.DEFINE_string("output", None, "Write the results as JSON to this file.", flag_values=fv)
+    flags.DEFINE_bool("json", False, "Print JSON instead of a table.", flag_values=fv)
+    flags.DEFINE_bool("exclude_self", False,
+                      "Leave a query's own file out of its results when it is in the index.",
+                      flag_values=fv)
 
 
+def _export_for(index: dict) -> tuple[str, str]:
+    """The export that embeds the queries and how messages name it."""
+    if FLAGS.export_dir:
+        return FLAGS.export_dir, "--export_dir"
+    export_dir = str(index["export_dir"])
+    if not export_dir:
+        raise cli.UsageError(f"--index={FLAGS.index} records no export: pass --export_dir")
+    if not os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
+        raise cli.UsageError(
+            f"--index={FLAGS.index} was made with the export {export_dir}, which is no longer "
+            "there (no saved_model.pb): pass --export_dir=<where that export is now>"
+        )
+    return export_dir, f"the export recorded in --index={FLAGS.index}"
+
+
+@cli.entry_point(PROG, tensorflow=True, quiet_info=True)
 def main(argv: Sequence[str]) -> int:
     """Entry point."""
-    del argv
-    from sst_tf.embed import Embedder, embed_files, list_images, load_index
-
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected arguments {' '.join(argv[1:])!r} (flags need --)")
     for name in ("index", "query"):
         if not getattr(FLAGS, name):
-            print(f"sst_tf.search: error: --{name} is required", file=sys.stderr)
-            return 2
+            raise cli.UsageError(f"--{name} is required")
     if FLAGS.top_k < 1:
-        print(f"sst_tf.search: error: --top_k must be >= 1, got {FLAGS.top_k}", file=sys.stderr)
-        return 2
+        raise cli.UsageError(f"--top_k must be >= 1, got {FLAGS.top_k}")
     try:
+        if FLAGS.output:
+            check_output_file(FLAGS.output, f"--output={FLAGS.output}", is_results_file)
         index = load_index(FLAGS.index)
-        export_dir = FLAGS.export_dir or index["export_dir"]
-        if not export_dir:
-            raise ValueError(f"--index={FLAGS.index} records no export: pass --export_dir")
-        queries = list_images(FLAGS.query)
-        embedder = Embedder(export_dir)
+        export_dir, export_name = _export_for(index)
+        queries = list_images(FLAGS.query, "--query")
+        embedder = Embedder(export_dir, export_name)
     except (FileNotFoundError, ValueError) as e:
-        print(f"sst_tf.search: error: {e}", file=sys.stderr)
-        return 2
+        raise cli.UsageError(str(e)) from e
     if embedder.embedding_dim != index["embeddings"].shape[1]:
-        print(
-            f"sst_tf.search: error: --export_dir={export_dir} gives "
-            f"{embedder.embedding_dim}-d embeddings but --index={FLAGS.index} holds "
-            f"{index['embeddings'].shape[1]}-d ones",
-            file=sys.stderr,
+        raise cli.UsageError(
+            f"{export_name} ({export_dir}) gives {embedder.embedding_dim}-d embeddings but "
+            f"--index={FLAGS.index} holds {index['embeddings'].shape[1]}-d ones"
         )
-        return 2
     kept, q_emb, failed = embed_files(embedder, queries, progress=False)
-    for p, reason in failed:
-        print(f"skipped query {p}: {reason}", file=sys.stderr)
     if not kept:
-        print("sst_tf.search: error: no query image could be decoded", file=sys.stderr)
-        return 1
-    results = search_results(kept, q_emb, index["paths"], index["embeddings"], FLAGS.top_k)
+        raise cli.RunError(f"none of the {len(queries)} query images of --query={FLAGS.query} "
+                           "could be decoded")
+    results = search_results(kept, q_emb, index["paths"], index["embeddings"], FLAGS.top_k,
+                             FLAGS.exclude_self)
     if FLAGS.output:
-        with open(FLAGS.output, "w") as f:
-            json.dump(results, f, indent=2)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+            write_text_atomic(FLAGS.output, json.dumps(results, indent=2) + "\n")
+        except OSError as e:  # no permission, disk full, ...
+            raise cli.RunError(f"writing --output={FLAGS.output} failed: {e}") from e
     if FLAGS.json:
         print(json.dumps(results, indent=2))
     else:
-        for r in results:
-            print(f"query: {r['query']}")
-            for nb in r["neighbors"]:
-                print(f"  {nb['rank']:>3}  {nb['distance']:10.4f}  {nb['path']}")
+        print(f"{len(index['paths'])} images in --index={FLAGS.index}; distance: Euclidean, "
+              "between embeddings (0 = same embedding)"
+              + ("; queries' own files left out" if FLAGS.exclude_self else ""))
+        print(format_table(results))
     return 0
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

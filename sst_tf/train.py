@@ -16,7 +16,11 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags, logging
+import numpy as np
+from absl import flags, logging
+
+from sst_tf import cli
+from sst_tf.atomic_dir import check_output_dir, write_marker
 
 FLAGS = flags.FLAGS
 
@@ -176,9 +180,57 @@ def config_from_flags():
     )
 
 
-def _fail(message: str, code: int = 2) -> None:
-    print(f"sst_tf.train: error: {message}", file=sys.stderr)
-    sys.exit(code)
+def _fail(message: str, code: int = 2, prog: str = "sst_tf.train") -> None:
+    sys.exit(cli.fail(prog, message, code))
+
+
+def _legacy_run(folder: str) -> str | None:
+    """Recognises training runs written before folders carried a marker."""
+    names = set(os.listdir(folder))
+    return "model_dir" if "config.json" in names or "checkpoints" in names else None
+
+
+def check_model_dir(config) -> None:
+    """Refuses a --model_dir (or its export/, projector/) holding files sst_tf did not write.
+
+    A run of ours is resumed; its export and projector are rewritten at the end.
+
+    Raises:
+      cli.UsageError: naming the folder.
+    """
+    from sst_tf import export, projector
+
+    model_dir = config.model_dir
+    check_output_dir(model_dir, f"--model_dir={model_dir}", "model_dir", legacy=_legacy_run)
+    if config.export:
+        for sub, kind, legacy in (("export", "export", export.legacy_export),
+                                  ("projector", "projector", projector.legacy_projector)):
+            path = os.path.join(model_dir, sub)
+            check_output_dir(path, f"{path} (written at the end of training)", kind,
+                             legacy=legacy)
+
+
+def single_image_classes(labels) -> int:
+    """How many classes have exactly one image."""
+    _, counts = np.unique(np.asarray(labels), return_counts=True)
+    return int((counts == 1).sum())
+
+
+def dry_run_summary(ds) -> str:
+    """The lines --dry_run prints about a loaded data set."""
+    lines = [f"{ds.name}: train {len(ds.train)} images / {ds.train.num_classes} classes, "
+             f"test {len(ds.test)} images / {ds.test.num_classes} classes: data OK "
+             "(--dry_run: not training)."]
+    for split, what in ((ds.train, "train"), (ds.test, "test")):
+        single = single_image_classes(split.labels)
+        if single:
+            role = ("its image has no same-class partner, so it is never an anchor with a "
+                    "target neighbour (it still serves as an imposter)" if what == "train" else
+                    "its image is a query that cannot find a same-class neighbour (left out "
+                    "of MAP@R and R-Precision, a miss in Recall@K)")
+            lines.append(f"warning: {what} split: {single} of {split.num_classes} classes have "
+                         f"a single image: {role}.")
+    return "\n".join(lines)
 
 
 def main(argv):
@@ -190,6 +242,7 @@ def main(argv):
         config.validate()
     except ValueError as e:
         _fail(str(e))
+    cli.quiet_tensorflow()
     if FLAGS.dry_run:
         from sst_tf import data as data_lib
 
@@ -197,9 +250,7 @@ def main(argv):
             ds = data_lib.load_dataset(config.dataset, config.data_dir, **config.reader_options())
         except (ValueError, NotImplementedError) as e:
             _fail(str(e))
-        print(f"{ds.name}: train {len(ds.train)} images / {ds.train.num_classes} classes, "
-              f"test {len(ds.test)} images / {ds.test.num_classes} classes: data OK "
-              "(--dry_run: not training).")
+        print(dry_run_summary(ds))
         return
     from sst_tf import distribute, reliability
     from sst_tf.trainer import Trainer
@@ -207,9 +258,14 @@ def main(argv):
     try:
         # The strategy first: multi-worker set-up must precede other TF work.
         strategy = distribute.make_strategy(config.strategy)
+        if distribute.is_chief(strategy):  # the chief writes model_dir; workers do not
+            check_model_dir(config)
         trainer = Trainer(config, strategy=strategy)
-    except (ValueError, NotImplementedError) as e:
+    except (ValueError, NotImplementedError, cli.UsageError) as e:
         _fail(str(e))
+    if trainer.is_chief:
+        os.makedirs(config.model_dir, exist_ok=True)
+        write_marker(config.model_dir, "model_dir", "sst_tf.train")
     try:
         metrics = trainer.fit()
     except reliability.Interrupted as e:
@@ -234,4 +290,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, "sst_tf.train")

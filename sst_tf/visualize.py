@@ -9,19 +9,27 @@ writes into ``MODEL_DIR/figures/``:
 * ``tsne.png``: a Barnes-Hut t-SNE map of the test embeddings, drawn as
   thumbnails framed in their class colour (or as coloured points with
   ``--tsne_thumbnails=false``).
+
+The folder gets a ``.sst_tf`` marker; a folder holding other files is refused,
+so figures never replace a user's files. ``--num_queries`` is at most
+`MAX_QUERIES` (the figure grows by 76 px per query).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 
 import numpy as np
-from absl import logging
+from absl import flags, logging
 
+from sst_tf import cli
+from sst_tf.atomic_dir import check_output_dir, write_marker
 from sst_tf.projector import thumbnails
 from sst_tf.search import chunked_top_k
+
+PROG = "sst_tf.visualize"
+MAX_QUERIES = 100  # rows of the retrieval figure: 100 x 76 px = 7,600 px tall
 
 QUERY_COLOR = (30, 90, 220)
 SAME_COLOR = (0, 170, 0)
@@ -210,10 +218,17 @@ def write_figures(
     tsne_iter: int = 1000,
     seed: int = 0,
 ) -> dict[str, str]:
-    """Writes ``retrieval.png`` and ``tsne.png`` into ``out_dir``; returns their paths."""
+    """Writes ``retrieval.png`` and ``tsne.png`` into ``out_dir``; returns their paths.
+
+    Raises:
+      UsageError: ``out_dir`` is a file or a folder of files sst_tf did not write.
+    """
+    check_output_dir(out_dir, f"--out_dir={out_dir}", "figures", legacy=legacy_figures)
     embeddings = np.asarray(embeddings, np.float32)
     labels = np.asarray(labels)
     grid, _ = retrieval_grid(embeddings, labels, images, num_queries, k, seed=seed)
+    os.makedirs(out_dir, exist_ok=True)
+    write_marker(out_dir, "figures", PROG)
     paths = {"retrieval": save_png(grid, os.path.join(out_dir, "retrieval.png"))}
     n = len(embeddings)
     keep = np.arange(n)
@@ -232,6 +247,12 @@ def write_figures(
     os.replace(tmp, os.path.join(out_dir, "tsne.png"))
     paths["tsne"] = os.path.join(out_dir, "tsne.png")
     return paths
+
+
+def legacy_figures(folder: str) -> str | None:
+    """Recognises figure folders written before folders carried a marker."""
+    names = set(os.listdir(folder))
+    return "figures" if names and names <= {"retrieval.png", "tsne.png"} else None
 
 
 def embed_split(model, split, spec, batch_size: int = 256) -> np.ndarray:
@@ -263,12 +284,15 @@ def visualize_run(
     from sst_tf import data as data_lib
     from sst_tf import export
 
+    out_dir = out_dir or os.path.join(model_dir, "figures")
+    # Before the slow part:
+    check_output_dir(out_dir, f"--out_dir={out_dir}", "figures", legacy=legacy_figures)
     model, config, _ = export.restore_model(model_dir, checkpoint)
     split = data_lib.load_dataset(config.dataset, config.data_dir, **config.reader_options()).test
     emb = embed_split(model, split, export.spec_for_config(config), config.eval_batch_size)
     images = split.images if split.images is not None else list(split.paths)
     return write_figures(
-        out_dir or os.path.join(model_dir, "figures"),
+        out_dir,
         emb,
         split.labels,
         images,
@@ -279,19 +303,41 @@ def visualize_run(
     )
 
 
+FLAGS = flags.FLAGS
+
+
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
+    """Defines this entry point's flags (only when run as a program)."""
+    flags.DEFINE_string("model_dir", None, "Training run folder.", flag_values=fv)
+    flags.DEFINE_string("checkpoint", None, "Epoch number or checkpoint path (default: latest).",
+                        flag_values=fv)
+    flags.DEFINE_string("out_dir", None, "Where to write the PNGs (default: MODEL_DIR/figures).",
+                        flag_values=fv)
+    flags.DEFINE_integer("num_queries", 8, f"Rows of the retrieval figure (1..{MAX_QUERIES}).",
+                         flag_values=fv)
+    flags.DEFINE_integer("tsne_points", 2000, "Points in the t-SNE map (seeded sample beyond).",
+                         flag_values=fv)
+    flags.DEFINE_bool("tsne_thumbnails", True, "Draw thumbnails (else coloured points).",
+                      flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Seed of the query and t-SNE samples.", flag_values=fv)
+
+
+@cli.entry_point(PROG, tensorflow=True, quiet_info=True)
 def main(argv: Sequence[str]) -> int:
     """Entry point: ``python -m sst_tf.visualize --model_dir=RUN``."""
-    from absl import flags
-
-    del argv
-    f = flags.FLAGS
+    f = FLAGS
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected arguments {' '.join(argv[1:])!r} (flags need --)")
     if not f.model_dir:
-        print("sst_tf.visualize: error: --model_dir is required", file=sys.stderr)
-        return 2
-    for name in ("num_queries", "tsne_points"):
-        if getattr(f, name) < 1:
-            print(f"sst_tf.visualize: error: --{name} must be >= 1", file=sys.stderr)
-            return 2
+        raise cli.UsageError("--model_dir is required")
+    if not 1 <= f.num_queries <= MAX_QUERIES:
+        raise cli.UsageError(
+            f"--num_queries={f.num_queries} must be in 1..{MAX_QUERIES} (one figure row of "
+            f"76 px per query; {f.num_queries} would make it "
+            f"{8 + 76 * f.num_queries - 4:,} px tall)"
+        )
+    if f.tsne_points < 5:
+        raise cli.UsageError(f"--tsne_points={f.tsne_points} must be >= 5 (t-SNE needs 5 points)")
     try:
         paths = visualize_run(
             f.model_dir,
@@ -303,21 +349,14 @@ def main(argv: Sequence[str]) -> int:
             f.seed,
         )
     except (FileNotFoundError, ValueError, NotImplementedError) as e:
-        print(f"sst_tf.visualize: error: {e}", file=sys.stderr)
-        return 2
+        raise cli.UsageError(str(e)) from e
+    except OSError as e:  # no permission, disk full, ...
+        raise cli.RunError(f"writing the figures failed: {e}") from e
     for name, path in paths.items():
         print(f"wrote {name}: {path}")
     return 0
 
 
 if __name__ == "__main__":
-    from absl import app, flags
-
-    flags.DEFINE_string("model_dir", None, "Training run folder.")
-    flags.DEFINE_string("checkpoint", None, "Epoch number or checkpoint path (default: latest).")
-    flags.DEFINE_string("out_dir", None, "Where to write the PNGs (default: MODEL_DIR/figures).")
-    flags.DEFINE_integer("num_queries", 8, "Rows of the retrieval figure.")
-    flags.DEFINE_integer("tsne_points", 2000, "Points in the t-SNE map (seeded sample beyond).")
-    flags.DEFINE_bool("tsne_thumbnails", True, "Draw thumbnails (else coloured points).")
-    flags.DEFINE_integer("seed", 0, "Seed of the query and t-SNE samples.")
-    app.run(main)
+    define_flags()
+    cli.run(main)

@@ -65,10 +65,11 @@ def test_missing_and_broken_archives_are_named(tmp_path):
     (tmp_path / "dl" / "car_ims.tgz").write_bytes(b"")
     with pytest.raises(prepare_data.PrepareError, match="not a readable archive"):
         prepare_data.prepare("cars196", str(tmp_path / "dl"), str(tmp_path / "d"))
-    # Through the command line: one line naming the missing file, exit status 1.
+    # Through the command line: one line naming the missing file, exit status 2.
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO, "scripts", "prepare_data.py"), "--dataset=cub",
          f"--archives={tmp_path / 'dl'}", f"--data_dir={tmp_path / 'd'}"],
         capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
+    assert "prepare_data.py: error: missing" in proc.stderr
     assert f"missing {tmp_path / 'dl' / 'CUB_200_2011.tgz'}" in proc.stderr
