@@ -20,12 +20,15 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
 from sst_tf.datasets.splits import Split
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 _CACHE_ENV = "SST_TF_CACHE_DIR"
 
@@ -60,6 +63,8 @@ def decode_image_file(path: tf.Tensor) -> tf.Tensor:
     (first frame) and BMP are read. Training, evaluation and this module's
     check all decode through here.
     """
+    import tensorflow as tf  # here, not at the top: reading a data set's paths needs no TF
+
     data = tf.io.read_file(path)
     image = tf.io.decode_image(data, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
@@ -67,6 +72,7 @@ def decode_image_file(path: tf.Tensor) -> tf.Tensor:
 
 
 def _decode_error(path: str) -> str:
+    import tensorflow as tf
     try:
         decode_image_file(tf.constant(path))
     except (tf.errors.OpError, OSError) as e:
@@ -84,6 +90,8 @@ def find_undecodable(paths: Sequence[str], parallel: int | None = None) -> list[
     Returns:
       Sorted indices of the files that are empty, unreadable or not decodable.
     """
+    import tensorflow as tf
+
     if not paths:
         return []
     sizes = np.array([os.path.getsize(p) if os.path.isfile(p) else 0 for p in paths])
