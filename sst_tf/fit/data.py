@@ -109,6 +109,10 @@ class SamplerDataset:
         self.num_replicas = 1
         self.epoch: int | None = None  # the epoch of the current plan
         self.plan_stats: dict[str, float] = {}
+        # Input of the last refresh: embeddings [N, d] (None for samplers
+        # without embeddings) and its epoch.
+        self.refresh_embeddings: np.ndarray | None = None
+        self.refresh_epoch: int | None = None
         self._rows: _EpochRows | None = None
 
     @property
@@ -132,6 +136,7 @@ class SamplerDataset:
         """Refreshes the sampler with the model's embeddings (if it needs any)."""
         embeddings = self.embed(model) if self.sampler.needs_embeddings else None
         self.sampler.refresh(embeddings, epoch)
+        self.refresh_embeddings, self.refresh_epoch = embeddings, int(epoch)
 
     def plan_epoch(self, epoch: int) -> dict[str, float]:
         """Plans `epoch` from the sampler's current state; the next iteration reads it.
