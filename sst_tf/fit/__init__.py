@@ -16,6 +16,7 @@ from sst_tf.fit.losses import (
     TARGET_LOSSES,
     MetricLoss,
     ProxyAnchorModel,
+    add_weight_decay,
     loss_function,
     pack_targets,
     unpack_targets,
@@ -23,6 +24,6 @@ from sst_tf.fit.losses import (
 
 __all__ = [
     "LOSSES", "TARGET_LOSSES", "MetricLoss", "ProxyAnchorModel", "RetrievalEvaluation",
-    "SamplerDataset", "SamplerRefresh", "loss_function", "metric_names", "pack_targets",
-    "unpack_targets",
+    "SamplerDataset", "SamplerRefresh", "add_weight_decay", "loss_function", "metric_names",
+    "pack_targets", "unpack_targets",
 ]

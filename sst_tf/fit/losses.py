@@ -68,6 +68,26 @@ def per_replica(loss: tf.Tensor) -> tf.Tensor:
     return loss
 
 
+def add_weight_decay(model: keras.Model, weight_decay: float) -> None:
+    """Coupled L2 weight decay on every trainable variable, as the trainer applies it.
+
+    Sets each variable's regularizer to `weight_decay / 2 x sum(v ** 2)`, whose
+    gradient `weight_decay x v` is what the trainer adds to the gradients
+    (Keras optimizers' own `weight_decay` is the decoupled, AdamW form).
+    `fit` adds these terms to the loss (divided by the replicas, as Keras does).
+
+    Args:
+      model: the model; call before `compile`.
+      weight_decay: the L2 factor (0 removes nothing and sets nothing).
+    """
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
+    if weight_decay == 0:
+        return
+    for v in model.trainable_variables:
+        v.regularizer = keras.regularizers.L2(weight_decay / 2.0)
+
+
 def loss_function(name: str, margin: float | None = None) -> Callable[..., tf.Tensor]:
     """fn(embeddings, labels, targets, mask) -> scalar of a loss name (see `LOSSES`).
 
