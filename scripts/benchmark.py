@@ -752,8 +752,9 @@ def bench_index(args) -> str:
                     f"{t_exact / t:.1f}x | {recall:.4f} |")
     return "\n".join([
         f"### `EmbeddingIndex`: {n:,} x {dim} clustered vectors, {q:,} queries, k = {k}", "",
-        f"{classes:,} Gaussian clusters (unit-variance noise around N(0, 1) centres, so "
-        "clusters overlap), queries drawn from the same clusters. Recall@10 is the share of "
+        f"{classes:,} Gaussian clusters (N(0, 1) centres, unit-variance noise: a point lies "
+        "~0.7 x the centre spacing from its centre), queries drawn from the same clusters. "
+        "Recall@10 is the share of "
         "the exact 10 nearest neighbours the approximate search returns; query times are "
         "medians of 3 runs of all queries (after one untimed run), in the same process as "
         "exact search, on a machine shared with other jobs (the ratios are the figures to "
