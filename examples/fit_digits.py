@@ -65,7 +65,10 @@ def train(model_dir: str, epochs: int, eval_every: int, seed: int) -> dict:
     options = pipeline.ImageOptions(image_size=32, resize_size=36, random_flip=False)
     model = model_lib.build_model("small_cnn", weights=None, embedding_dim=64, image_size=32)
     fit.add_weight_decay(model, 1e-4)
-    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss=fit.MetricLoss("sst"))
+    # LossValue logs the SST loss without the L2 term ("sst_loss"): the plateau
+    # rule watches it, as the trainer's does.
+    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss=fit.MetricLoss("sst"),
+                  metrics=[fit.LossValue("sst")])
 
     sampler = sampling.make_sampler(
         "local", digits.train.labels, batch_size=100, num_targets=5, seed=seed,
@@ -77,14 +80,15 @@ def train(model_dir: str, epochs: int, eval_every: int, seed: int) -> dict:
         callbacks=[
             source.refresh_callback(every=1),
             fit.RetrievalEvaluation(digits.test, options, every=eval_every),
-            keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=5,
-                                              min_delta=0.0),
-            keras.callbacks.EarlyStopping(monitor="loss", patience=15, min_delta=0.0),
+            keras.callbacks.ReduceLROnPlateau(monitor="sst_loss", mode="min", factor=0.5,
+                                              patience=5, min_delta=0.0),
+            keras.callbacks.EarlyStopping(monitor="sst_loss", mode="min", patience=15,
+                                          min_delta=0.0),
             keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
         ])
     after = test_metrics(model, digits.test, options, seed)
     model.save(os.path.join(model_dir, "embedding_model.keras"))
-    losses = history.history["loss"]
+    losses = history.history["sst_loss"]
     return {
         "before": before,
         "after": after,

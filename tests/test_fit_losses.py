@@ -142,3 +142,23 @@ def test_unknown_and_proxy_anchor_names():
     assert (again.loss, again.margin) == ("triplet", 0.3)
     with pytest.raises(ValueError, match="sample weights"):
         loss(np.zeros([2, 3], np.int32), np.zeros([2, 4], np.float32), sample_weight=[1, 1])
+
+
+def test_loss_value_metric_and_weight_decay(batches):
+    keras.utils.set_random_seed(0)
+    model = model_lib.build_model("small_cnn", None, 8, image_size=16)
+    wd = 0.01
+    fit.add_weight_decay(model, wd)
+    # Learning rate 0: the weights stay, so the logged numbers are plain means.
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss=fit.MetricLoss("sst"),
+                  metrics=[fit.LossValue("sst")], run_eagerly=True)
+    hist = model.fit(_dataset(batches), epochs=1, verbose=0, shuffle=False)
+    fn = fit.loss_function("sst")
+    want = np.mean([float(fn(model(x, training=True), *fit.unpack_targets(y)))
+                    for x, y in batches])
+    l2 = 0.5 * wd * sum(float(np.sum(v.numpy().astype(np.float64) ** 2))
+                        for v in model.trainable_variables)
+    assert hist.history["sst_loss"][0] == pytest.approx(want, rel=1e-5)
+    assert hist.history["loss"][0] == pytest.approx(want + l2, rel=1e-5)
+    with pytest.raises(ValueError, match="weight_decay"):
+        fit.add_weight_decay(model, -1.0)

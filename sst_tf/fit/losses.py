@@ -173,6 +173,37 @@ class MetricLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="sst_tf")
+class LossValue(keras.metrics.Mean):
+    """The batch loss as a metric: its mean over the epoch's steps, without regularisation.
+
+    Keras' logged `loss` includes regularisation terms (`add_weight_decay`);
+    compile with `metrics=[LossValue("sst")]` to log the loss alone (key
+    `sst_loss`), e.g. for `ReduceLROnPlateau(monitor="sst_loss")` as the
+    trainer's plateau rule does. Under a strategy it averages over all
+    replicas' batches.
+    """
+
+    def __init__(self, loss: str = "sst", margin: float | None = None,
+                 name: str | None = None, **kwargs):
+        """Creates the metric (`loss`, `margin` as `MetricLoss`; name default `<loss>_loss`)."""
+        super().__init__(name=name or f"{loss}_loss", dtype="float32")
+        self.loss = loss
+        self.margin = margin
+        self._fn = loss_function(loss, margin)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        """Adds one batch's loss (sample weights are not supported)."""
+        if sample_weight is not None:
+            raise ValueError(f"{self.name}: sample weights are not supported.")
+        labels, targets, mask = unpack_targets(y_true)
+        return super().update_state(self._fn(tf.cast(y_pred, tf.float32), labels, targets,
+                                             mask))
+
+    def get_config(self) -> dict:  # noqa: D102
+        return {"loss": self.loss, "margin": self.margin, "name": self.name}
+
+
+@keras.saving.register_keras_serializable(package="sst_tf")
 class ProxyAnchorModel(keras.Model):
     """An embedding model plus Proxy-Anchor proxies, trained by `fit` on one loss.
 
