@@ -1,0 +1,31 @@
+"""Training with `keras.Model.fit`: sampling data source, losses, callbacks.
+
+* `data`: `SamplerDataset` (the samplers' epoch plans as a tf.data source)
+  and `SamplerRefresh` (refreshes the sampler with the model's embeddings).
+* `losses`: `MetricLoss` (every loss of the project as a Keras loss),
+  `LossValue` (the loss as a metric, without regularisation) and
+  `ProxyAnchorModel` (Proxy-Anchor, whose proxies the model must own).
+* `callbacks`: `RetrievalEvaluation` (Recall@K, MAP@R, ... into the logs).
+
+See docs/fit.md.
+"""
+
+from sst_tf.fit.callbacks import RetrievalEvaluation, metric_names
+from sst_tf.fit.data import SamplerDataset, SamplerRefresh
+from sst_tf.fit.losses import (
+    LOSSES,
+    TARGET_LOSSES,
+    LossValue,
+    MetricLoss,
+    ProxyAnchorModel,
+    add_weight_decay,
+    loss_function,
+    pack_targets,
+    unpack_targets,
+)
+
+__all__ = [
+    "LOSSES", "TARGET_LOSSES", "LossValue", "MetricLoss", "ProxyAnchorModel", "RetrievalEvaluation",
+    "SamplerDataset", "SamplerRefresh", "add_weight_decay", "loss_function", "metric_names",
+    "pack_targets", "unpack_targets",
+]

@@ -1,0 +1,295 @@
+"""Every loss of the project as a `keras.losses.Loss` for `model.fit`.
+
+`model.fit` hands a loss only `(y_true, y_pred)`. The sampling data source
+(`sst_tf.fit.data`) therefore packs everything a loss needs into one int32
+tensor per batch, `y = [labels | mask | targets]` of shape [B, 2 + k]:
+
+  y[:, 0]   class labels (-1 on padding rows)
+  y[:, 1]   1 on real rows, 0 on padding rows (the plan's mask)
+  y[:, 2:]  batch-local target neighbours, -1 where none (k columns)
+
+`pack_targets` / `unpack_targets` convert. `MetricLoss(name)` is the loss
+named as the trainer's `--loss` (`LOSSES`), computed by the pure functions of
+`sst_tf.losses` in float32 whatever the model's dtype policy.
+
+Under a `tf.distribute` strategy each replica computes the loss of its own
+batch. Keras sums the replicas' gradients, so, like Keras' own losses, the
+value is divided by the number of replicas in sync (Keras multiplies the
+logged loss back): the update then equals one device's update on the mean of
+the replicas' batch losses.
+
+Proxy-Anchor has trainable proxies, which a `Loss` cannot own (`fit` only
+trains the model's variables): `ProxyAnchorModel` wraps the embedding model,
+owns the proxies and computes the loss itself (compile it without `loss`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from sst_tf import losses
+
+# The trainer's loss names; the first two need target tables in the plans.
+LOSSES = (
+    "sst", "triplet", "contrastive", "triplet_semihard", "triplet_hard", "triplet_hard_soft",
+    "lifted_struct", "npairs", "pairwise_contrastive", "multi_similarity",
+)
+TARGET_LOSSES = ("sst", "triplet")
+
+
+def pack_targets(labels, targets, mask) -> tf.Tensor:
+    """Packs one batch's (labels [B], targets [B, k], mask [B]) into int32 [B, 2 + k]."""
+    labels = tf.cast(tf.reshape(labels, [-1, 1]), tf.int32)
+    mask = tf.cast(tf.reshape(mask, [-1, 1]), tf.int32)
+    return tf.concat([labels, mask, tf.cast(targets, tf.int32)], axis=1)
+
+
+def unpack_targets(y) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Inverse of `pack_targets`: (labels int32 [B], targets int32 [B, k], mask bool [B])."""
+    y = tf.convert_to_tensor(y)
+    if y.shape.rank is not None and (y.shape.rank != 2 or (
+            y.shape[1] is not None and y.shape[1] < 2)):
+        raise ValueError(
+            f"y must be int [B, 2 + k] (labels, mask, targets; see pack_targets), got shape "
+            f"{y.shape}")
+    y = tf.cast(y, tf.int32)
+    return y[:, 0], y[:, 2:], y[:, 1] > 0
+
+
+def per_replica(loss: tf.Tensor) -> tf.Tensor:
+    """Divides a batch loss by the replicas in sync (what Keras expects from a loss)."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if replicas > 1:
+        loss = loss * (1.0 / replicas)
+    return loss
+
+
+def add_weight_decay(model: keras.Model, weight_decay: float) -> None:
+    """Coupled L2 weight decay on every trainable variable, as the trainer applies it.
+
+    Sets each variable's regularizer to `weight_decay / 2 x sum(v ** 2)`, whose
+    gradient `weight_decay x v` is what the trainer adds to the gradients
+    (Keras optimizers' own `weight_decay` is the decoupled, AdamW form).
+    `fit` adds these terms to the loss (divided by the replicas, as Keras does).
+
+    Args:
+      model: the model; call before `compile`.
+      weight_decay: the L2 factor (0 removes nothing and sets nothing).
+    """
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
+    if weight_decay == 0:
+        return
+    for v in model.trainable_variables:
+        v.regularizer = keras.regularizers.L2(weight_decay / 2.0)
+
+
+def loss_function(name: str, margin: float | None = None) -> Callable[..., tf.Tensor]:
+    """fn(embeddings, labels, targets, mask) -> scalar of a loss name (see `LOSSES`).
+
+    Args:
+      name: the loss, as the trainer's `--loss`.
+      margin: the loss's margin; None means its own default (triplet 0.2,
+        contrastive 0.5, the tensorflow-addons losses 1.0).
+
+    Raises:
+      ValueError: unknown name, or `proxy_anchor` (use `ProxyAnchorModel`).
+    """
+    if name == "proxy_anchor":
+        raise ValueError(
+            "proxy_anchor has trainable proxies, which a keras Loss cannot own: wrap the model "
+            "in sst_tf.fit.ProxyAnchorModel and compile it without a loss.")
+    tfa = 1.0 if margin is None else margin
+    table = {
+        "sst": lambda e, y, t, m: losses.sst_loss(e, y, t, sample_mask=m),
+        "triplet": lambda e, y, t, m: losses.triplet_loss(
+            e, y, t, margin=0.2 if margin is None else margin, sample_mask=m),
+        "contrastive": lambda e, y, t, m: losses.contrastive_loss(
+            e, y, margin=0.5 if margin is None else margin, sample_mask=m),
+        "triplet_semihard": lambda e, y, t, m: losses.triplet_semihard_loss(
+            y, e, tfa, sample_mask=m),
+        "triplet_hard": lambda e, y, t, m: losses.triplet_hard_loss(y, e, tfa, sample_mask=m),
+        "triplet_hard_soft": lambda e, y, t, m: losses.triplet_hard_loss(
+            y, e, tfa, soft=True, sample_mask=m),
+        "lifted_struct": lambda e, y, t, m: losses.lifted_struct_loss(y, e, tfa, sample_mask=m),
+        "npairs": lambda e, y, t, m: losses.batch_npairs_loss(e, y, sample_mask=m),
+        "pairwise_contrastive": lambda e, y, t, m: losses.batch_pairwise_contrastive_loss(
+            e, y, tfa, sample_mask=m),
+        "multi_similarity": lambda e, y, t, m: losses.multi_similarity_loss(
+            e, y, sample_mask=m),
+    }
+    if name not in table:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)} (or proxy_anchor through "
+                         f"ProxyAnchorModel), got {name!r}.")
+    return table[name]
+
+
+@keras.saving.register_keras_serializable(package="sst_tf")
+class MetricLoss(keras.losses.Loss):
+    """A metric-learning loss of the project for `model.fit`.
+
+    `y_true` is the packed int32 [B, 2 + k] of `pack_targets` (what
+    `SamplerDataset` yields), `y_pred` the [B, d] embeddings (cast to float32).
+
+    Example:
+      model.compile(optimizer="adam", loss=MetricLoss("sst"))
+    """
+
+    def __init__(self, loss: str = "sst", margin: float | None = None,
+                 name: str | None = None, **kwargs):
+        """Creates the loss.
+
+        Args:
+          loss: a name of `LOSSES` (the trainer's `--loss` names).
+          margin: the margin (None: the loss's default).
+          name: Keras name (default: the loss name).
+          **kwargs: `reduction` / `dtype` of a serialised config (ignored:
+            the value is always a per-replica scalar in float32).
+        """
+        super().__init__(name=name or loss, reduction="none", dtype="float32")
+        self.loss = loss
+        self.margin = margin
+        self._fn = loss_function(loss, margin)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        """The batch loss divided by the replicas in sync (scalar float32)."""
+        if sample_weight is not None:
+            raise ValueError(f"{self.name}: sample weights are not supported; padding rows "
+                             "are masked through y (see pack_targets).")
+        with tf.name_scope(self.name):
+            return per_replica(self.call(y_true, y_pred))
+
+    def call(self, y_true, y_pred):
+        """The batch loss (not divided by the replicas)."""
+        labels, targets, mask = unpack_targets(y_true)
+        return self._fn(tf.cast(y_pred, tf.float32), labels, targets, mask)
+
+    def get_config(self) -> dict:  # noqa: D102
+        return {"loss": self.loss, "margin": self.margin, "name": self.name}
+
+
+@keras.saving.register_keras_serializable(package="sst_tf")
+class LossValue(keras.metrics.Mean):
+    """The batch loss as a metric: its mean over the epoch's steps, without regularisation.
+
+    Keras' logged `loss` includes regularisation terms (`add_weight_decay`);
+    compile with `metrics=[LossValue("sst")]` to log the loss alone (key
+    `sst_loss`), e.g. for `ReduceLROnPlateau(monitor="sst_loss")` as the
+    trainer's plateau rule does. Under a strategy it averages over all
+    replicas' batches.
+    """
+
+    def __init__(self, loss: str = "sst", margin: float | None = None,
+                 name: str | None = None, **kwargs):
+        """Creates the metric (`loss`, `margin` as `MetricLoss`; name default `<loss>_loss`)."""
+        super().__init__(name=name or f"{loss}_loss", dtype="float32")
+        self.loss = loss
+        self.margin = margin
+        self._fn = loss_function(loss, margin)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        """Adds one batch's loss (sample weights are not supported)."""
+        if sample_weight is not None:
+            raise ValueError(f"{self.name}: sample weights are not supported.")
+        labels, targets, mask = unpack_targets(y_true)
+        return super().update_state(self._fn(tf.cast(y_pred, tf.float32), labels, targets,
+                                             mask))
+
+    def get_config(self) -> dict:  # noqa: D102
+        return {"loss": self.loss, "margin": self.margin, "name": self.name}
+
+
+@keras.saving.register_keras_serializable(package="sst_tf")
+class ProxyAnchorModel(keras.Model):
+    """An embedding model plus Proxy-Anchor proxies, trained by `fit` on one loss.
+
+    `call` returns the wrapped model's embeddings; `compute_loss` is the
+    Proxy-Anchor loss of the batch (labels and mask from the packed `y`),
+    plus any regularisation losses, divided by the replicas in sync. Compile
+    it with an optimizer and no loss; save `model.embedding_model` for
+    inference.
+
+    The proxies are stored as `proxy_weights` and used as `lr_multiplier x
+    proxy_weights`: with Adam-family optimizers (whose step does not depend on
+    the gradient's scale) the proxies then move `lr_multiplier` times as fast
+    as the model's weights, the usual separate proxy learning rate, under one
+    optimizer. (With plain SGD the factor would be `lr_multiplier ** 2`.)
+    """
+
+    def __init__(self, embedding_model: keras.Model, class_ids, alpha: float = 32.0,
+                 delta: float = 0.1, lr_multiplier: float = 100.0, seed: int | None = None,
+                 **kwargs):
+        """Creates the wrapper (inside the strategy's scope under a strategy).
+
+        Args:
+          embedding_model: maps images to [B, d] embeddings.
+          class_ids: the training labels (or their unique values): one proxy
+            per class; a label without a proxy only acts as a negative.
+          alpha: Proxy-Anchor scale.
+          delta: Proxy-Anchor margin.
+          lr_multiplier: how much faster than the model the proxies learn.
+          seed: seed of the proxies' initialisation.
+          **kwargs: `keras.Model` arguments (name, ...).
+        """
+        super().__init__(**kwargs)
+        self.embedding_model = embedding_model
+        self.class_ids = sorted({int(c) for c in np.asarray(class_ids).reshape(-1)})
+        if not self.class_ids:
+            raise ValueError("class_ids is empty: Proxy-Anchor needs at least one class.")
+        if lr_multiplier <= 0:
+            raise ValueError(f"lr_multiplier must be > 0, got {lr_multiplier}.")
+        self.alpha, self.delta = float(alpha), float(delta)
+        self.lr_multiplier, self.seed = float(lr_multiplier), seed
+        dim = int(embedding_model.output_shape[-1])
+        num_classes = len(self.class_ids)
+        # Kaiming-normal (fan_out) proxies, as the authors' code; stored divided
+        # by the multiplier.
+        self.proxy_weights = self.add_weight(
+            name="proxy_weights", shape=(num_classes, dim), dtype="float32", trainable=True,
+            initializer=keras.initializers.RandomNormal(
+                stddev=(2.0 / num_classes) ** 0.5 / self.lr_multiplier, seed=seed))
+        self._ids = tf.constant(self.class_ids, tf.int64)
+
+    @property
+    def proxies(self) -> tf.Tensor:
+        """The proxies [C, d] (one row per class id, in sorted id order)."""
+        return self.proxy_weights * self.lr_multiplier
+
+    def call(self, inputs, training=False):  # noqa: D102
+        return self.embedding_model(inputs, training=training)
+
+    def class_index(self, labels) -> tf.Tensor:
+        """Proxy row of each label: int32 [B], -1 where the label has no proxy."""
+        labels = tf.cast(labels, tf.int64)
+        pos = tf.minimum(tf.searchsorted(self._ids, labels), len(self.class_ids) - 1)
+        found = tf.equal(tf.gather(self._ids, pos), labels)
+        return tf.where(found, tf.cast(pos, tf.int32), -1)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Proxy-Anchor loss of the batch (+ regularisation), per replica."""
+        del x, training
+        if sample_weight is not None:
+            raise ValueError("ProxyAnchorModel: sample weights are not supported.")
+        labels, _, mask = unpack_targets(y)
+        loss = losses.proxy_anchor_loss(
+            tf.cast(y_pred, tf.float32), self.class_index(labels), self.proxies,
+            self.alpha, self.delta, sample_mask=mask)
+        for extra in self.losses:
+            loss = loss + tf.cast(extra, tf.float32)
+        return per_replica(loss)
+
+    def get_config(self) -> dict:  # noqa: D102
+        return {"embedding_model": keras.saving.serialize_keras_object(self.embedding_model),
+                "class_ids": self.class_ids, "alpha": self.alpha, "delta": self.delta,
+                "lr_multiplier": self.lr_multiplier, "seed": self.seed, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> ProxyAnchorModel:  # noqa: D102
+        config = dict(config)
+        config["embedding_model"] = keras.saving.deserialize_keras_object(
+            config["embedding_model"])
+        return cls(**config)

@@ -1,0 +1,164 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sst_tf import fit, losses, pipeline, sampling
+from sst_tf import model as model_lib
+
+OPTS = pipeline.ImageOptions(16, 16, random_flip=False)
+
+
+@pytest.fixture(scope="module")
+def batches(tiny):
+    """Two fixed sampler batches (images, packed y) of 20 rows with targets."""
+    keras.utils.set_random_seed(0)
+    model = model_lib.build_model("small_cnn", None, 8, image_size=16)
+    sampler = sampling.make_sampler("local", tiny.train.labels, 20, num_targets=3, seed=0,
+                                    neighborhoods="classes", members_per_class=4)
+    source = fit.SamplerDataset(tiny.train, sampler, OPTS, steps_per_epoch=2)
+    return list(source.dataset(model).as_numpy_iterator())
+
+
+def _dataset(batches):
+    return tf.data.Dataset.from_tensor_slices(
+        tuple(np.stack(b) for b in zip(*batches, strict=True)))
+
+
+def _fit(model, loss, batches, run_eagerly=False):
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss, run_eagerly=run_eagerly)
+    start = [w.copy() for w in model.get_weights()]
+    ds = _dataset(batches)
+    hist = model.fit(ds, epochs=1, verbose=0, shuffle=False)
+    moved = max(float(np.abs(a - b).max()) for a, b in zip(model.get_weights(), start,
+                                                            strict=True))
+    return hist.history["loss"][0], moved
+
+
+def test_pack_unpack_round_trip():
+    labels = np.array([3, 1, -1])
+    targets = np.array([[1, -1], [0, -1], [-1, -1]])
+    mask = np.array([True, True, False])
+    y = fit.pack_targets(labels, targets, mask)
+    assert y.dtype == tf.int32 and y.shape == (3, 4)
+    got = fit.unpack_targets(y)
+    for a, b in zip(got, (labels, targets, mask), strict=True):
+        np.testing.assert_array_equal(a.numpy(), b)
+    with pytest.raises(ValueError, match="2 \\+ k"):
+        fit.unpack_targets(np.zeros([3], np.int32))
+
+
+@pytest.mark.parametrize("name", fit.LOSSES)
+def test_each_loss_trains_inside_fit(name, batches):
+    keras.utils.set_random_seed(0)
+    model = model_lib.build_model("small_cnn", None, 8, image_size=16)
+    images, y = batches[0]
+    # The Keras loss equals the pure function of sst_tf.losses on the unpacked batch.
+    emb = model(images, training=False)
+    labels, targets, mask = fit.unpack_targets(y)
+    want = fit.loss_function(name)(emb, labels, targets, mask)
+    np.testing.assert_allclose(float(fit.MetricLoss(name)(y, emb)), float(want), rtol=1e-6)
+    # Graph mode (as users run fit) for the losses over target tables; the others
+    # eagerly (a graph build per loss is slow; the functions are traced elsewhere).
+    loss, moved = _fit(model, fit.MetricLoss(name), batches,
+                       run_eagerly=name not in fit.TARGET_LOSSES)
+    assert np.isfinite(loss)
+    assert moved > 0
+
+
+def test_loss_matches_the_functions_and_masks_padding(batches):
+    images, y = batches[0]
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(20, 8)).astype(np.float32)
+    labels, targets, mask = fit.unpack_targets(y)
+    np.testing.assert_allclose(
+        float(fit.MetricLoss("sst")(y, emb)),
+        float(losses.sst_loss(emb, labels, targets, mask)), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(fit.MetricLoss("triplet", margin=0.7)(y, emb)),
+        float(losses.triplet_loss(emb, labels, targets, margin=0.7, sample_mask=mask)),
+        rtol=1e-6)
+    # A masked-out row changes nothing, whatever its embedding.
+    y2 = y.copy()
+    y2[5, 1] = 0
+    y2[:, 2:][y2[:, 2:] == 5] = -1
+    e2 = emb.copy()
+    e2[5] = 1e3
+    ref = losses.sst_loss(np.delete(emb, 5, 0), np.delete(y[:, 0], 5),
+                          _drop_row_targets(y[:, 2:], 5))
+    np.testing.assert_allclose(float(fit.MetricLoss("sst")(y2, e2)), float(ref), rtol=1e-5)
+
+
+def _drop_row_targets(targets, row):
+    t = np.delete(targets, row, 0)
+    t = np.where(t == row, -1, t)
+    return np.where(t > row, t - 1, t)
+
+
+def test_mixed_precision_fit(batches):
+    old = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = model_lib.build_model("small_cnn", None, 8, image_size=16)
+        assert model.layers[2].compute_dtype == "float16"
+        loss, moved = _fit(model, fit.MetricLoss("sst"), batches)
+    finally:
+        keras.config.set_dtype_policy(old)
+    assert np.isfinite(loss) and moved > 0
+    emb16 = tf.cast(tf.random.normal([20, 8]), tf.float16)
+    assert fit.MetricLoss("sst")(batches[0][1], emb16).dtype == tf.float32
+
+
+def test_proxy_anchor_wrapper_trains_model_and_proxies(batches, tiny):
+    keras.utils.set_random_seed(0)
+    inner = model_lib.build_model("small_cnn", None, 8, image_size=16)
+    model = fit.ProxyAnchorModel(inner, tiny.train.labels, seed=0, lr_multiplier=10.0)
+    images, y = batches[0]
+    emb = model(images)
+    labels, _, mask = fit.unpack_targets(y)
+    want = losses.proxy_anchor_loss(emb, labels, model.proxies, sample_mask=mask)  # ids 0..9
+    np.testing.assert_allclose(float(model.compute_loss(y=y, y_pred=emb)), float(want),
+                               rtol=1e-6)
+    proxies = model.proxies.numpy().copy()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)  # graph: mirrored test
+    start = [w.copy() for w in inner.get_weights()]
+    hist = model.fit(_dataset(batches), epochs=1, verbose=0, shuffle=False)
+    assert np.isfinite(hist.history["loss"][0])
+    assert any(not np.array_equal(a, b) for a, b in zip(inner.get_weights(), start, strict=True))
+    # Adam moves each proxy coordinate by about lr x multiplier per step (2 steps).
+    step = np.abs(model.proxies.numpy() - proxies).max()
+    assert 1e-2 < step <= 2 * 1e-3 * 10.0 * 1.01
+    np.testing.assert_array_equal(model.class_index([0, 9, 42]).numpy(), [0, 9, -1])
+
+
+def test_unknown_and_proxy_anchor_names():
+    with pytest.raises(ValueError, match="ProxyAnchorModel"):
+        fit.MetricLoss("proxy_anchor")
+    with pytest.raises(ValueError, match="loss must be one of"):
+        fit.MetricLoss("nope")
+    loss = fit.MetricLoss("triplet", margin=0.3)
+    again = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert (again.loss, again.margin) == ("triplet", 0.3)
+    with pytest.raises(ValueError, match="sample weights"):
+        loss(np.zeros([2, 3], np.int32), np.zeros([2, 4], np.float32), sample_weight=[1, 1])
+
+
+def test_loss_value_metric_and_weight_decay(batches):
+    keras.utils.set_random_seed(0)
+    model = model_lib.build_model("small_cnn", None, 8, image_size=16)
+    wd = 0.01
+    fit.add_weight_decay(model, wd)
+    # Learning rate 0: the weights stay, so the logged numbers are plain means.
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss=fit.MetricLoss("sst"),
+                  metrics=[fit.LossValue("sst")], run_eagerly=True)
+    hist = model.fit(_dataset(batches), epochs=1, verbose=0, shuffle=False)
+    fn = fit.loss_function("sst")
+    want = np.mean([float(fn(model(x, training=True), *fit.unpack_targets(y)))
+                    for x, y in batches])
+    l2 = 0.5 * wd * sum(float(np.sum(v.numpy().astype(np.float64) ** 2))
+                        for v in model.trainable_variables)
+    assert hist.history["sst_loss"][0] == pytest.approx(want, rel=1e-5)
+    assert hist.history["loss"][0] == pytest.approx(want + l2, rel=1e-5)
+    with pytest.raises(ValueError, match="weight_decay"):
+        fit.add_weight_decay(model, -1.0)
