@@ -45,6 +45,7 @@ import math
 
 import numpy as np
 import tensorflow as tf
+from sklearn.cluster import KMeans
 
 # Elements of the largest [rows, N] or [rows, k] float32 block (32 Mi floats = 128 MiB).
 _BLOCK_ELEMENTS = 1 << 25
@@ -285,8 +286,6 @@ def sklearn_kmeans(
     x: np.ndarray, n_clusters: int, seed: int = 0, max_iter: int = 100, tol: float = 1e-4
 ) -> KMeansResult:
     """scikit-learn `KMeans` (k-means++, one init, Lloyd) on float64 copies."""
-    from sklearn.cluster import KMeans
-
     x = _check(x, n_clusters)
     km = KMeans(n_clusters=n_clusters, n_init=1, max_iter=max_iter, tol=tol, random_state=seed)
     labels = km.fit_predict(x.astype(np.float64))
