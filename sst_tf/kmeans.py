@@ -236,7 +236,7 @@ def tf_kmeans(
     seed: int = 0,
     max_iter: int = 100,
     tol: float = 1e-4,
-    init: str = "k-means++",
+    init: str | np.ndarray = "k-means++",
     chunk_size: int | None = None,
     device: str | None = None,
     n_local_trials: int | None = None,
@@ -249,7 +249,8 @@ def tf_kmeans(
       seed: seed of the initialisation.
       max_iter: maximum Lloyd iterations.
       tol: stop when the squared centre shift < tol x mean per-feature variance.
-      init: "k-means++" (`kmeans_plusplus`) or "random".
+      init: "k-means++" (`kmeans_plusplus`), "random" (k distinct points) or a
+        [k, d] array of initial centres.
       chunk_size: rows per distance chunk (memory: chunk_size x k floats);
         default keeps one chunk near 128 MiB.
       device: TF device string (default: TensorFlow's placement, GPU if any).
@@ -259,9 +260,15 @@ def tf_kmeans(
       KMeansResult.
     """
     x = _check(x, n_clusters).astype(np.float32, copy=False)
-    if init not in ("k-means++", "random"):
-        raise ValueError(f"init must be 'k-means++' or 'random', got {init!r}.")
     k = int(n_clusters)
+    given = None
+    if isinstance(init, np.ndarray):
+        given = init.astype(np.float32)
+        if given.shape != (k, x.shape[1]) or not np.isfinite(given).all():
+            raise ValueError(f"init array must be finite with shape {(k, x.shape[1])}, got "
+                             f"{init.shape}.")
+    elif init not in ("k-means++", "random"):
+        raise ValueError(f"init must be 'k-means++', 'random' or an array, got {init!r}.")
     if chunk_size is None:
         chunk_size = max(1, _BLOCK_ELEMENTS // k)
     if chunk_size < 1 or max_iter < 1:
@@ -270,13 +277,16 @@ def tf_kmeans(
     scaled_tol = float(tol * np.mean(np.var(x, axis=0)))
     with tf.device(device) if device else contextlib.nullcontext():
         xt = tf.constant(x)
-        if init == "random":
+        if given is not None:
+            centers = tf.constant(given)
+        elif init == "random":
             seed_t = tf.constant([seed % (2**31 - 1), 7919], tf.int32)
-            idx = tf.random.experimental.stateless_shuffle(tf.range(x.shape[0]), seed_t)[:k]
+            perm = tf.random.experimental.stateless_shuffle(tf.range(x.shape[0]), seed_t)
+            centers = tf.gather(xt, perm[:k])
         else:
-            idx = _init_indices(xt, k, seed, trials)
+            centers = tf.gather(xt, _init_indices(xt, k, seed, trials))
         labels, centers, inertia, n_iter = _lloyd(
-            xt, tf.gather(xt, idx), tf.constant(max_iter), tf.constant(scaled_tol, tf.float32),
+            xt, centers, tf.constant(max_iter), tf.constant(scaled_tol, tf.float32),
             tf.constant(min(chunk_size, x.shape[0])))
     return KMeansResult(labels.numpy().astype(np.int64), centers.numpy(), float(inertia),
                         int(n_iter))
