@@ -239,15 +239,17 @@ def _labelled_embeddings(n: int, classes: int, dim: int = 512, noise: float = 2.
 def _nmi_run(method: str, emb: np.ndarray, labels: np.ndarray) -> dict:
     """One k-means + NMI exactly as `evaluation.nmi(emb, labels, kmeans=method)` runs it."""
     k = len(np.unique(labels))
-    t0 = time.perf_counter()
+    t0, c0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()[0]
     if method == "tf":
         r = kmeans_lib.tf_kmeans(emb, k, seed=0, max_iter=300)
         pred, inertia, n_iter = r.labels, r.inertia, r.n_iter
     else:
         km = KMeans(n_clusters=k, random_state=0, n_init=1, max_iter=300).fit(emb)
         pred, inertia, n_iter = km.labels_, km.inertia_, km.n_iter_
-    seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "inertia": float(inertia), "n_iter": int(n_iter),
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    load = (load0 + os.getloadavg()[0]) / 2
+    return {"seconds": seconds, "cpu": cpu, "load": load, "inertia": float(inertia),
+            "n_iter": int(n_iter),
             "nmi": float(normalized_mutual_info_score(labels, pred, average_method="arithmetic"))}
 
 
@@ -267,7 +269,7 @@ def bench_nmi(args) -> str:
     """NMI's k-means: TensorFlow vs scikit-learn, same clustered embeddings."""
     _warm_tf_kmeans()
     rows = ["| N x d | classes | k-means | seconds | TF / sklearn time | NMI | inertia | "
-            "iterations |", "|---|---|---|---|---|---|---|---|"]
+            "iterations | CPU s | load avg |", "|---|---|---|---|---|---|---|---|---|---|"]
     for size in args.nmi_sizes.split(","):
         n, classes = (int(v) for v in size.split("x"))
         emb, labels = _labelled_embeddings(n, classes)
@@ -276,7 +278,8 @@ def bench_nmi(args) -> str:
             ratio = "1 (baseline)" if m == "sklearn" else \
                 f"**{r['seconds'] / res['sklearn']['seconds']:.2f}**"
             rows.append(f"| {n:,} x 512 | {classes:,} | {m} | {r['seconds']:.1f} | {ratio} | "
-                        f"{r['nmi']:.4f} | {r['inertia']:.6g} | {r['n_iter']} |")
+                        f"{r['nmi']:.4f} | {r['inertia']:.6g} | {r['n_iter']} | "
+                        f"{r['cpu']:.0f} | {r['load']:.1f} |")
     return "\n".join([
         "### `nmi`: k-means into one cluster per class, TF (default) vs scikit-learn", "",
         "Same embeddings for both: Gaussian classes in 512-d (class centres N(0, I/d), "
@@ -284,8 +287,10 @@ def bench_nmi(args) -> str:
         "is near 0.9, not 1. Both: greedy k-means++ (2 + log k candidates per centre), one "
         "init, seed 0, at most 300 Lloyd iterations, tol 1e-4, float32 input; each call "
         "is what `evaluation.nmi(..., kmeans=...)` runs. TF functions traced beforehand "
-        "(not timed). One run each; the machine is shared with other jobs, so the ratio "
-        "(same run, same data) is the figure to read, not the absolute seconds.", "",
+        "(not timed). One run each. CPU s = process CPU time; load avg = 1-minute load "
+        "average during the call. On a machine oversubscribed by other jobs scikit-learn's "
+        "OpenMP threads slow down far more than TensorFlow's, so the time ratio is only "
+        "comparable between runs at similar load.", "",
         f"Command: {_command(args)}", "",
         *rows, ""])
 
@@ -308,10 +313,11 @@ def bench_nmi_sop(args) -> str:
         "tol 1e-4, as `evaluation.nmi` runs it. One measured run (wall time, including the "
         "k-means++ seeding), not an extrapolation.", "",
         f"Command: {_command(args)}", "",
-        "| seconds | minutes | NMI | inertia | Lloyd iterations | peak RSS added |",
-        "|---|---|---|---|---|---|",
+        "| seconds | minutes | NMI | inertia | Lloyd iterations | peak RSS added | CPU s | "
+        "load avg |", "|---|---|---|---|---|---|---|---|",
         f"| {r['seconds']:.0f} | {r['seconds'] / 60:.1f} | {r['nmi']:.4f} | "
-        f"{r['inertia']:.6g} | {r['n_iter']} | {peak - base:.0f} MiB |", "",
+        f"{r['inertia']:.6g} | {r['n_iter']} | {peak - base:.0f} MiB | {r['cpu']:.0f} | "
+        f"{r['load']:.1f} |", "",
         f"For scale: an n x k float32 distance matrix would be {n * classes * 4 / 2**30:.1f} "
         f"GiB; the chunks keep each block near 128 MiB. scikit-learn was not run at this "
         f"size (section `nmi` has the ratio at smaller sizes).", ""])
