@@ -33,6 +33,8 @@ from absl import logging
 from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score
 
+from sst_tf import kmeans as kmeans_lib
+
 # Elements of the [chunk, N] distance block per chunk (32 Mi floats = 128 MiB).
 _DEFAULT_BLOCK_ELEMENTS = 1 << 25
 
@@ -193,42 +195,61 @@ def r_precision(embeddings, labels, chunk_size: int | None = None) -> float:
     return retrieval_stats(embeddings, labels, (), chunk_size)["r_precision"]
 
 
-def nmi(embeddings, labels, seed: int = 0, n_init: int = 1) -> float:
+def nmi(embeddings, labels, seed: int = 0, n_init: int = 1, kmeans: str = "tf",
+        max_iter: int = 300) -> float:
     """NMI between k-means clusters of the embeddings and the labels.
 
-    scikit-learn `KMeans(n_clusters=#classes, random_state=seed, n_init=n_init)`
-    (k-means++ init, Lloyd, max 300 iterations) on float32 embeddings, scored by
-    `normalized_mutual_info_score(average_method="arithmetic")`.
+    k-means into as many clusters as there are classes, scored by
+    `normalized_mutual_info_score(average_method="arithmetic")`. Both methods
+    use greedy k-means++ seeding (`2 + log(k)` candidates per centre), Lloyd
+    iterations up to `max_iter`, scikit-learn's stopping tolerance (1e-4), and
+    keep the lowest-inertia of `n_init` runs:
+      * "tf" (default): `sst_tf.kmeans.tf_kmeans` in float32, seeds
+        `seed, seed + 1, ...`; on the GPU when TensorFlow sees one, bounded
+        memory (chunked distances).
+      * "sklearn": `sklearn.cluster.KMeans(random_state=seed, n_init=n_init)`
+        on the float32 embeddings.
 
-    Cost: it grows as N x #classes x d per Lloyd iteration (plus a k-means++
-    init of the same order). Measured on 2 shared CPU cores with random 512-d
-    embeddings (BENCHMARKS.md, section `nmi`): 5,924 points / 100 clusters
-    (CUB-sized) ~5 s; 6,050 points / 1,124 clusters ~46 s. The SOP test split
-    (60,502 x 512, 11,316 classes) is ~100x that: about 75 min, an
-    extrapolation, not a measurement. Use `evaluate(..., with_nmi=False)` when
-    that is too slow.
+    Cost: N x #classes x d per Lloyd iteration plus a seeding of about
+    `2 + log(k)` times that. BENCHMARKS.md, sections `nmi` and `nmi_sop`, has
+    measured times and NMI of both methods on the same clustered embeddings,
+    and one measured TF run at the size of the SOP test split (60,502 x 512,
+    11,316 clusters): 14 min on 2 CPU cores shared with other jobs, where
+    scikit-learn was estimated at over an hour. Use
+    `evaluate(..., with_nmi=False)` to skip it.
 
     Args:
       embeddings: [N, d] float array or tensor.
       labels: [N] labels.
-      seed: k-means random state.
+      seed: k-means seed.
       n_init: k-means restarts (1 by default to bound the cost).
+      kmeans: "tf" or "sklearn".
+      max_iter: maximum Lloyd iterations per run.
 
     Returns:
       NMI in [0, 1].
     """
+    if kmeans not in kmeans_lib.METHODS:
+        raise ValueError(f"kmeans must be one of {'|'.join(kmeans_lib.METHODS)}, got {kmeans!r}")
+    if n_init < 1 or max_iter < 1:
+        raise ValueError(f"n_init and max_iter must be >= 1, got {n_init}, {max_iter}")
     emb, cls = _validate(embeddings, labels, min_rows=1)
     n_classes = int(cls.max()) + 1
     if n_classes > emb.shape[0]:
         raise ValueError("more classes than embeddings")
-    km = KMeans(n_clusters=n_classes, random_state=seed, n_init=n_init)
-    pred = km.fit_predict(emb)
+    if kmeans == "sklearn":
+        km = KMeans(n_clusters=n_classes, random_state=seed, n_init=n_init, max_iter=max_iter)
+        pred = km.fit_predict(emb)
+    else:
+        runs = [kmeans_lib.tf_kmeans(emb, n_classes, seed=seed + i, max_iter=max_iter)
+                for i in range(n_init)]
+        pred = min(runs, key=lambda r: r.inertia).labels
     return float(normalized_mutual_info_score(cls, pred, average_method="arithmetic"))
 
 
 def evaluate(
     embeddings, labels, ks: Sequence[int] = (1, 2, 4, 8), seed: int = 0,
-    chunk_size: int | None = None, with_nmi: bool = True,
+    chunk_size: int | None = None, with_nmi: bool = True, kmeans: str = "tf",
 ) -> dict[str, float]:
     """All retrieval metrics in one dict.
 
@@ -238,19 +259,22 @@ def evaluate(
       ks: the K of Recall@K.
       seed: k-means seed for NMI.
       chunk_size: queries per chunk (default: automatic).
-      with_nmi: compute NMI (k-means; expensive on SOP).
+      with_nmi: compute NMI (k-means into one cluster per class; see `nmi`).
+      kmeans: k-means of the NMI, "tf" or "sklearn" (see `nmi`).
 
     Returns:
       {"recall@<k>" for each k, "map@r", "r_precision", "nmi" (if with_nmi),
        "num_queries": N, "num_queries_skipped": queries left out of MAP@R and
        R-Precision because no other item shares their label}.
     """
+    if with_nmi and kmeans not in kmeans_lib.METHODS:
+        raise ValueError(f"kmeans must be one of {'|'.join(kmeans_lib.METHODS)}, got {kmeans!r}")
     stats = retrieval_stats(embeddings, labels, ks, chunk_size, with_r=True)
     out: dict[str, float] = {f"recall@{k}": v for k, v in stats["recall"].items()}
     out["map@r"] = stats["map@r"]
     out["r_precision"] = stats["r_precision"]
     if with_nmi:
-        out["nmi"] = nmi(embeddings, labels, seed=seed)
+        out["nmi"] = nmi(embeddings, labels, seed=seed, kmeans=kmeans)
     out["num_queries"] = stats["num_queries"]
     out["num_queries_skipped"] = stats["num_queries_skipped"]
     return out

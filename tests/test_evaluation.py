@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from sklearn.metrics import normalized_mutual_info_score
 
-from sst_tf import evaluation
+from sst_tf import evaluation, kmeans
 
 
 def brute_ranking(x, labels):
@@ -126,8 +126,39 @@ def test_nmi_matches_sklearn_reference():
     from sklearn.cluster import KMeans
     pred = KMeans(n_clusters=5, random_state=0, n_init=1).fit_predict(x)
     want = normalized_mutual_info_score(labels, pred, average_method="arithmetic")
-    assert evaluation.nmi(x, labels, seed=0) == pytest.approx(want)
-    assert evaluation.nmi(x, labels, seed=0) == evaluation.nmi(x, labels, seed=0)
+    assert evaluation.nmi(x, labels, seed=0, kmeans="sklearn") == pytest.approx(want)
+    got = evaluation.evaluate(x, labels, (1,), seed=0, kmeans="sklearn")["nmi"]
+    assert got == evaluation.nmi(x, labels, seed=0, kmeans="sklearn")
+
+
+def _gaussian_classes(n=600, classes=100, d=32, noise=0.9, seed=0):
+    """Overlapping Gaussian classes (every class >= 2 points): NMI near 0.9, not 1."""
+    rng = np.random.default_rng(seed)
+    y = np.concatenate([np.repeat(np.arange(classes), 2),
+                        rng.integers(0, classes, n - 2 * classes)])
+    centres = rng.normal(size=(classes, d)) / np.sqrt(d)
+    x = centres[y] + noise * rng.normal(size=(n, d)) / np.sqrt(d)
+    return x.astype(np.float32), y
+
+
+def test_nmi_tf_kmeans_close_to_sklearn():
+    x, labels = _gaussian_classes()
+    tf_nmi = [evaluation.nmi(x, labels, seed=s) for s in range(2)]  # kmeans="tf" by default
+    sk_nmi = [evaluation.nmi(x, labels, seed=s, kmeans="sklearn") for s in range(2)]
+    assert 0.8 < np.mean(sk_nmi) < 0.97  # a clustering that is not trivially perfect
+    assert np.mean(tf_nmi) == pytest.approx(np.mean(sk_nmi), abs=0.02)
+    assert evaluation.nmi(x, labels, seed=0) == tf_nmi[0]  # deterministic for a seed
+
+
+def test_nmi_tf_is_the_tf_kmeans_clustering_scored():
+    x, labels = _gaussian_classes(n=300, classes=50)
+    runs = [kmeans.tf_kmeans(x, 50, seed=s, max_iter=300) for s in (4, 5)]
+    want = [normalized_mutual_info_score(labels, r.labels) for r in runs]
+    assert evaluation.nmi(x, labels, seed=4) == pytest.approx(want[0])
+    best = int(np.argmin([r.inertia for r in runs]))
+    assert evaluation.nmi(x, labels, seed=4, n_init=2) == pytest.approx(want[best])
+    out = evaluation.evaluate(x, labels, (1,), seed=4)
+    assert out["nmi"] == pytest.approx(want[0])
 
 
 def test_bad_input_raises_naming_argument():
@@ -148,5 +179,9 @@ def test_bad_input_raises_naming_argument():
         evaluation.evaluate(bad, labels, (1,))
     with pytest.raises(ValueError, match="NaN"):
         evaluation.nmi(bad, labels)
+    with pytest.raises(ValueError, match="kmeans"):
+        evaluation.nmi(x, labels, kmeans="faiss")
+    with pytest.raises(ValueError, match="kmeans"):
+        evaluation.evaluate(x, labels, (1,), kmeans="faiss")
     with pytest.raises(ValueError, match="chunk_size"):
         evaluation.recall_at_k(x, labels, (1,), chunk_size=0)
