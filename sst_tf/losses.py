@@ -537,6 +537,19 @@ def _serializable_metric(distance_metric):
     return distance_metric
 
 
+def per_replica(loss: tf.Tensor) -> tf.Tensor:
+    """Divides a batch loss by the replicas in sync, as Keras expects of a loss.
+
+    Keras sums the replicas' gradients and divides the losses it reduces itself
+    by the replicas; a loss that returns one number (`reduction="none"`) must
+    do that division itself, or `fit` under a strategy steps R times too far.
+    """
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if replicas > 1:
+        loss = loss * (1.0 / replicas)
+    return loss
+
+
 @keras.saving.register_keras_serializable(package="sst_tf")
 class TripletSemiHardLoss(keras.losses.Loss):
     """Keras loss for `triplet_semihard_loss`: `loss(y_true=labels, y_pred=embeddings)`."""
@@ -549,7 +562,7 @@ class TripletSemiHardLoss(keras.losses.Loss):
         self.distance_metric = distance_metric
 
     def call(self, y_true, y_pred):  # noqa: D102
-        return triplet_semihard_loss(y_true, y_pred, self.margin, self.distance_metric)
+        return per_replica(triplet_semihard_loss(y_true, y_pred, self.margin, self.distance_metric))
 
     def get_config(self):  # noqa: D102
         return {"name": self.name, "margin": self.margin,
@@ -569,7 +582,8 @@ class TripletHardLoss(keras.losses.Loss):
         self.distance_metric = distance_metric
 
     def call(self, y_true, y_pred):  # noqa: D102
-        return triplet_hard_loss(y_true, y_pred, self.margin, self.soft, self.distance_metric)
+        loss = triplet_hard_loss(y_true, y_pred, self.margin, self.soft, self.distance_metric)
+        return per_replica(loss)
 
     def get_config(self):  # noqa: D102
         return {"name": self.name, "margin": self.margin, "soft": self.soft,
@@ -586,7 +600,7 @@ class LiftedStructLoss(keras.losses.Loss):
         self.margin = margin
 
     def call(self, y_true, y_pred):  # noqa: D102
-        return lifted_struct_loss(y_true, y_pred, self.margin)
+        return per_replica(lifted_struct_loss(y_true, y_pred, self.margin))
 
     def get_config(self):  # noqa: D102
         return {"name": self.name, "margin": self.margin}
@@ -600,7 +614,7 @@ class NpairsLoss(keras.losses.Loss):
         super().__init__(name=name, reduction="none", dtype=kwargs.get("dtype"))
 
     def call(self, y_true, y_pred):  # noqa: D102
-        return npairs_loss(y_true, y_pred)
+        return per_replica(npairs_loss(y_true, y_pred))
 
     def get_config(self):  # noqa: D102
         return {"name": self.name}

@@ -85,6 +85,35 @@ out["moved"] = moved
 out["fit_loss"] = float(hist.history["loss"][0])
 out["mean_loss"] = float(mean)
 
+# 2b. The same for a tensorflow-addons-style Keras loss that returns one number
+# (labels only): it must divide by the replicas itself, like Keras' own losses.
+from sst_tf import losses as losses_lib  # noqa: E402
+
+labels_only = y[:, 0]
+with strategy.scope():
+    mirrored_b = build()
+single_b = build()
+single_b.set_weights(mirrored_b.get_weights())
+start_b = [w.copy() for w in mirrored_b.get_weights()]
+with strategy.scope():
+    mirrored_b.compile(optimizer=keras.optimizers.SGD(lr),
+                       loss=losses_lib.TripletSemiHardLoss(margin=1.0))
+mirrored_b.fit(tf.data.Dataset.from_tensors((images, labels_only)), epochs=1, verbose=0)
+with tf.GradientTape() as tape:
+    parts = [losses_lib.triplet_semihard_loss(labels_only[r * 20:(r + 1) * 20],
+                                              single_b(images[r * 20:(r + 1) * 20],
+                                                       training=True))
+             for r in range(2)]
+    mean_b = (parts[0] + parts[1]) / 2
+grads = tape.gradient(mean_b, single_b.trainable_variables)
+for v, g in zip(single_b.trainable_variables, grads, strict=True):
+    v.assign_sub(lr * g)
+out["tfa_mirrored_vs_single"] = max(float(np.abs(a - b).max()) for a, b in
+                                    zip(mirrored_b.get_weights(), single_b.get_weights(),
+                                        strict=True))
+out["tfa_moved"] = max(float(np.abs(a - b).max()) for a, b in
+                       zip(mirrored_b.get_weights(), start_b, strict=True))
+
 # 3. The proxy-anchor wrapper trains under the strategy.
 with strategy.scope():
     wrapped = fit.ProxyAnchorModel(build(), tiny.train.labels, seed=0)

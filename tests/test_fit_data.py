@@ -43,6 +43,7 @@ def test_mirrored_whole_batches_and_gradient_equal_one_device(tmp_path):
     # the mean of the two batch losses; without the division the gap would be ~moved.
     assert r["moved"] > 1e-6
     assert r["mirrored_vs_single"] < 1e-3 * r["moved"]
+    assert r["tfa_moved"] > 0 and r["tfa_mirrored_vs_single"] < 1e-3 * r["tfa_moved"]
     np.testing.assert_allclose(r["fit_loss"], r["mean_loss"], rtol=1e-5)
     assert np.isfinite(r["proxy_loss"]) and r["proxies_moved"] > 0
 

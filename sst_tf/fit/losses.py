@@ -60,14 +60,6 @@ def unpack_targets(y) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     return y[:, 0], y[:, 2:], y[:, 1] > 0
 
 
-def per_replica(loss: tf.Tensor) -> tf.Tensor:
-    """Divides a batch loss by the replicas in sync (what Keras expects from a loss)."""
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    if replicas > 1:
-        loss = loss * (1.0 / replicas)
-    return loss
-
-
 def add_weight_decay(model: keras.Model, weight_decay: float) -> None:
     """Coupled L2 weight decay on every trainable variable, as the trainer applies it.
 
@@ -161,7 +153,7 @@ class MetricLoss(keras.losses.Loss):
             raise ValueError(f"{self.name}: sample weights are not supported; padding rows "
                              "are masked through y (see pack_targets).")
         with tf.name_scope(self.name):
-            return per_replica(self.call(y_true, y_pred))
+            return losses.per_replica(self.call(y_true, y_pred))
 
     def call(self, y_true, y_pred):
         """The batch loss (not divided by the replicas)."""
@@ -280,7 +272,7 @@ class ProxyAnchorModel(keras.Model):
             self.alpha, self.delta, sample_mask=mask)
         for extra in self.losses:
             loss = loss + tf.cast(extra, tf.float32)
-        return per_replica(loss)
+        return losses.per_replica(loss)
 
     def get_config(self) -> dict:  # noqa: D102
         return {"embedding_model": keras.saving.serialize_keras_object(self.embedding_model),
