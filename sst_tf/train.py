@@ -40,7 +40,9 @@ flags.DEFINE_string("model_dir", None, "Output folder: checkpoints, events, metr
 flags.DEFINE_string("backbone", "inception_v3", "Backbone: inception_v3, mobilenet_v2, small_cnn.")
 flags.DEFINE_bool("pretrained", True, "Start from ImageNet weights (--nopretrained: random).")
 flags.DEFINE_integer("embedding_dim", 512, "Embedding size d.")
-flags.DEFINE_bool("normalize", False, "L2-normalise the embeddings.")
+flags.DEFINE_bool("normalize", None,
+                  "L2-normalise the embeddings (training and evaluation on unit vectors); "
+                  "unset: the loss's default (docs/baselines.md).")
 flags.DEFINE_integer("image_size", 224, "Side of the square model input (the crop).")
 flags.DEFINE_integer("resize_size", None,
                      "Side images are resized to before cropping (default: image_size*256/224).")
@@ -50,11 +52,14 @@ flags.DEFINE_string(
     "Loss: sst, triplet, contrastive (the paper's); triplet_semihard, triplet_hard, "
     "triplet_hard_soft, lifted_struct, npairs, pairwise_contrastive (tensorflow-addons'); "
     "multi_similarity, proxy_anchor.")
-flags.DEFINE_float("margin", None, "Margin of triplet (0.2) / contrastive (0.5) losses.")
-flags.DEFINE_string("sampler", "local",
+flags.DEFINE_float("margin", None,
+                   "Margin of the losses that have one; unset: the loss's default "
+                   "(triplet 0.2, contrastive 0.5, tensorflow-addons' losses 1.0).")
+flags.DEFINE_string("sampler", None,
                     "Batch sampler: local (neighbourhoods, see --neighborhoods), random, "
                     "class_balanced "
-                    "(P classes x K images, each image at most once per epoch).")
+                    "(P classes x K images, each image at most once per epoch); unset: the "
+                    "loss's default (local for sst/triplet/contrastive).")
 flags.DEFINE_integer("samples_per_class", 4,
                      "K images per class in class_balanced batches (batch_size = P * K).")
 flags.DEFINE_float("proxy_lr_multiplier", 100.0,
