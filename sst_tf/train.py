@@ -181,6 +181,17 @@ def config_from_flags():
     )
 
 
+def _settings_line(config) -> str:
+    """One line: the loss settings the run uses (given flags, else the loss's defaults)."""
+    from sst_tf import loss_registry
+
+    s = loss_registry.settings(config.resolved())
+    margin = "none" if s["margin"] is None else f"{s['margin']:g}"
+    params = "".join(f", {k} {v:g}" for k, v in s["params"].items())
+    return (f"--loss={s['loss']}: normalize {s['normalize']} ({s['geometry']} geometry), "
+            f"sampler {s['sampler']}, margin {margin}{params}")
+
+
 def _fail(message: str, code: int = 2) -> None:
     print(f"sst_tf.train: error: {message}", file=sys.stderr)
     sys.exit(code)
@@ -205,6 +216,7 @@ def main(argv):
         print(f"{ds.name}: train {len(ds.train)} images / {ds.train.num_classes} classes, "
               f"test {len(ds.test)} images / {ds.test.num_classes} classes: data OK "
               "(--dry_run: not training).")
+        print(_settings_line(config))
         return
     from sst_tf import distribute, reliability
     from sst_tf.trainer import Trainer
@@ -233,6 +245,7 @@ def main(argv):
     for key, after in metrics["after"].items():
         if isinstance(after, float):
             lines.append(f"{key:<12} {metrics['before'].get(key, float('nan')):8.4f} {after:8.4f}")
+    print(_settings_line(config))
     print("\n".join(lines))
     print(f"Wrote {path}")
     logging.info("Done.")
