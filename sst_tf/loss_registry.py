@@ -89,8 +89,9 @@ LOSS_SPECS: Mapping[str, LossSpec] = MappingProxyType({
                  "sampler": f"{LIFTED}: batches built from positive pairs",
                  "margin": f"{TFA} default"}),
     "npairs": LossSpec(
-        normalize=False, sampler="class_balanced",
-        sources={"normalize": f"{NPAIRS}: unnormalised embeddings (norm kept small by a "
+        normalize=False, sampler="class_balanced", params={"l2_penalty": 0.002},
+        sources={"l2_penalty": f"{NPAIRS}; 0.002 as in TensorFlow's original npairs_loss",
+                 "normalize": f"{NPAIRS}: unnormalised embeddings (norm kept small by a "
                               "penalty, not by normalisation)",
                  "sampler": f"{NPAIRS}: pairs from N different classes per batch"}),
     "pairwise_contrastive": LossSpec(

@@ -104,7 +104,8 @@ def make_loss(name: str, margin: float | None = None, proxy_anchor=None):
             y, e, tfa_margin, soft=True, sample_mask=k),
         "lifted_struct": lambda e, y, t, k: losses.lifted_struct_loss(
             y, e, tfa_margin, sample_mask=k),
-        "npairs": lambda e, y, t, k: losses.batch_npairs_loss(e, y, sample_mask=k),
+        "npairs": lambda e, y, t, k: losses.batch_npairs_loss(e, y, sample_mask=k)
+        + _embedding_l2(e, k, params.get("l2_penalty", 0.0)),
         "pairwise_contrastive": lambda e, y, t, k: losses.batch_pairwise_contrastive_loss(
             e, y, tfa_margin, sample_mask=k),
         "multi_similarity": lambda e, y, t, k: losses.multi_similarity_loss(
@@ -123,6 +124,19 @@ def make_loss(name: str, margin: float | None = None, proxy_anchor=None):
     if name == "contrastive":
         return lambda e, y, t, m: losses.contrastive_loss(e, y, margin=margin, sample_mask=m)
     raise ValueError(f"loss must be one of {LOSSES}, got {name!r}.")
+
+
+def _embedding_l2(embeddings, mask, weight: float) -> tf.Tensor:
+    """`weight` / 2 x mean squared norm of the valid rows: N-pairs' penalty on the embeddings.
+
+    Sohn's N-pairs loss keeps unnormalised embeddings small this way; with the
+    batch as both anchors and positives this is the original's
+    0.25 * weight * (mean |anchor|^2 + mean |positive|^2).
+    """
+    x = tf.cast(embeddings, tf.float32)
+    valid = tf.cast(mask, tf.float32)
+    sq = tf.reduce_sum(tf.square(x), axis=1) * valid
+    return 0.5 * weight * tf.reduce_sum(sq) / tf.maximum(tf.reduce_sum(valid), 1.0)
 
 
 def _jsonable(metrics: dict) -> dict:
