@@ -50,6 +50,7 @@ class TrainConfig:
     sampler: str | None = None  # None: the loss's default (loss_registry)
     samples_per_class: int = 4
     proxy_lr_multiplier: float = 100.0
+    loss_lr_multiplier: float | None = None  # None: the loss's default (loss_registry)
     batch_size: int = 200
     num_targets: int = 5
     refresh_every: int = 1
@@ -94,7 +95,8 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """This config with unset loss-dependent flags taken from the loss's defaults.
 
-        `normalize`, `sampler` and `margin` left as None take the values of
+        `normalize`, `sampler`, `margin` and `loss_lr_multiplier` left as None
+        take the values of
         `loss_registry.LOSS_SPECS[loss]`; given values are kept.
         """
         return loss_registry.resolve(self)
@@ -115,6 +117,8 @@ class TrainConfig:
                 and c.batch_size // max(c.samples_per_class, 1) >= 2),
              "--batch_size must be a multiple (>= 2x) of --samples_per_class for "
              "--sampler=class_balanced", c.batch_size),
+            (c.loss_lr_multiplier > 0, "--loss_lr_multiplier must be > 0",
+             c.loss_lr_multiplier),
             (c.proxy_lr_multiplier > 0, "--proxy_lr_multiplier must be > 0",
              c.proxy_lr_multiplier),
             (c.embedding_dim >= 1, "--embedding_dim must be >= 1", c.embedding_dim),

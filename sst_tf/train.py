@@ -64,6 +64,9 @@ flags.DEFINE_integer("samples_per_class", 4,
                      "K images per class in class_balanced batches (batch_size = P * K).")
 flags.DEFINE_float("proxy_lr_multiplier", 100.0,
                    "Proxy-Anchor: the proxies' learning rate is lr times this.")
+flags.DEFINE_float("loss_lr_multiplier", None,
+                   "Every learning rate of the run is --lr times this; unset: the loss's "
+                   "default (1, except 0.25 for the batch-hard triplet losses).")
 flags.DEFINE_integer("batch_size", 200, "Batch size B (>= 2).")
 flags.DEFINE_integer("num_targets", 5, "Target neighbours k per anchor (>= 1).")
 flags.DEFINE_enum("neighborhoods", "classes", ["classes", "mixed", "original", "balanced"],
@@ -148,6 +151,7 @@ def config_from_flags():
         sampler=FLAGS.sampler,
         samples_per_class=FLAGS.samples_per_class,
         proxy_lr_multiplier=FLAGS.proxy_lr_multiplier,
+        loss_lr_multiplier=FLAGS.loss_lr_multiplier,
         batch_size=FLAGS.batch_size,
         num_targets=FLAGS.num_targets,
         refresh_every=FLAGS.refresh_every,
@@ -189,7 +193,7 @@ def _settings_line(config) -> str:
     margin = "none" if s["margin"] is None else f"{s['margin']:g}"
     params = "".join(f", {k} {v:g}" for k, v in s["params"].items())
     return (f"--loss={s['loss']}: normalize {s['normalize']} ({s['geometry']} geometry), "
-            f"sampler {s['sampler']}, margin {margin}{params}")
+            f"sampler {s['sampler']}, margin {margin}, lr x {s['loss_lr_multiplier']:g}{params}")
 
 
 def _fail(message: str, code: int = 2) -> None:

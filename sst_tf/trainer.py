@@ -222,8 +222,9 @@ class Trainer:
                 image_size=config.image_size,
             )
             self.backbone_vars, self.head_vars = model_lib.variable_groups(self.model)
-            self.backbone_optimizer = self._make_optimizer(config.lr)
-            self.head_optimizer = self._make_optimizer(config.lr * config.head_lr_multiplier)
+            lr = config.lr * config.loss_lr_multiplier  # the loss's rate (loss_registry)
+            self.backbone_optimizer = self._make_optimizer(lr)
+            self.head_optimizer = self._make_optimizer(lr * config.head_lr_multiplier)
             self.backbone_optimizer.build(self.backbone_vars)
             self.head_optimizer.build(self.head_vars)
             # Losses with weights of their own (Proxy-Anchor's proxies): created
@@ -236,8 +237,7 @@ class Trainer:
                     lr_multiplier=config.proxy_lr_multiplier, seed=config.seed,
                     **loss_registry.spec("proxy_anchor").params)
                 self.loss_vars = list(self.loss_layer.trainable_variables)
-                self.loss_optimizer = self._make_optimizer(
-                    config.lr * config.proxy_lr_multiplier)
+                self.loss_optimizer = self._make_optimizer(lr * config.proxy_lr_multiplier)
                 self.loss_optimizer.build(self.loss_vars)
             # Loop state, checkpointed with the model. `epoch` counts finished
             # epochs; a checkpoint written on SIGTERM/SIGINT in the middle of
@@ -773,11 +773,13 @@ class Trainer:
             metrics.pop("after", None)
             logging.info("Resuming from %s (epoch %d, step %d).", latest,
                          int(self.epoch.numpy()) + 1, int(self.step_in_epoch.numpy()))
-            if {"lr", "head_lr_multiplier"} & set(self.changed_flags):
-                self.backbone_optimizer.learning_rate = cfg.lr
-                self.head_optimizer.learning_rate = cfg.lr * cfg.head_lr_multiplier
-            if self.loss_vars and {"lr", "proxy_lr_multiplier"} & set(self.changed_flags):
-                self.loss_optimizer.learning_rate = cfg.lr * cfg.proxy_lr_multiplier
+            lr = cfg.lr * cfg.loss_lr_multiplier
+            if {"lr", "head_lr_multiplier", "loss_lr_multiplier"} & set(self.changed_flags):
+                self.backbone_optimizer.learning_rate = lr
+                self.head_optimizer.learning_rate = lr * cfg.head_lr_multiplier
+            if self.loss_vars and ({"lr", "proxy_lr_multiplier", "loss_lr_multiplier"}
+                                   & set(self.changed_flags)):
+                self.loss_optimizer.learning_rate = lr * cfg.proxy_lr_multiplier
                 logging.warning("Learning rates set to the new flags: %s", self.learning_rates)
         metrics["settings"] = loss_registry.settings(cfg)  # the geometry of every evaluation
         if "before" not in metrics:

@@ -54,14 +54,16 @@ def test_loss_default_applies_when_the_flag_is_absent(loss):
     assert cfg.normalize is None and cfg.sampler is None and cfg.margin is None  # unset
     spec = loss_registry.spec(loss)
     r = cfg.resolved()
-    assert (r.normalize, r.sampler, r.margin) == (spec.normalize, spec.sampler, spec.margin)
+    assert (r.normalize, r.sampler, r.margin, r.loss_lr_multiplier) == (
+        spec.normalize, spec.sampler, spec.margin, spec.lr_multiplier)
     cfg.validate()  # digits.cfg fits every default sampler (10 classes x 10 images)
 
 
 def test_given_flags_override_the_loss_defaults():
     r = parse("--flagfile=configs/digits.cfg", "--loss=triplet_hard", "--nonormalize",
-              "--sampler=random", "--margin=0.3").resolved()
-    assert (r.normalize, r.sampler, r.margin) == (False, "random", 0.3)
+              "--sampler=random", "--margin=0.3", "--loss_lr_multiplier=1").resolved()
+    assert (r.normalize, r.sampler, r.margin, r.loss_lr_multiplier) == (False, "random", 0.3,
+                                                                        1.0)
     r = parse("--flagfile=configs/digits.cfg", "--loss=sst", "--normalize").resolved()
     assert r.normalize is True and r.sampler == "local"
     # A flag file's value wins over the loss default, a later flag over the file.
@@ -85,7 +87,8 @@ def test_cub_cfg_is_the_papers_recipe():
                   loss="sst", sampler="local", neighborhoods="original", batch_size=200,
                   num_targets=5, refresh_every=1, epochs=150, lr=1e-4, head_lr_multiplier=10.0,
                   weight_decay=1e-4, decoupled_weight_decay=False, lr_patience=5,
-                  lr_factor=0.5, early_stop_patience=15, recall_ks=(1, 2, 4, 8), seed=0)
+                  lr_factor=0.5, early_stop_patience=15, recall_ks=(1, 2, 4, 8), seed=0,
+                  loss_lr_multiplier=1.0)
     resolved = dataclasses.asdict(c.resolved())
     assert {k: resolved[k] for k in recipe} == recipe
     with open(os.path.join(ROOT, "configs", "cub.cfg")) as f:
@@ -101,7 +104,7 @@ def test_dry_run_prints_the_resolved_settings():
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert ("--loss=proxy_anchor: normalize True (cosine geometry), sampler class_balanced, "
-            "margin none, alpha 32, delta 0.1") in proc.stdout
+            "margin none, lr x 1, alpha 32, delta 0.1") in proc.stdout
 
 
 def test_trainer_uses_the_loss_geometry_and_records_it(tmp_path, tiny):
@@ -113,13 +116,16 @@ def test_trainer_uses_the_loss_geometry_and_records_it(tmp_path, tiny):
                       lr=1e-3, progress=False, export=False)
     trainer = Trainer(cfg, dataset=tiny)
     assert trainer.config.normalize is True and trainer.config.sampler == "class_balanced"
+    # Batch-hard trains at a quarter of --lr unless --loss_lr_multiplier is given.
+    assert float(trainer.backbone_optimizer.learning_rate) == pytest.approx(0.25e-3)
+    assert float(trainer.head_optimizer.learning_rate) == pytest.approx(2.5e-3)
     metrics = trainer.fit()
     # Evaluation ranks the model's own outputs: unit vectors here.
     norms = np.linalg.norm(trainer.last_embeddings, axis=1)
     np.testing.assert_allclose(norms, 1.0, atol=1e-5)
     assert metrics["settings"] == {"loss": "triplet_hard", "normalize": True,
                                    "geometry": "cosine", "sampler": "class_balanced",
-                                   "margin": 1.0, "params": {}}
+                                   "margin": 1.0, "loss_lr_multiplier": 0.25, "params": {}}
     with open(tmp_path / "config.json") as f:
         saved = json.load(f)
     assert (saved["normalize"], saved["sampler"], saved["margin"]) == (True, "class_balanced",
