@@ -65,7 +65,8 @@ _BATCH_HARD_LR = ("this project (measured on digits): at the full rate batch-har
 LOSS_SPECS: Mapping[str, LossSpec] = MappingProxyType({
     "sst": LossSpec(
         normalize=False, sampler="local",
-        sources={"normalize": f"{SST_PAPER}: unnormalised embeddings",
+        sources={"normalize": f"{SST_PAPER}: the authors' job script leaves its "
+                              "normalisation flag off",
                  "sampler": f"{SST_PAPER}: local sampling"}),
     "triplet": LossSpec(
         normalize=False, sampler="local", margin=0.2,
