@@ -71,7 +71,7 @@ def test_compare_script_runs_seeds_in_each_loss_geometry(tmp_path):
            f"--out_dir={tmp_path}", "--losses=sst,multi_similarity", "--seeds=0,1",
            "--epochs=1", "--image_size=16", "--resize_size=16", "--batch_size=40",
            "--samples_per_class=4"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "compare.json").read_text())
     assert [(r["loss"], r["seed"]) for r in results] == [
