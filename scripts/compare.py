@@ -9,9 +9,9 @@ epochs, learning rate, ...). Each loss runs with its documented defaults
 unless a flag given here sets them for all; `--samplers` optionally spans a
 grid of samplers. Every (loss, sampler) trains once per seed in this process
 for the same number of epochs (the learning-rate plateau schedule applies,
-early stopping does not, so every method gets the same budget) and is evaluated on the test split every
-`--compare_eval_every` epochs, in the geometry of its own model (unit vectors
-when it normalises).
+early stopping does not, so every method gets the same budget) and is
+evaluated on the test split every `--compare_eval_every` epochs, in the
+geometry of its own model (unit vectors when it normalises).
 
 A run whose final MAP@R is not above the untrained model's (same seed, same
 geometry) is marked failed, as is a run that raised: it is listed as failed in
