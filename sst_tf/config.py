@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from sst_tf import data as data_lib
+from sst_tf import loss_registry
 
 LOSSES = (
     "sst", "triplet", "contrastive",
@@ -40,15 +41,16 @@ class TrainConfig:
     backbone: str = "inception_v3"
     pretrained: bool = True
     embedding_dim: int = 512
-    normalize: bool = False
+    normalize: bool | None = None  # None: the loss's default (loss_registry)
     image_size: int = 224
     resize_size: int | None = 256
     random_flip: bool = True
     loss: str = "sst"
-    margin: float | None = None
-    sampler: str = "local"
+    margin: float | None = None  # None: the loss's default (loss_registry)
+    sampler: str | None = None  # None: the loss's default (loss_registry)
     samples_per_class: int = 4
     proxy_lr_multiplier: float = 100.0
+    loss_lr_multiplier: float | None = None  # None: the loss's default (loss_registry)
     batch_size: int = 200
     num_targets: int = 5
     refresh_every: int = 1
@@ -90,61 +92,76 @@ class TrainConfig:
                   "check_images": self.check_images, "strict_images": self.strict_images}
         return {k: v for k, v in values.items() if k in accepted}
 
+    def resolved(self) -> TrainConfig:
+        """This config with unset loss-dependent flags taken from the loss's defaults.
+
+        `normalize`, `sampler`, `margin` and `loss_lr_multiplier` left as None
+        take the values of
+        `loss_registry.LOSS_SPECS[loss]`; given values are kept.
+        """
+        return loss_registry.resolve(self)
+
     def validate(self) -> None:
-        """Checks values; raises ValueError naming the offending flag."""
+        """Checks values (unset loss defaults resolved); raises ValueError naming the flag."""
+        if self.loss not in LOSSES:
+            raise ValueError(f"--loss must be one of {'|'.join(LOSSES)}, got {self.loss!r}.")
+        c = self.resolved()  # check the values the run will use
         data_lib.check_dataset_args(self.dataset, self.data_dir, self.data_source)
         checks = [
-            (self.batch_size >= 2, "--batch_size must be >= 2", self.batch_size),
-            (self.num_targets >= 1, "--num_targets must be >= 1", self.num_targets),
-            (self.samples_per_class >= 2, "--samples_per_class must be >= 2",
-             self.samples_per_class),
-            (self.sampler != "class_balanced" or (
-                self.batch_size % max(self.samples_per_class, 1) == 0
-                and self.batch_size // max(self.samples_per_class, 1) >= 2),
+            (c.batch_size >= 2, "--batch_size must be >= 2", c.batch_size),
+            (c.num_targets >= 1, "--num_targets must be >= 1", c.num_targets),
+            (c.samples_per_class >= 2, "--samples_per_class must be >= 2",
+             c.samples_per_class),
+            (c.sampler != "class_balanced" or (
+                c.batch_size % max(c.samples_per_class, 1) == 0
+                and c.batch_size // max(c.samples_per_class, 1) >= 2),
              "--batch_size must be a multiple (>= 2x) of --samples_per_class for "
-             "--sampler=class_balanced", self.batch_size),
-            (self.proxy_lr_multiplier > 0, "--proxy_lr_multiplier must be > 0",
-             self.proxy_lr_multiplier),
-            (self.embedding_dim >= 1, "--embedding_dim must be >= 1", self.embedding_dim),
-            (self.epochs >= 0, "--epochs must be >= 0", self.epochs),
-            (self.neighborhoods in NEIGHBORHOODS,
-             f"--neighborhoods must be one of {'|'.join(NEIGHBORHOODS)}", self.neighborhoods),
-            (0.0 <= self.local_share <= 1.0, "--local_share must be in [0, 1]",
-             self.local_share),
-            (self.min_classes >= 0, "--min_classes must be >= 0", self.min_classes),
-            (self.members_per_class >= 2, "--members_per_class must be >= 2",
-             self.members_per_class),
-            (self.warmup_epochs >= 0, "--warmup_epochs must be >= 0", self.warmup_epochs),
-            (self.refresh_every >= 1, "--refresh_every must be >= 1", self.refresh_every),
-            (self.eval_every >= 0, "--eval_every must be >= 0", self.eval_every),
-            (self.lr > 0, "--lr must be > 0", self.lr),
-            (self.head_lr_multiplier > 0, "--head_lr_multiplier must be > 0",
-             self.head_lr_multiplier),
-            (self.weight_decay >= 0, "--weight_decay must be >= 0", self.weight_decay),
-            (self.image_size >= 1, "--image_size must be >= 1", self.image_size),
-            (self.resize_size is None or self.resize_size >= self.image_size,
-             "--resize_size must be >= --image_size", self.resize_size),
-            (self.loss in LOSSES, f"--loss must be one of {'|'.join(LOSSES)}", self.loss),
-            (self.sampler in SAMPLERS,
-             f"--sampler must be one of {'|'.join(SAMPLERS)}", self.sampler),
-            (self.backbone in BACKBONES,
-             f"--backbone must be one of {'|'.join(BACKBONES)}", self.backbone),
-            (len(self.recall_ks) > 0 and min(self.recall_ks) >= 1,
-             "--recall_ks must be positive integers", self.recall_ks),
-            (bool(self.model_dir), "--model_dir is required", self.model_dir),
-            (self.max_consecutive_nonfinite >= 1, "--max_consecutive_nonfinite must be >= 1",
-             self.max_consecutive_nonfinite),
-            (self.strategy in STRATEGIES,
-             f"--strategy must be one of {'|'.join(STRATEGIES)}", self.strategy),
-            (self.mixed_precision in PRECISIONS,
-             f"--mixed_precision must be one of {'|'.join(PRECISIONS)}", self.mixed_precision),
-            (self.refresh in REFRESH_MODES,
-             f"--refresh must be one of {'|'.join(REFRESH_MODES)}", self.refresh),
-            (not (self.jit_compile and self.deterministic),
+             "--sampler=class_balanced", c.batch_size),
+            (c.loss_lr_multiplier > 0, "--loss_lr_multiplier must be > 0",
+             c.loss_lr_multiplier),
+            (c.proxy_lr_multiplier > 0, "--proxy_lr_multiplier must be > 0",
+             c.proxy_lr_multiplier),
+            (c.embedding_dim >= 1, "--embedding_dim must be >= 1", c.embedding_dim),
+            (c.epochs >= 0, "--epochs must be >= 0", c.epochs),
+            (c.neighborhoods in NEIGHBORHOODS,
+             f"--neighborhoods must be one of {'|'.join(NEIGHBORHOODS)}", c.neighborhoods),
+            (0.0 <= c.local_share <= 1.0, "--local_share must be in [0, 1]",
+             c.local_share),
+            (c.min_classes >= 0, "--min_classes must be >= 0", c.min_classes),
+            (c.members_per_class >= 2, "--members_per_class must be >= 2",
+             c.members_per_class),
+            (c.warmup_epochs >= 0, "--warmup_epochs must be >= 0", c.warmup_epochs),
+            (c.refresh_every >= 1, "--refresh_every must be >= 1", c.refresh_every),
+            (c.eval_every >= 0, "--eval_every must be >= 0", c.eval_every),
+            (c.lr > 0, "--lr must be > 0", c.lr),
+            (c.head_lr_multiplier > 0, "--head_lr_multiplier must be > 0",
+             c.head_lr_multiplier),
+            (c.weight_decay >= 0, "--weight_decay must be >= 0", c.weight_decay),
+            (c.image_size >= 1, "--image_size must be >= 1", c.image_size),
+            (c.resize_size is None or c.resize_size >= c.image_size,
+             "--resize_size must be >= --image_size", c.resize_size),
+            (c.margin is None or loss_registry.spec(c.loss).margin is not None,
+             f"--margin does not apply to --loss={c.loss} (it has no margin)", c.margin),
+            (c.sampler in SAMPLERS,
+             f"--sampler must be one of {'|'.join(SAMPLERS)}", c.sampler),
+            (c.backbone in BACKBONES,
+             f"--backbone must be one of {'|'.join(BACKBONES)}", c.backbone),
+            (len(c.recall_ks) > 0 and min(c.recall_ks) >= 1,
+             "--recall_ks must be positive integers", c.recall_ks),
+            (bool(c.model_dir), "--model_dir is required", c.model_dir),
+            (c.max_consecutive_nonfinite >= 1, "--max_consecutive_nonfinite must be >= 1",
+             c.max_consecutive_nonfinite),
+            (c.strategy in STRATEGIES,
+             f"--strategy must be one of {'|'.join(STRATEGIES)}", c.strategy),
+            (c.mixed_precision in PRECISIONS,
+             f"--mixed_precision must be one of {'|'.join(PRECISIONS)}", c.mixed_precision),
+            (c.refresh in REFRESH_MODES,
+             f"--refresh must be one of {'|'.join(REFRESH_MODES)}", c.refresh),
+            (not (c.jit_compile and c.deterministic),
              "--jit_compile needs --nodeterministic (XLA has no deterministic kernels for "
-             "some gradients, e.g. MaxPool)", self.jit_compile),
-            (self.kmeans in KMEANS_METHODS,
-             f"--kmeans must be one of {'|'.join(KMEANS_METHODS)}", self.kmeans),
+             "some gradients, e.g. MaxPool)", c.jit_compile),
+            (c.kmeans in KMEANS_METHODS,
+             f"--kmeans must be one of {'|'.join(KMEANS_METHODS)}", c.kmeans),
         ]
         for ok, message, value in checks:
             if not ok:

@@ -44,7 +44,9 @@ flags.DEFINE_string("model_dir", None, "Output folder: checkpoints, events, metr
 flags.DEFINE_string("backbone", "inception_v3", "Backbone: inception_v3, mobilenet_v2, small_cnn.")
 flags.DEFINE_bool("pretrained", True, "Start from ImageNet weights (--nopretrained: random).")
 flags.DEFINE_integer("embedding_dim", 512, "Embedding size d.")
-flags.DEFINE_bool("normalize", False, "L2-normalise the embeddings.")
+flags.DEFINE_bool("normalize", None,
+                  "L2-normalise the embeddings (training and evaluation on unit vectors); "
+                  "unset: the loss's default (docs/baselines.md).")
 flags.DEFINE_integer("image_size", 224, "Side of the square model input (the crop).")
 flags.DEFINE_integer("resize_size", None,
                      "Side images are resized to before cropping (default: image_size*256/224).")
@@ -54,15 +56,21 @@ flags.DEFINE_string(
     "Loss: sst, triplet, contrastive (the paper's); triplet_semihard, triplet_hard, "
     "triplet_hard_soft, lifted_struct, npairs, pairwise_contrastive (tensorflow-addons'); "
     "multi_similarity, proxy_anchor.")
-flags.DEFINE_float("margin", None, "Margin of triplet (0.2) / contrastive (0.5) losses.")
-flags.DEFINE_string("sampler", "local",
+flags.DEFINE_float("margin", None,
+                   "Margin of the losses that have one; unset: the loss's default "
+                   "(triplet 0.2, contrastive 0.5, tensorflow-addons' losses 1.0).")
+flags.DEFINE_string("sampler", None,
                     "Batch sampler: local (neighbourhoods, see --neighborhoods), random, "
                     "class_balanced "
-                    "(P classes x K images, each image at most once per epoch).")
+                    "(P classes x K images, each image at most once per epoch); unset: the "
+                    "loss's default (local for sst/triplet/contrastive).")
 flags.DEFINE_integer("samples_per_class", 4,
                      "K images per class in class_balanced batches (batch_size = P * K).")
 flags.DEFINE_float("proxy_lr_multiplier", 100.0,
                    "Proxy-Anchor: the proxies' learning rate is lr times this.")
+flags.DEFINE_float("loss_lr_multiplier", None,
+                   "Every learning rate of the run is --lr times this; unset: the loss's "
+                   "default (1, except 0.25 for the batch-hard triplet losses).")
 flags.DEFINE_integer("batch_size", 200, "Batch size B (>= 2).")
 flags.DEFINE_integer("num_targets", 5, "Target neighbours k per anchor (>= 1).")
 flags.DEFINE_enum("neighborhoods", "classes", ["classes", "mixed", "original", "balanced"],
@@ -147,6 +155,7 @@ def config_from_flags():
         sampler=FLAGS.sampler,
         samples_per_class=FLAGS.samples_per_class,
         proxy_lr_multiplier=FLAGS.proxy_lr_multiplier,
+        loss_lr_multiplier=FLAGS.loss_lr_multiplier,
         batch_size=FLAGS.batch_size,
         num_targets=FLAGS.num_targets,
         refresh_every=FLAGS.refresh_every,
@@ -178,6 +187,17 @@ def config_from_flags():
         refresh=FLAGS.refresh,
         kmeans=FLAGS.kmeans,
     )
+
+
+def _settings_line(config) -> str:
+    """One line: the loss settings the run uses (given flags, else the loss's defaults)."""
+    from sst_tf import loss_registry
+
+    s = loss_registry.settings(config.resolved())
+    margin = "none" if s["margin"] is None else f"{s['margin']:g}"
+    params = "".join(f", {k} {v:g}" for k, v in s["params"].items())
+    return (f"--loss={s['loss']}: normalize {s['normalize']} ({s['geometry']} geometry), "
+            f"sampler {s['sampler']}, margin {margin}, lr x {s['loss_lr_multiplier']:g}{params}")
 
 
 def _fail(message: str, code: int = 2, prog: str = "sst_tf.train") -> None:
@@ -251,6 +271,7 @@ def main(argv):
         except (ValueError, NotImplementedError) as e:
             _fail(str(e))
         print(dry_run_summary(ds))
+        print(_settings_line(config))
         return
     from sst_tf import distribute, reliability
     from sst_tf.trainer import Trainer
@@ -284,6 +305,7 @@ def main(argv):
     for key, after in metrics["after"].items():
         if isinstance(after, float):
             lines.append(f"{key:<12} {metrics['before'].get(key, float('nan')):8.4f} {after:8.4f}")
+    print(_settings_line(config))
     print("\n".join(lines))
     print(f"Wrote {path}")
     logging.info("Done.")

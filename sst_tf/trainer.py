@@ -48,7 +48,7 @@ import tensorflow as tf
 from absl import logging
 
 from sst_tf import data as data_lib
-from sst_tf import distribute, evaluation, losses, pipeline, reliability, sampling
+from sst_tf import distribute, evaluation, loss_registry, losses, pipeline, reliability, sampling
 from sst_tf import model as model_lib
 from sst_tf.config import LOSSES, TARGET_LOSSES, TrainConfig
 from sst_tf.reliability import write_json_atomic
@@ -91,7 +91,10 @@ def make_loss(name: str, margin: float | None = None, proxy_anchor=None):
     `losses.ProxyAnchor` layer (with the train split's class ids) that
     `--loss=proxy_anchor` needs.
     """
-    tfa_margin = 1.0 if margin is None else margin  # tensorflow-addons' default
+    spec = loss_registry.spec(name)
+    margin = spec.margin if margin is None else margin
+    params = dict(spec.params)
+    tfa_margin = margin
     simple = {
         "triplet_semihard": lambda e, y, t, k: losses.triplet_semihard_loss(
             y, e, tfa_margin, sample_mask=k),
@@ -101,11 +104,12 @@ def make_loss(name: str, margin: float | None = None, proxy_anchor=None):
             y, e, tfa_margin, soft=True, sample_mask=k),
         "lifted_struct": lambda e, y, t, k: losses.lifted_struct_loss(
             y, e, tfa_margin, sample_mask=k),
-        "npairs": lambda e, y, t, k: losses.batch_npairs_loss(e, y, sample_mask=k),
+        "npairs": lambda e, y, t, k: losses.batch_npairs_loss(e, y, sample_mask=k)
+        + _embedding_l2(e, k, params.get("l2_penalty", 0.0)),
         "pairwise_contrastive": lambda e, y, t, k: losses.batch_pairwise_contrastive_loss(
             e, y, tfa_margin, sample_mask=k),
         "multi_similarity": lambda e, y, t, k: losses.multi_similarity_loss(
-            e, y, sample_mask=k),
+            e, y, sample_mask=k, **params),
     }
     if name in simple:
         return simple[name]
@@ -116,12 +120,23 @@ def make_loss(name: str, margin: float | None = None, proxy_anchor=None):
     if name == "sst":
         return lambda e, y, t, m: losses.sst_loss(e, y, t, sample_mask=m)
     if name == "triplet":
-        margin = 0.2 if margin is None else margin
         return lambda e, y, t, m: losses.triplet_loss(e, y, t, margin=margin, sample_mask=m)
     if name == "contrastive":
-        margin = 0.5 if margin is None else margin
         return lambda e, y, t, m: losses.contrastive_loss(e, y, margin=margin, sample_mask=m)
     raise ValueError(f"loss must be one of {LOSSES}, got {name!r}.")
+
+
+def _embedding_l2(embeddings, mask, weight: float) -> tf.Tensor:
+    """`weight` / 2 x mean squared norm of the valid rows: N-pairs' penalty on the embeddings.
+
+    Sohn's N-pairs loss keeps unnormalised embeddings small this way; with the
+    batch as both anchors and positives this is the original's
+    0.25 * weight * (mean |anchor|^2 + mean |positive|^2).
+    """
+    x = tf.cast(embeddings, tf.float32)
+    valid = tf.cast(mask, tf.float32)
+    sq = tf.reduce_sum(tf.square(x), axis=1) * valid
+    return 0.5 * weight * tf.reduce_sum(sq) / tf.maximum(tf.reduce_sum(valid), 1.0)
 
 
 def _jsonable(metrics: dict) -> dict:
@@ -153,7 +168,11 @@ class Trainer:
           strategy: distribution strategy (default: `tf.distribute.get_strategy()`).
         """
         config.validate()
+        # Unset --normalize / --sampler / --margin take the loss's defaults;
+        # config.json and metrics.json record the resolved values.
+        config = config.resolved()
         self.config = config
+        logging.info("Loss settings: %s", loss_registry.settings(config))
         seed_everything(config.seed, config.deterministic)
         self.strategy = strategy or distribute.make_strategy(config.strategy)
         self.is_chief = distribute.is_chief(self.strategy)
@@ -203,8 +222,9 @@ class Trainer:
                 image_size=config.image_size,
             )
             self.backbone_vars, self.head_vars = model_lib.variable_groups(self.model)
-            self.backbone_optimizer = self._make_optimizer(config.lr)
-            self.head_optimizer = self._make_optimizer(config.lr * config.head_lr_multiplier)
+            lr = config.lr * config.loss_lr_multiplier  # the loss's rate (loss_registry)
+            self.backbone_optimizer = self._make_optimizer(lr)
+            self.head_optimizer = self._make_optimizer(lr * config.head_lr_multiplier)
             self.backbone_optimizer.build(self.backbone_vars)
             self.head_optimizer.build(self.head_vars)
             # Losses with weights of their own (Proxy-Anchor's proxies): created
@@ -214,10 +234,10 @@ class Trainer:
             if config.loss == "proxy_anchor":
                 self.loss_layer = losses.ProxyAnchor(
                     class_ids=np.unique(train.labels), embedding_dim=config.embedding_dim,
-                    lr_multiplier=config.proxy_lr_multiplier, seed=config.seed)
+                    lr_multiplier=config.proxy_lr_multiplier, seed=config.seed,
+                    **loss_registry.spec("proxy_anchor").params)
                 self.loss_vars = list(self.loss_layer.trainable_variables)
-                self.loss_optimizer = self._make_optimizer(
-                    config.lr * config.proxy_lr_multiplier)
+                self.loss_optimizer = self._make_optimizer(lr * config.proxy_lr_multiplier)
                 self.loss_optimizer.build(self.loss_vars)
             # Loop state, checkpointed with the model. `epoch` counts finished
             # epochs; a checkpoint written on SIGTERM/SIGINT in the middle of
@@ -731,7 +751,9 @@ class Trainer:
         Returns:
           The metrics dict also written to `model_dir/metrics.json`: "before"
           and "after" (test split), "epochs" (every eval_every), "train"
-          (epochs run, final loss, stop reason, skipped non-finite steps).
+          (epochs run, final loss, stop reason, skipped non-finite steps),
+          "settings" (the loss's resolved normalisation/geometry, sampler,
+          margin and parameters).
         """
         with reliability.GracefulSignals() as self._signals:
             try:
@@ -751,12 +773,15 @@ class Trainer:
             metrics.pop("after", None)
             logging.info("Resuming from %s (epoch %d, step %d).", latest,
                          int(self.epoch.numpy()) + 1, int(self.step_in_epoch.numpy()))
-            if {"lr", "head_lr_multiplier"} & set(self.changed_flags):
-                self.backbone_optimizer.learning_rate = cfg.lr
-                self.head_optimizer.learning_rate = cfg.lr * cfg.head_lr_multiplier
-            if self.loss_vars and {"lr", "proxy_lr_multiplier"} & set(self.changed_flags):
-                self.loss_optimizer.learning_rate = cfg.lr * cfg.proxy_lr_multiplier
+            lr = cfg.lr * cfg.loss_lr_multiplier
+            if {"lr", "head_lr_multiplier", "loss_lr_multiplier"} & set(self.changed_flags):
+                self.backbone_optimizer.learning_rate = lr
+                self.head_optimizer.learning_rate = lr * cfg.head_lr_multiplier
+            if self.loss_vars and ({"lr", "proxy_lr_multiplier", "loss_lr_multiplier"}
+                                   & set(self.changed_flags)):
+                self.loss_optimizer.learning_rate = lr * cfg.proxy_lr_multiplier
                 logging.warning("Learning rates set to the new flags: %s", self.learning_rates)
+        metrics["settings"] = loss_registry.settings(cfg)  # the geometry of every evaluation
         if "before" not in metrics:
             logging.info("Evaluating the untrained model on the test split...")
             metrics["before"] = self.evaluate()

@@ -1,12 +1,10 @@
-"""Every loss trains under MirroredStrategy on two logical CPUs; compare.py runs."""
+"""Every loss trains under MirroredStrategy on two logical CPUs; Proxy-Anchor checkpoints."""
 
 import json
 import os
 import subprocess
 import sys
 import textwrap
-
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -82,60 +80,6 @@ def test_every_loss_trains_one_step_under_mirrored_strategy(tmp_path):
         assert all(r["changed"]), (loss, r)  # head (and proxies) updated
     assert results["proxy_anchor"]["proxies"] == [[10, 16]]
     assert results["sst"]["proxies"] == []
-
-
-@pytest.mark.slow
-def test_compare_script_writes_table_plot_and_curves(tmp_path):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    cmd = [sys.executable, "scripts/compare.py", "--flagfile=configs/digits.cfg",
-           f"--out_dir={tmp_path}", "--losses=multi_similarity,proxy_anchor",
-           "--samplers=class_balanced", "--samples_per_class=20", "--epochs=2",
-           "--compare_eval_every=2",
-           "--image_size=16", "--resize_size=16", "--target_recall=0.5"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    table = (tmp_path / "compare.md").read_text()
-    rows = [x for x in table.splitlines() if x.startswith("| multi") or x.startswith("| proxy")]
-    assert len(rows) == 2 and "failed" not in table
-    assert (tmp_path / "compare.png").stat().st_size > 1000
-    results = json.loads((tmp_path / "compare.json").read_text())
-    for r in results:
-        assert [p["epoch"] for p in r["curve"]] == [0, 2]
-        times = [p["train_seconds"] for p in r["curve"]]
-        assert times[0] == 0.0 < times[1] == r["train_seconds"]
-        assert (tmp_path / f"{r['loss']}-class_balanced" / "metrics.json").exists()
-    # --from_json merges earlier runs without training.
-    merged = tmp_path / "merged"
-    src = tmp_path / "compare.json"
-    cmd = [sys.executable, "scripts/compare.py", "--flagfile=configs/digits.cfg",
-           f"--out_dir={merged}", f"--from_json={src},{src}", "--samples_per_class=20"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [x for x in (merged / "compare.md").read_text().splitlines() if x.startswith("| ")]
-    losses = [r.split(" | ")[0] for r in rows[1:]]
-    assert losses == ["| multi_similarity"] * 2 + ["| proxy_anchor"] * 2
-
-
-def test_compare_helpers():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("compare", os.path.join(ROOT, "scripts",
-                                                                         "compare.py"))
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
-    curve = [{"train_seconds": 0.0, "recall@1": 0.3}, {"train_seconds": 2.0, "recall@1": 0.6},
-             {"train_seconds": 4.0, "recall@1": 0.9}]
-    assert compare.time_to_reach(curve, 0.5) == 2.0
-    assert compare.time_to_reach(curve, 0.95) is None
-    metrics = {"recall@1": 0.9, "recall@2": 0.95, "map@r": 0.5, "nmi": 0.7}
-    table = compare.markdown_table(
-        [{"loss": "sst", "sampler": "local", "after": metrics, "curve": curve,
-          "train_seconds": 4.0},
-         {"loss": "npairs", "sampler": "random", "error": "ValueError: x"}], (1, 2), 0.5)
-    lines = table.splitlines()
-    assert lines[0].startswith("| loss | sampler | R@1 | R@2 | MAP@R | NMI |")
-    assert lines[2] == "| sst | local | 0.9000 | 0.9500 | 0.5000 | 0.7000 | 4.0 | 2.0 |"
-    assert "failed: ValueError: x" in lines[3]
 
 
 def test_proxy_anchor_proxies_are_trained_checkpointed_and_restored(tmp_path):

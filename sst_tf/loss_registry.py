@@ -1,0 +1,185 @@
+"""Each loss's documented defaults: geometry, margin / scale parameters, sampler.
+
+One `LossSpec` per `--loss` value. A flag the user gives (command line or flag
+file) always wins; a flag left unset (`None` in `TrainConfig`) takes the
+loss's value from here (`resolve`). Every value names where it comes from
+(`LossSpec.sources`); docs/baselines.md shows the same table.
+
+Imports nothing from sst_tf, so `sst_tf.config` can use it without a cycle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from types import MappingProxyType
+
+# Short names of the sources quoted in `LossSpec.sources`.
+SST_PAPER = "SST paper (Nguyen & De Baets 2020)"
+TFA = "tensorflow-addons 0.23"
+FACENET = "FaceNet (Schroff et al. 2015)"
+HERMANS = "In Defense of the Triplet Loss (Hermans et al. 2017)"
+LIFTED = "Lifted Structured embedding (Oh Song et al. 2016)"
+NPAIRS = "N-pair loss (Sohn 2016)"
+HADSELL = "Dimensionality reduction by learning an invariant mapping (Hadsell et al. 2006)"
+MS = "Multi-Similarity loss (Wang et al. 2019)"
+PROXY = "Proxy-Anchor loss (Kim et al. 2020)"
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+    """A loss's documented defaults.
+
+    Attributes:
+      normalize: L2-normalise the model's embeddings (training and evaluation
+        then use unit vectors: Euclidean ranking = cosine ranking).
+      sampler: default `--sampler`.
+      margin: default `--margin`; None when the loss has no `--margin`.
+      lr_multiplier: default `--loss_lr_multiplier`: every learning rate of
+        the run is `--lr` times this (1 for most losses).
+      params: fixed keyword arguments of the loss function (scales, mining
+        margins), passed by the trainer.
+      sources: where each value comes from, keyed by field name (and by
+        parameter name for `params`).
+    """
+
+    normalize: bool
+    sampler: str
+    margin: float | None = None
+    lr_multiplier: float = 1.0
+    params: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+        object.__setattr__(self, "sources", MappingProxyType(dict(self.sources)))
+
+
+_TFA_TRIPLET_NORM = f"{TFA} docstring: embeddings should be L2-normalised"
+_PK = "P classes x K images per batch"
+# Batch-hard mining from a random init collapsed every embedding onto one point
+# at the rate the other losses train with (digits, docs/baselines.md).
+_BATCH_HARD_LR = ("this project (measured on digits): at the full rate batch-hard mining "
+                  "collapsed the embedding (with margin 1, 0.2 and the soft margin)")
+
+LOSS_SPECS: Mapping[str, LossSpec] = MappingProxyType({
+    "sst": LossSpec(
+        normalize=False, sampler="local",
+        sources={"normalize": f"{SST_PAPER}: the authors' job script leaves its "
+                              "normalisation flag off",
+                 "sampler": f"{SST_PAPER}: local sampling"}),
+    "triplet": LossSpec(
+        normalize=False, sampler="local", margin=0.2,
+        sources={"normalize": f"{SST_PAPER}: baselines in the same geometry as SST",
+                 "sampler": f"{SST_PAPER}: baselines with the same sampler as SST",
+                 "margin": f"{SST_PAPER}: triplet baseline"}),
+    "contrastive": LossSpec(
+        normalize=False, sampler="local", margin=0.5,
+        sources={"normalize": f"{SST_PAPER}: baselines in the same geometry as SST",
+                 "sampler": f"{SST_PAPER}: baselines with the same sampler as SST",
+                 "margin": f"{SST_PAPER}: contrastive baseline"}),
+    "triplet_semihard": LossSpec(
+        normalize=True, sampler="class_balanced", margin=1.0,
+        sources={"normalize": _TFA_TRIPLET_NORM,
+                 "sampler": f"{FACENET}: many images of each identity per batch",
+                 "margin": f"{TFA} default"}),
+    "triplet_hard": LossSpec(
+        normalize=True, sampler="class_balanced", margin=1.0, lr_multiplier=0.25,
+        sources={"normalize": _TFA_TRIPLET_NORM, "sampler": f"{HERMANS}: {_PK}",
+                 "margin": f"{TFA} default", "lr_multiplier": _BATCH_HARD_LR}),
+    "triplet_hard_soft": LossSpec(
+        normalize=True, sampler="class_balanced", margin=1.0, lr_multiplier=0.25,
+        sources={"normalize": _TFA_TRIPLET_NORM, "sampler": f"{HERMANS}: {_PK}",
+                 "margin": f"{TFA} default (unused by the soft form)",
+                 "lr_multiplier": _BATCH_HARD_LR}),
+    "lifted_struct": LossSpec(
+        normalize=False, sampler="class_balanced", margin=1.0,
+        sources={"normalize": f"{TFA} docstring: embeddings should NOT be L2-normalised",
+                 "sampler": f"{LIFTED}: batches built from positive pairs",
+                 "margin": f"{TFA} default"}),
+    "npairs": LossSpec(
+        normalize=True, sampler="class_balanced", params={"l2_penalty": 0.002},
+        sources={"l2_penalty": f"{NPAIRS}; 0.002 as in TensorFlow's original npairs_loss "
+                               "(constant, so without effect, on unit vectors)",
+                 # The paper keeps raw embeddings small by the penalty; on digits
+                 # they diverged anyway (docs/baselines.md).
+                 "normalize": "this project (measured on digits): raw embeddings, as in "
+                              f"{NPAIRS}, ended below the untrained model even with the "
+                              "penalty; unit vectors did not",
+                 "sampler": f"{NPAIRS}: pairs from N different classes per batch"}),
+    "pairwise_contrastive": LossSpec(
+        normalize=False, sampler="class_balanced", margin=1.0,
+        sources={"normalize": f"{HADSELL}: unnormalised embeddings",
+                 "sampler": "this project: class-balanced batches so that every batch "
+                            "holds positive pairs",
+                 "margin": f"{TFA} default"}),
+    "multi_similarity": LossSpec(
+        normalize=True, sampler="class_balanced",
+        params={"alpha": 2.0, "beta": 50.0, "base": 0.5, "epsilon": 0.1},
+        sources={"normalize": f"{MS}: cosine similarity of L2-normalised embeddings",
+                 "sampler": f"{MS}: {_PK}",
+                 "alpha": MS, "beta": MS, "base": f"{MS} (lambda)",
+                 "epsilon": MS}),
+    "proxy_anchor": LossSpec(
+        normalize=True, sampler="class_balanced",
+        params={"alpha": 32.0, "delta": 0.1},
+        sources={"normalize": f"{PROXY}: cosine similarity to proxies, L2-normalised "
+                              "embeddings",
+                 # The authors drew random batches; on digits those ended below the
+                 # untrained model (docs/baselines.md), class-balanced ones did not.
+                 "sampler": "this project (measured on digits): random batches, as the "
+                            "authors drew them, ended below the untrained model",
+                 "alpha": PROXY, "delta": f"{PROXY} (margin)",
+                 "proxy_lr_multiplier": f"{PROXY}: proxies learn 100x faster"}),
+})
+
+# Fields of a run's configuration that a loss can default -> LossSpec fields.
+DEFAULTED_FIELDS = {"normalize": "normalize", "sampler": "sampler", "margin": "margin",
+                    "loss_lr_multiplier": "lr_multiplier"}
+
+
+def spec(loss: str) -> LossSpec:
+    """The `LossSpec` of a loss name.
+
+    Raises:
+      ValueError: unknown loss name.
+    """
+    if loss not in LOSS_SPECS:
+        raise ValueError(f"--loss must be one of {'|'.join(LOSS_SPECS)}, got {loss!r}.")
+    return LOSS_SPECS[loss]
+
+
+def resolve(config):
+    """Fills the unset (None) loss-dependent fields of a config from its loss's spec.
+
+    Args:
+      config: a `TrainConfig` (any dataclass with `loss` and the
+        `DEFAULTED_FIELDS`).
+
+    Returns:
+      A copy with `normalize`, `sampler`, `margin` and `loss_lr_multiplier`
+      set: the given value
+      where there is one, else the loss's default. An unknown loss is
+      returned unchanged (validation reports it).
+    """
+    if config.loss not in LOSS_SPECS:
+        return config
+    s = LOSS_SPECS[config.loss]
+    values = {field: getattr(s, attr) for field, attr in DEFAULTED_FIELDS.items()
+              if getattr(config, field) is None}
+    return dataclasses.replace(config, **values) if values else config
+
+
+def settings(config) -> dict:
+    """The loss settings a resolved config trains with, for metrics.json and reports.
+
+    Returns:
+      {"loss", "normalize", "geometry" ("cosine" on unit vectors, or
+      "euclidean" on raw embeddings), "sampler", "margin",
+      "loss_lr_multiplier", "params"}.
+    """
+    s = spec(config.loss)
+    return {"loss": config.loss, "normalize": bool(config.normalize),
+            "geometry": "cosine" if config.normalize else "euclidean",
+            "sampler": config.sampler, "margin": config.margin,
+            "loss_lr_multiplier": config.loss_lr_multiplier, "params": dict(s.params)}

@@ -1,0 +1,140 @@
+"""Loss defaults: every loss has them with sources; flags override; cub.cfg is the paper's."""
+
+import dataclasses
+import inspect
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from absl import flags
+
+from sst_tf import loss_registry, losses
+from sst_tf import train as train_cli
+from sst_tf.config import LOSSES, SAMPLERS, TrainConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse(*argv):
+    """The `TrainConfig` the CLI builds from these arguments (flags reset afterwards)."""
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # flag files name paths relative to the repository
+    try:
+        flags.FLAGS(["sst_tf.train", "--model_dir=unused", *argv])
+        return train_cli.config_from_flags()
+    finally:
+        flags.FLAGS.unparse_flags()
+        os.chdir(cwd)
+
+
+def test_every_loss_has_documented_defaults_with_sources():
+    assert set(loss_registry.LOSS_SPECS) == set(LOSSES)
+    for name, spec in loss_registry.LOSS_SPECS.items():
+        assert isinstance(spec.normalize, bool) and spec.sampler in SAMPLERS, name
+        assert spec.sources.get("normalize") and spec.sources.get("sampler"), name
+        if spec.margin is not None:
+            assert spec.margin > 0 and spec.sources.get("margin"), name
+        for param in spec.params:
+            assert spec.sources.get(param), (name, param)
+    # The parameters are real keyword arguments of the loss functions they feed.
+    ms = inspect.signature(losses.multi_similarity_loss).parameters
+    assert set(loss_registry.spec("multi_similarity").params) <= set(ms)
+    pa = inspect.signature(losses.ProxyAnchor.__init__).parameters
+    assert set(loss_registry.spec("proxy_anchor").params) <= set(pa)
+    with pytest.raises(ValueError, match="--loss"):
+        loss_registry.spec("nope")
+
+
+@pytest.mark.parametrize("loss", ["triplet_hard", "multi_similarity", "lifted_struct", "sst"])
+def test_loss_default_applies_when_the_flag_is_absent(loss):
+    cfg = parse("--flagfile=configs/digits.cfg", f"--loss={loss}")
+    assert cfg.normalize is None and cfg.sampler is None and cfg.margin is None  # unset
+    spec = loss_registry.spec(loss)
+    r = cfg.resolved()
+    assert (r.normalize, r.sampler, r.margin, r.loss_lr_multiplier) == (
+        spec.normalize, spec.sampler, spec.margin, spec.lr_multiplier)
+    cfg.validate()  # digits.cfg fits every default sampler (10 classes x 10 images)
+
+
+def test_given_flags_override_the_loss_defaults():
+    r = parse("--flagfile=configs/digits.cfg", "--loss=triplet_hard", "--nonormalize",
+              "--sampler=random", "--margin=0.3", "--loss_lr_multiplier=1").resolved()
+    assert (r.normalize, r.sampler, r.margin, r.loss_lr_multiplier) == (False, "random", 0.3,
+                                                                        1.0)
+    r = parse("--flagfile=configs/digits.cfg", "--loss=sst", "--normalize").resolved()
+    assert r.normalize is True and r.sampler == "local"
+    # A flag file's value wins over the loss default, a later flag over the file.
+    assert parse("--flagfile=configs/cub.cfg", "--loss=multi_similarity").resolved().normalize \
+        is False
+    assert parse("--flagfile=configs/cub.cfg", "--loss=multi_similarity",
+                 "--normalize").resolved().normalize is True
+
+
+def test_margin_for_a_loss_without_one_is_refused():
+    with pytest.raises(ValueError, match="--margin does not apply to --loss=npairs"):
+        dataclasses.replace(TrainConfig(model_dir="m", loss="npairs", margin=0.5)).validate()
+
+
+def test_cub_cfg_is_the_papers_recipe():
+    c = parse("--flagfile=configs/cub.cfg")
+    # Set explicitly in the file (not left to the loss defaults) ...
+    assert (c.normalize, c.sampler, c.margin) == (False, "local", None)
+    recipe = dict(dataset="cub", backbone="inception_v3", pretrained=True, embedding_dim=512,
+                  normalize=False, image_size=224, resize_size=256, random_flip=True,
+                  loss="sst", sampler="local", neighborhoods="original", batch_size=200,
+                  num_targets=5, refresh_every=1, epochs=150, lr=1e-4, head_lr_multiplier=10.0,
+                  weight_decay=1e-4, decoupled_weight_decay=False, lr_patience=5,
+                  lr_factor=0.5, early_stop_patience=15, recall_ks=(1, 2, 4, 8), seed=0,
+                  loss_lr_multiplier=1.0)
+    resolved = dataclasses.asdict(c.resolved())
+    assert {k: resolved[k] for k in recipe} == recipe
+    with open(os.path.join(ROOT, "configs", "cub.cfg")) as f:
+        lines = f.read().splitlines()
+    assert "--nonormalize" in lines and "--sampler=local" in lines
+
+
+def test_dry_run_prints_the_resolved_settings():
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(
+        [sys.executable, "-m", "sst_tf.train", "--flagfile=configs/digits.cfg", "--dry_run",
+         "--model_dir=unused", "--loss=proxy_anchor"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert ("--loss=proxy_anchor: normalize True (cosine geometry), sampler class_balanced, "
+            "margin none, lr x 1, alpha 32, delta 0.1") in proc.stdout
+
+
+def test_trainer_uses_the_loss_geometry_and_records_it(tmp_path, tiny):
+    from sst_tf.trainer import Trainer
+
+    cfg = TrainConfig(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
+                      embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
+                      loss="triplet_hard", samples_per_class=10, batch_size=50, epochs=1,
+                      lr=1e-3, progress=False, export=False)
+    trainer = Trainer(cfg, dataset=tiny)
+    assert trainer.config.normalize is True and trainer.config.sampler == "class_balanced"
+    # Batch-hard trains at a quarter of --lr unless --loss_lr_multiplier is given.
+    assert float(trainer.backbone_optimizer.learning_rate) == pytest.approx(0.25e-3)
+    assert float(trainer.head_optimizer.learning_rate) == pytest.approx(2.5e-3)
+    metrics = trainer.fit()
+    # Evaluation ranks the model's own outputs: unit vectors here.
+    norms = np.linalg.norm(trainer.last_embeddings, axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+    assert metrics["settings"] == {"loss": "triplet_hard", "normalize": True,
+                                   "geometry": "cosine", "sampler": "class_balanced",
+                                   "margin": 1.0, "loss_lr_multiplier": 0.25, "params": {}}
+    with open(tmp_path / "config.json") as f:
+        saved = json.load(f)
+    assert (saved["normalize"], saved["sampler"], saved["margin"]) == (True, "class_balanced",
+                                                                       1.0)
+    with open(tmp_path / "metrics.json") as f:
+        assert json.load(f)["settings"]["geometry"] == "cosine"
+    # Resuming with the flags unset resolves to the same values: accepted.
+    again = Trainer(cfg, dataset=tiny)
+    assert again.changed_flags == []
+    # Asking for the other geometry on resume is refused (normalisation is a model flag).
+    with pytest.raises(ValueError, match="normalize"):
+        Trainer(dataclasses.replace(cfg, normalize=False), dataset=tiny)
