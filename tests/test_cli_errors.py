@@ -8,7 +8,6 @@ pipe, start-up logs, a fast --help) run in subprocesses.
 """
 
 import dataclasses
-import importlib.util
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _scripts import load_script
 from absl import flags
 from PIL import Image
 
@@ -32,16 +32,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER_TEXT = "a file the user wrote\n"
 
 
-def _script(name):
-    """Imports scripts/<name>.py once (same module name: absl accepts the re-import)."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "scripts", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_PREPARE = _script("prepare_data")
-_COMPARE = _script("compare")
+_PREPARE = load_script("prepare_data")
+_COMPARE = load_script("compare")
 
 
 def _user_file(path):
@@ -158,7 +150,7 @@ def run_global(prog, main, argv, capsys):
 def run_benchmark(argv, capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["benchmark.py", *argv])
     try:
-        _script("benchmark").main()
+        load_script("benchmark").main()
         code = 0
     except SystemExit as e:
         code = e.code

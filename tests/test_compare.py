@@ -1,6 +1,5 @@
 """scripts/compare.py: seeds, mean ± std, runs not above the untrained model marked failed."""
 
-import importlib.util
 import json
 import os
 import statistics
@@ -8,16 +7,13 @@ import subprocess
 import sys
 
 import pytest
+from _scripts import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load_compare():
-    spec = importlib.util.spec_from_file_location("compare",
-                                                  os.path.join(ROOT, "scripts", "compare.py"))
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
-    return compare
+    return load_script("compare")
 
 
 def _run(loss, seed, before, after, sampler="class_balanced", geometry="cosine"):
