@@ -5,7 +5,8 @@ r"""Train and evaluate an embedding model.
 Flags are read only here; they become a `TrainConfig` for `sst_tf.trainer`.
 Writes checkpoints, TensorBoard events (train/, eval/), config.json and
 metrics.json under --model_dir. Rerunning the same command resumes the run
-(README "Reliability"). Exit codes: 0 done; 2 bad flags or data, or a resume
+(README "Reliability"). Exit codes: 0 done; 1 trained and evaluated but the
+export failed (retry with `python -m sst_tf.export`); 2 bad flags or data, or a resume
 with incompatible flags; 3 too many non-finite steps in a row; 4 disk full;
 5 an image could not be read during the run; 130/143 stopped by SIGINT/SIGTERM
 after writing a checkpoint.
@@ -202,7 +203,7 @@ def main(argv):
               "(--dry_run: not training).")
         return
     from sst_tf import distribute, reliability
-    from sst_tf.trainer import Trainer
+    from sst_tf.trainer import ExportError, Trainer
 
     try:
         # The strategy first: multi-worker set-up must precede other TF work.
@@ -210,8 +211,11 @@ def main(argv):
         trainer = Trainer(config, strategy=strategy)
     except (ValueError, NotImplementedError) as e:
         _fail(str(e))
+    export_error = None
     try:
         metrics = trainer.fit()
+    except ExportError as e:  # trained and evaluated: metrics.json is written
+        metrics, export_error = e.metrics, e
     except reliability.Interrupted as e:
         _fail(str(e), e.exit_code)
     except reliability.NonFiniteError as e:
@@ -230,6 +234,8 @@ def main(argv):
             lines.append(f"{key:<12} {metrics['before'].get(key, float('nan')):8.4f} {after:8.4f}")
     print("\n".join(lines))
     print(f"Wrote {path}")
+    if export_error is not None:
+        _fail(str(export_error), 1)
     logging.info("Done.")
 
 

@@ -48,12 +48,22 @@ import tensorflow as tf
 from absl import logging
 
 from sst_tf import data as data_lib
-from sst_tf import distribute, evaluation, losses, pipeline, reliability, sampling
+from sst_tf import (
+    distribute,
+    evaluation,
+    export,
+    losses,
+    pipeline,
+    projector,
+    reliability,
+    sampling,
+)
 from sst_tf import model as model_lib
 from sst_tf.config import LOSSES, TARGET_LOSSES, TrainConfig
 from sst_tf.reliability import write_json_atomic
 
-__all__ = ["LOSSES", "TARGET_LOSSES", "TrainConfig", "Trainer", "write_json_atomic"]
+__all__ = ["LOSSES", "TARGET_LOSSES", "ExportError", "TrainConfig", "Trainer",
+           "write_json_atomic"]
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -732,6 +742,10 @@ class Trainer:
           The metrics dict also written to `model_dir/metrics.json`: "before"
           and "after" (test split), "epochs" (every eval_every), "train"
           (epochs run, final loss, stop reason, skipped non-finite steps).
+
+        Raises:
+          ExportError: the export after training failed (its `metrics` hold
+            the metrics; metrics.json and the checkpoints are written).
         """
         with reliability.GracefulSignals() as self._signals:
             try:
@@ -828,32 +842,66 @@ class Trainer:
         self._write_json(self.metrics_path, metrics)
         logging.info("after: %s", _fmt(metrics["after"]))
         if cfg.export and getattr(self.strategy.extended, "should_checkpoint", True):
-            self.export(self.last_embeddings)  # chief only
+            try:
+                self.export(self.last_embeddings)  # chief only
+            except ExportError as e:
+                e.metrics = metrics  # written to metrics.json above
+                raise
         return metrics
 
     def export(self, test_embeddings: np.ndarray) -> None:
-        """Writes MODEL_DIR/export (SavedModel) and MODEL_DIR/projector (test split)."""
-        from sst_tf import export, projector
+        """Writes MODEL_DIR/export (SavedModel) and MODEL_DIR/projector (test split).
 
+        The SavedModel computes in float32 whatever --mixed_precision was
+        (`export.float32_model`).
+
+        Raises:
+          ExportError: either part failed (one line: what, and how to retry).
+          reliability.DiskFullError: the disk is full (naming the folder).
+        """
         cfg = self.config
+        export_dir = os.path.join(cfg.model_dir, "export")
+        kept = (f"metrics.json and the checkpoints in {self.chief_checkpoint_dir} are kept; "
+                f"retry the export with: python -m sst_tf.export --model_dir={cfg.model_dir}")
         try:
-            with reliability.disk_full_guard(os.path.join(cfg.model_dir, "export")):
+            with reliability.disk_full_guard(export_dir):
                 export.export_saved_model(
-                    self.model,
-                    os.path.join(cfg.model_dir, "export"),
-                    export.spec_for_config(cfg),
+                    self.model, export_dir, export.spec_for_config(cfg),
                     metadata=export.run_metadata(cfg, self.manager.latest_checkpoint),
                 )
-            with reliability.disk_full_guard(os.path.join(cfg.model_dir, "projector")):
-                projector.write_split_projector(
-                    os.path.join(cfg.model_dir, "projector"), self.dataset.test,
-                    test_embeddings, seed=cfg.seed,
-                )
-        except Exception:
-            logging.error("Export after training failed (checkpoints and metrics.json are "
-                          "saved); retry with: python -m sst_tf.export --model_dir=%s",
-                          cfg.model_dir)
+        except reliability.DiskFullError:
             raise
+        except Exception as e:
+            raise ExportError(
+                f"training finished but the SavedModel export to {export_dir} failed "
+                f"({_first_line(e)}); {kept}") from e
+        proj_dir = os.path.join(cfg.model_dir, "projector")
+        try:
+            with reliability.disk_full_guard(proj_dir):
+                projector.write_split_projector(proj_dir, self.dataset.test, test_embeddings,
+                                                seed=cfg.seed)
+        except reliability.DiskFullError:
+            raise
+        except Exception as e:
+            raise ExportError(
+                f"training finished but writing the projector files to {proj_dir} failed "
+                f"({_first_line(e)}); metrics.json, the checkpoints and {export_dir} are "
+                "kept") from e
+
+
+class ExportError(RuntimeError):
+    """The end-of-training export failed; metrics.json and the checkpoints are written.
+
+    Attributes:
+      metrics: the run's metrics (as in metrics.json), set by `Trainer.fit`.
+    """
+
+    metrics: dict | None = None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _fmt(metrics: dict) -> str:
