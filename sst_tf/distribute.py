@@ -2,8 +2,9 @@
 
 * `make_strategy("default" | "mirrored" | "multi_worker")`: the default
   (one device) strategy, `MirroredStrategy` over the visible GPUs (or given
-  devices), or `MultiWorkerMirroredStrategy` configured by the `TF_CONFIG`
-  environment variable (one process per machine; see docs/scaling.md).
+  devices; without GPUs the logical CPU devices), or
+  `MultiWorkerMirroredStrategy` configured by the `TF_CONFIG` environment
+  variable (one process per machine; see docs/scaling.md).
 * Roles: `is_chief(strategy)`; `worker_dir(path, strategy)` is `path` on the
   chief and a per-worker temporary folder below it elsewhere: every worker
   must take part in a checkpoint save (it is a collective operation under
@@ -41,8 +42,9 @@ def make_strategy(name: str, devices: list[str] | None = None) -> tf.distribute.
     Args:
       name: "default" (one device), "mirrored" (one machine, several devices)
         or "multi_worker" (several processes/machines, from `TF_CONFIG`).
-      devices: devices of a "mirrored" strategy (default: all visible GPUs,
-        else the CPU).
+      devices: devices of a "mirrored" strategy (default: all visible GPUs;
+        without GPUs every logical CPU device, which is one CPU unless the
+        process split it with `tf.config.set_logical_device_configuration`).
 
     Returns:
       The strategy. Create it before any other TensorFlow work in the process.
@@ -53,6 +55,9 @@ def make_strategy(name: str, devices: list[str] | None = None) -> tf.distribute.
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
+        if devices is None and not tf.config.list_logical_devices("GPU"):
+            cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+            devices = cpus if len(cpus) > 1 else None
         strategy = tf.distribute.MirroredStrategy(devices)
         logging.info("MirroredStrategy over %d replica(s): %s", strategy.num_replicas_in_sync,
                      strategy.extended.worker_devices)

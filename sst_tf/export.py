@@ -169,6 +169,46 @@ def _embedding_dim(model: keras.Model) -> int:
     return int(dim)
 
 
+_LOW_PRECISION = ("bfloat16", "float16", "mixed_bfloat16", "mixed_float16")
+
+
+def _float32_config(config: Any) -> Any:
+    """A Keras config with every (mixed) low-precision dtype replaced by float32."""
+    if isinstance(config, dict):
+        out = {}
+        for key, value in config.items():
+            if key == "dtype" and isinstance(value, str) and value in _LOW_PRECISION:
+                value = "float32"
+            elif (key == "dtype" and isinstance(value, dict)
+                  and value.get("class_name") == "DTypePolicy"
+                  and value.get("config", {}).get("name") in _LOW_PRECISION):
+                value = {**value, "config": {**value["config"], "name": "float32"}}
+            else:
+                value = _float32_config(value)
+            out[key] = value
+        return out
+    if isinstance(config, list):
+        return [_float32_config(v) for v in config]
+    return config
+
+
+def float32_model(model: keras.Model) -> keras.Model:
+    """The model itself when it computes in float32, else a float32 copy.
+
+    A model built under a mixed-precision policy (bfloat16 / float16 compute,
+    float32 weights) is rebuilt from its config with every layer in float32 and
+    given the same weights, so an export computes in full precision whatever
+    the training precision was.
+    """
+    config = model.get_config()
+    converted = _float32_config(config)
+    if converted == config:
+        return model
+    copy = model.__class__.from_config(converted)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def export_saved_model(
     model: keras.Model,
     export_dir: str,
@@ -182,6 +222,8 @@ def export_saved_model(
 
     Args:
       model: a Keras model mapping a preprocessed batch to ``[N, d]`` embeddings.
+        A mixed-precision model is exported as its float32 copy
+        (`float32_model`), against which the export is also verified.
       export_dir: destination folder; an existing export there is replaced
         only once the new one is complete.
       spec: the evaluation preprocessing the signatures apply.
@@ -201,6 +243,7 @@ def export_saved_model(
     name = name or f"--export_dir={export_dir}"
     check_output_dir(export_dir, name, "export", overwrite, legacy=legacy_export)
     export_dir = os.path.abspath(export_dir)
+    model = float32_model(model)
     dim = _embedding_dim(model)
 
     def embed(x):

@@ -5,7 +5,8 @@ r"""Train and evaluate an embedding model.
 Flags are read only here; they become a `TrainConfig` for `sst_tf.trainer`.
 Writes checkpoints, TensorBoard events (train/, eval/), config.json and
 metrics.json under --model_dir. Rerunning the same command resumes the run
-(docs/reliability.md). Exit codes: 0 done; 2 bad flags or data, or a resume
+(docs/reliability.md). Exit codes: 0 done; 1 trained and evaluated but the
+export failed (retry with `python -m sst_tf.export`); 2 bad flags or data, or a resume
 with incompatible flags; 3 too many non-finite steps in a row; 4 disk full;
 5 an image could not be read during the run; 130/143 stopped by SIGINT/SIGTERM
 after writing a checkpoint.
@@ -274,7 +275,7 @@ def main(argv):
         print(_settings_line(config))
         return
     from sst_tf import distribute, reliability
-    from sst_tf.trainer import Trainer
+    from sst_tf.trainer import ExportError, Trainer
 
     try:
         # The strategy first: multi-worker set-up must precede other TF work.
@@ -287,8 +288,11 @@ def main(argv):
     if trainer.is_chief:
         os.makedirs(config.model_dir, exist_ok=True)
         write_marker(config.model_dir, "model_dir", "sst_tf.train")
+    export_error = None
     try:
         metrics = trainer.fit()
+    except ExportError as e:  # trained and evaluated: metrics.json is written
+        metrics, export_error = e.metrics, e
     except reliability.Interrupted as e:
         _fail(str(e), e.exit_code)
     except reliability.NonFiniteError as e:
@@ -308,6 +312,8 @@ def main(argv):
     print(_settings_line(config))
     print("\n".join(lines))
     print(f"Wrote {path}")
+    if export_error is not None:
+        _fail(str(export_error), 1)
     logging.info("Done.")
 
 

@@ -13,16 +13,19 @@ and writes `metrics.json`, TensorBoard events and checkpoints under
 `TrainConfig`.
 
 Structure for scaling: `train_step` is the per-replica step (forward,
-loss scaled by 1/num_replicas, gradients, apply); `distributed_step` is the
-cross-replica wrapper (`strategy.run` + reduce). The optimizers are built
+loss scaled by 1/num_replicas [and the float16 loss scale], gradients summed
+over replicas, one finiteness decision, apply to every optimizer or none);
+`distributed_step` is the cross-replica wrapper (`strategy.run` + reduce).
+The optimizers are built
 inside `strategy.scope()`. `_distribute` is the hook where a strategy's input
 distribution goes (one neighbourhood per replica).
 
 Reliability (`sst_tf.reliability`): the checkpoint also holds the sampler
 state and the progress inside an interrupted epoch, so a rerun resumes exactly;
 SIGTERM/SIGINT write a checkpoint after the current step; a step with a
-non-finite loss or gradient is skipped in-graph and counted; a resume with
-incompatible flags is refused before anything is built.
+non-finite loss or gradient is skipped in-graph and counted (under float16 this
+includes a gradient overflow at the current loss scale, which also halves the
+scale); a resume with incompatible flags is refused before anything is built.
 
 Learning-rate groups: two Adam optimizers, one for the backbone (lr) and one
 for the head (lr * head_lr_multiplier). Two optimizers rather than gradient
@@ -48,12 +51,23 @@ import tensorflow as tf
 from absl import logging
 
 from sst_tf import data as data_lib
-from sst_tf import distribute, evaluation, loss_registry, losses, pipeline, reliability, sampling
+from sst_tf import (
+    distribute,
+    evaluation,
+    export,
+    loss_registry,
+    losses,
+    pipeline,
+    projector,
+    reliability,
+    sampling,
+)
 from sst_tf import model as model_lib
 from sst_tf.config import LOSSES, TARGET_LOSSES, TrainConfig
 from sst_tf.reliability import write_json_atomic
 
-__all__ = ["LOSSES", "TARGET_LOSSES", "TrainConfig", "Trainer", "write_json_atomic"]
+__all__ = ["LOSSES", "TARGET_LOSSES", "ExportError", "TrainConfig", "Trainer",
+           "write_json_atomic"]
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -208,12 +222,14 @@ class Trainer:
                     members_per_class=config.members_per_class, kmeans_method=config.kmeans)
                if config.sampler == "local" else {}),
         )
-        wd = 0.0 if config.decoupled_weight_decay else config.weight_decay
-        self._l2 = wd / self.strategy.num_replicas_in_sync
+        # Coupled L2, added to the gradients once they are summed over replicas.
+        self._l2 = 0.0 if config.decoupled_weight_decay else config.weight_decay
         # Embeddings of the training forward passes (--refresh=memory), [N, d].
         self._memory: np.ndarray | None = None
-        self._loss_scaled = config.mixed_precision == "float16"
         with self.strategy.scope(), _DtypePolicy(precision_policy(config.mixed_precision)):
+            # float16: one dynamic loss scale for every variable group and replica.
+            self.loss_scale = (DynamicLossScale() if config.mixed_precision == "float16"
+                               else None)
             self.model = model_lib.build_model(
                 backbone=config.backbone,
                 weights="imagenet" if config.pretrained else None,
@@ -235,6 +251,7 @@ class Trainer:
                 self.loss_layer = losses.ProxyAnchor(
                     class_ids=np.unique(train.labels), embedding_dim=config.embedding_dim,
                     lr_multiplier=config.proxy_lr_multiplier, seed=config.seed,
+                    dtype="float32",  # the loss stays float32 under mixed precision
                     **loss_registry.spec("proxy_anchor").params)
                 self.loss_vars = list(self.loss_layer.trainable_variables)
                 self.loss_optimizer = self._make_optimizer(lr * config.proxy_lr_multiplier)
@@ -272,6 +289,7 @@ class Trainer:
             refresh_embeddings=self.refresh_embeddings,
             **({"loss_layer": self.loss_layer, "loss_optimizer": self.loss_optimizer}
                if self.loss_layer is not None else {}),
+            **({"loss_scale": self.loss_scale} if self.loss_scale is not None else {}),
         )
         self.loss_fn = make_loss(config.loss, config.margin, self.loss_layer)
         self.manager = tf.train.CheckpointManager(
@@ -297,72 +315,70 @@ class Trainer:
 
     def _make_optimizer(self, lr: float) -> keras.optimizers.Optimizer:
         if self.config.decoupled_weight_decay:
-            opt = keras.optimizers.AdamW(learning_rate=lr, weight_decay=self.config.weight_decay)
-        else:
-            opt = keras.optimizers.Adam(learning_rate=lr)
-        if self.config.mixed_precision == "float16":
-            opt = keras.optimizers.LossScaleOptimizer(opt)
-        return opt
+            return _SummedAdamW(learning_rate=lr, weight_decay=self.config.weight_decay,
+                                name="adamw")
+        return _SummedAdam(learning_rate=lr, name="adam")
 
     def compute_gradients(self, images, labels, targets, mask):
         """Forward + backward of one replica's batch (XLA-compiled with jit_compile).
 
         Returns:
           (loss, gradients of loss / num_replicas [times the float16 loss
-          scale] w.r.t. backbone + head variables, embeddings).
+          scale] w.r.t. backbone + head [+ loss] variables, embeddings).
         """
         variables = self.backbone_vars + self.head_vars + self.loss_vars
         with tf.GradientTape() as tape:
             embeddings = self.model(images, training=True)
             loss = self.loss_fn(embeddings, labels, targets, mask)
             scaled = loss / self.num_replicas
-            if self._loss_scaled:
-                scaled = self.backbone_optimizer.scale_loss(scaled)
+            if self.loss_scale is not None:
+                scaled = scaled * tf.cast(self.loss_scale.scale, scaled.dtype)
         return loss, tape.gradient(scaled, variables), embeddings
 
     def train_step(self, images, labels, targets, mask):
         """Per-replica step: forward, loss, gradients, apply if all finite.
 
-        A step whose loss or gradients are not finite on any replica changes
-        nothing (no update, optimizer step counters unchanged). Under float16
-        the LossScaleOptimizers make that decision (and lower their scale).
+        The gradients are summed over the replicas first; the step is applied
+        only if the loss of every replica and every summed gradient (backbone,
+        head and the loss's own weights) are finite, and then to every
+        optimizer, else to none: one decision per step, the same on all
+        replicas. Under float16 the gradients are unscaled after the sum and
+        the loss scale is updated from that same decision (halved on a skipped
+        step, see `DynamicLossScale`).
 
         Returns:
           (the loss, or NaN when the step was skipped; this replica's
           embeddings [B, d]).
         """
         loss, grads, embeddings = self._grad_fn(images, labels, targets, mask)
-        if self._loss_scaled:
-            self._apply_gradients(grads)
-            return loss, embeddings
+        grads = _sum_over_replicas(grads)
         finite = reliability.all_finite(loss, grads)
+        if self.loss_scale is not None:
+            scale = tf.identity(self.loss_scale.scale)  # the scale of this step's gradients
+            grads = [None if g is None else g / scale for g in grads]
+            self.loss_scale.update(finite)
         reliability.apply_if(finite, self._apply_gradients, grads)
         return tf.where(finite, loss, tf.constant(math.nan, loss.dtype)), embeddings
 
     def _apply_gradients(self, grads) -> None:
-        """Coupled L2 weight decay, then both optimizers (per replica)."""
+        """Coupled L2 weight decay, then every optimizer.
+
+        Args:
+          grads: gradients of backbone + head [+ loss] variables, already
+            summed over replicas and unscaled (the optimizers do not sum again).
+        """
         nl = len(self.loss_vars)
         if nl:  # the loss's own weights (Proxy-Anchor): own optimizer, no weight decay
-            loss_grads = grads[-nl:]
-            if self._loss_scaled:  # scaled by the backbone's loss scale: rescale to its own
-                ratio = self.loss_optimizer.dynamic_scale / self.backbone_optimizer.dynamic_scale
-                loss_grads = [g * ratio for g in loss_grads]
-            self.loss_optimizer.apply_gradients(zip(loss_grads, self.loss_vars, strict=True))
+            self.loss_optimizer.apply_gradients(zip(grads[-nl:], self.loss_vars, strict=True))
             grads = grads[:-nl]
         variables = self.backbone_vars + self.head_vars
-        scale = self.backbone_optimizer.dynamic_scale if self._loss_scaled else 1.0
         if self._l2:
-            grads = [g + (self._l2 * scale) * v.value
-                     for g, v in zip(grads, variables, strict=True)]
+            grads = [g + self._l2 * v.value for g, v in zip(grads, variables, strict=True)]
         nb = len(self.backbone_vars)
-        head = grads[nb:]
-        if self._loss_scaled:  # each LossScaleOptimizer unscales by its own scale
-            ratio = self.head_optimizer.dynamic_scale / scale
-            head = [g * ratio for g in head]
         if nb:
             self.backbone_optimizer.apply_gradients(
                 zip(grads[:nb], self.backbone_vars, strict=True))
-        self.head_optimizer.apply_gradients(zip(head, self.head_vars, strict=True))
+        self.head_optimizer.apply_gradients(zip(grads[nb:], self.head_vars, strict=True))
 
     def distributed_step(self, batch) -> tf.Tensor:
         """Cross-replica step: runs `train_step` on each replica, mean loss."""
@@ -716,9 +732,11 @@ class Trainer:
         self.nonfinite_steps.assign_add(1)
         self._consecutive_nonfinite += 1
         n, limit = self._consecutive_nonfinite, self.config.max_consecutive_nonfinite
+        scale = ("" if self.loss_scale is None else
+                 f", float16 loss scale lowered to {float(self.loss_scale.scale.numpy()):g}")
         logging.warning("Epoch %d step %d: non-finite loss or gradient, step skipped "
-                        "(%d in a row, %d in this run).", epoch + 1, step + 1, n,
-                        int(self.nonfinite_steps.numpy()))
+                        "(%d in a row, %d in this run%s).", epoch + 1, step + 1, n,
+                        int(self.nonfinite_steps.numpy()), scale)
         if n >= limit:
             lr, head_lr = self.learning_rates
             raise reliability.NonFiniteError(
@@ -754,6 +772,10 @@ class Trainer:
           (epochs run, final loss, stop reason, skipped non-finite steps),
           "settings" (the loss's resolved normalisation/geometry, sampler,
           margin and parameters).
+
+        Raises:
+          ExportError: the export after training failed (its `metrics` hold
+            the metrics; metrics.json and the checkpoints are written).
         """
         with reliability.GracefulSignals() as self._signals:
             try:
@@ -853,32 +875,127 @@ class Trainer:
         self._write_json(self.metrics_path, metrics)
         logging.info("after: %s", _fmt(metrics["after"]))
         if cfg.export and getattr(self.strategy.extended, "should_checkpoint", True):
-            self.export(self.last_embeddings)  # chief only
+            try:
+                self.export(self.last_embeddings)  # chief only
+            except ExportError as e:
+                e.metrics = metrics  # written to metrics.json above
+                raise
         return metrics
 
     def export(self, test_embeddings: np.ndarray) -> None:
-        """Writes MODEL_DIR/export (SavedModel) and MODEL_DIR/projector (test split)."""
-        from sst_tf import export, projector
+        """Writes MODEL_DIR/export (SavedModel) and MODEL_DIR/projector (test split).
 
+        The SavedModel computes in float32 whatever --mixed_precision was
+        (`export.float32_model`).
+
+        Raises:
+          ExportError: either part failed (one line: what, and how to retry).
+          reliability.DiskFullError: the disk is full (naming the folder).
+        """
         cfg = self.config
+        export_dir = os.path.join(cfg.model_dir, "export")
+        kept = (f"metrics.json and the checkpoints in {self.chief_checkpoint_dir} are kept; "
+                f"retry the export with: python -m sst_tf.export --model_dir={cfg.model_dir}")
         try:
-            with reliability.disk_full_guard(os.path.join(cfg.model_dir, "export")):
+            with reliability.disk_full_guard(export_dir):
                 export.export_saved_model(
-                    self.model,
-                    os.path.join(cfg.model_dir, "export"),
-                    export.spec_for_config(cfg),
+                    self.model, export_dir, export.spec_for_config(cfg),
                     metadata=export.run_metadata(cfg, self.manager.latest_checkpoint),
                 )
-            with reliability.disk_full_guard(os.path.join(cfg.model_dir, "projector")):
-                projector.write_split_projector(
-                    os.path.join(cfg.model_dir, "projector"), self.dataset.test,
-                    test_embeddings, seed=cfg.seed,
-                )
-        except Exception:
-            logging.error("Export after training failed (checkpoints and metrics.json are "
-                          "saved); retry with: python -m sst_tf.export --model_dir=%s",
-                          cfg.model_dir)
+        except reliability.DiskFullError:
             raise
+        except Exception as e:
+            raise ExportError(
+                f"training finished but the SavedModel export to {export_dir} failed "
+                f"({_first_line(e)}); {kept}") from e
+        proj_dir = os.path.join(cfg.model_dir, "projector")
+        try:
+            with reliability.disk_full_guard(proj_dir):
+                projector.write_split_projector(proj_dir, self.dataset.test, test_embeddings,
+                                                seed=cfg.seed)
+        except reliability.DiskFullError:
+            raise
+        except Exception as e:
+            raise ExportError(
+                f"training finished but writing the projector files to {proj_dir} failed "
+                f"({_first_line(e)}); metrics.json, the checkpoints and {export_dir} are "
+                "kept") from e
+
+
+class DynamicLossScale(tf.Module):
+    """The dynamic loss scale of float16 training, shared by every optimizer.
+
+    The rule of Keras' `LossScaleOptimizer`: the loss is multiplied by `scale`
+    before the backward pass; a step with a non-finite gradient halves it, and
+    `growth_steps` finite steps in a row double it. The trainer takes the
+    finiteness decision once per step, from the gradients summed over all
+    replicas, for all variable groups together. Checkpointed with the run.
+    """
+
+    def __init__(self, initial_scale: float = 2.0**15, growth_steps: int = 2000):
+        super().__init__(name="loss_scale")
+        first = tf.VariableAggregation.ONLY_FIRST_REPLICA  # every replica holds the same value
+        self.scale = tf.Variable(initial_scale, dtype=tf.float32, trainable=False,
+                                 aggregation=first, name="scale")
+        self.finite_steps = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=first,
+                                        name="finite_steps")
+        self.growth_steps = growth_steps
+
+    def update(self, finite) -> None:
+        """Halves the scale after a skipped step; doubles it after `growth_steps` good ones."""
+        grow = tf.logical_and(finite, self.finite_steps >= self.growth_steps - 1)
+        scale = tf.where(finite, tf.where(grow, self.scale * 2.0, self.scale), self.scale * 0.5)
+        steps = tf.where(tf.logical_and(finite, tf.logical_not(grow)),
+                         self.finite_steps + 1, tf.zeros_like(self.finite_steps))
+        self.scale.assign(scale)
+        self.finite_steps.assign(steps)
+
+
+class _SummedGradients:
+    """Optimizer mixin: gradients arrive already summed over replicas.
+
+    Keras optimizers all-reduce the gradients themselves; the trainer sums them
+    once, before its finiteness check, so the optimizers must not sum again.
+    """
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars)
+
+
+class _SummedAdam(_SummedGradients, keras.optimizers.Adam):
+    pass
+
+
+class _SummedAdamW(_SummedGradients, keras.optimizers.AdamW):
+    pass
+
+
+def _sum_over_replicas(grads: list) -> list:
+    """Sums per-replica gradients over all replicas (identity on one replica)."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return list(grads)
+    present = [i for i, g in enumerate(grads) if g is not None]
+    summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
+    out = list(grads)
+    for i, g in zip(present, summed, strict=True):
+        out[i] = g
+    return out
+
+
+class ExportError(RuntimeError):
+    """The end-of-training export failed; metrics.json and the checkpoints are written.
+
+    Attributes:
+      metrics: the run's metrics (as in metrics.json), set by `Trainer.fit`.
+    """
+
+    metrics: dict | None = None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _fmt(metrics: dict) -> str:

@@ -130,6 +130,34 @@ def test_export_is_atomic(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["export"]
 
 
+def test_mixed_precision_model_is_exported_in_float32(tmp_path):
+    from sst_tf import model as model_lib
+
+    def build():
+        return model_lib.build_model("small_cnn", weights=None, embedding_dim=6,
+                                     normalize=True, image_size=16)
+
+    keras.utils.set_random_seed(0)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = build()
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert mixed.get_layer("backbone").get_layer("conv0_0").compute_dtype != "float32"
+    reference = build()  # the same architecture built in float32, given the same weights
+    reference.set_weights(mixed.get_weights())
+    spec = ex.PreprocessingSpec(image_size=16, resize_size=18)
+    path = ex.export_saved_model(mixed, str(tmp_path / "export"), spec)  # verifies too
+    x = images(4, 18, 18).astype(np.float32)
+    want = reference(ex.preprocess_images(x, spec)).numpy()
+    got = tf.saved_model.load(path).signatures["serve_images"](images=x)["embeddings"]
+    np.testing.assert_allclose(got.numpy(), want, atol=TOL)
+    # The low-precision model itself is measurably off: the export is not it.
+    low = mixed(ex.preprocess_images(x, spec)).numpy()
+    assert np.max(np.abs(low - want)) > 10 * TOL
+    assert ex.float32_model(reference) is reference  # float32 models are exported as they are
+
+
 # -- through a real (tiny) training run ------------------------------------------
 
 

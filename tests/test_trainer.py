@@ -4,10 +4,11 @@ import math
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from sst_tf import sampling
 from sst_tf.config import LOSSES, SAMPLERS
-from sst_tf.trainer import TrainConfig, Trainer
+from sst_tf.trainer import ExportError, TrainConfig, Trainer
 
 
 def _config(tmp_path, **kw):
@@ -116,3 +117,29 @@ def test_rerun_continues_from_the_latest_checkpoint(tmp_path, tiny):
     assert second["before"] == first["before"]  # not re-measured on the trained model
     assert int(again.head_optimizer.iterations.numpy()) == 2 * 4  # 200 images / 50 per batch
     assert again.manager.latest_checkpoint.endswith("ckpt-2")
+
+
+def test_a_failed_export_keeps_the_metrics_and_says_how_to_retry(tmp_path, tiny, monkeypatch):
+    from sst_tf import export
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("export verification failed: differs by 0.01\nsecond line")
+
+    monkeypatch.setattr(export, "_verify", fail)
+    t = Trainer(_config(tmp_path, epochs=0, sampler="random"), dataset=tiny)
+    with pytest.raises(ExportError) as info:
+        t.fit()
+    message = str(info.value)
+    assert "\n" not in message and "export verification failed" in message
+    assert f"python -m sst_tf.export --model_dir={tmp_path}" in message
+    with open(tmp_path / "metrics.json") as f:
+        assert json.load(f) == info.value.metrics
+    assert set(info.value.metrics["after"]) == set(info.value.metrics["before"])
+    assert t.manager.latest_checkpoint
+    assert not (tmp_path / "export").exists()
+    monkeypatch.undo()
+    # The retry the message names works from the kept checkpoint.
+    path = export.export_run(str(tmp_path))
+    got = tf.saved_model.load(path).signatures["serve_images"](
+        images=tf.constant(tiny.test.images[:8], tf.float32))["embeddings"].numpy()
+    np.testing.assert_allclose(got, t.embed(tiny.test)[:8], atol=1e-5)

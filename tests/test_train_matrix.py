@@ -1,0 +1,156 @@
+"""`sst_tf.train` end to end: runs that together use every value of every choice flag.
+
+Each run trains one epoch on a few 8 x 8 digits images (a --dataset=folder
+tree written here) and must exit 0 with a finite metrics.json and a SavedModel
+that reloads in this process and reproduces the run's own test embeddings
+(those of its projector files). The runs share one subprocess, whose CPU is
+split into two logical devices for --strategy=mirrored. One more run makes
+the export fail: it must keep metrics.json and say so in one error line.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.datasets import load_digits
+
+from sst_tf.config import KMEANS_METHODS, LOSSES, NEIGHBORHOODS, PRECISIONS, REFRESH_MODES, SAMPLERS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STRATEGIES = ("default", "mirrored")  # multi_worker: tests/test_distribute.py
+CHOICES = {"loss": LOSSES, "sampler": SAMPLERS, "neighborhoods": NEIGHBORHOODS,
+           "mixed_precision": PRECISIONS, "strategy": STRATEGIES, "refresh": REFRESH_MODES,
+           "kmeans": KMEANS_METHODS}
+TRAIN_PER_CLASS, TEST_PER_CLASS = 8, 4
+
+
+def matrix() -> list[dict]:
+    """As few runs as the longest choice list; every value of every flag at least once.
+
+    Samplers cycle within each precision (every sampler meets every
+    precision); the local sampler's options cycle over the local runs.
+    """
+    runs, local = [], 0
+    for i in range(max(len(v) for v in CHOICES.values())):
+        run = {"loss": LOSSES[i % len(LOSSES)], "sampler": SAMPLERS[i % len(SAMPLERS)],
+               "mixed_precision": PRECISIONS[(i // len(SAMPLERS)) % len(PRECISIONS)],
+               "strategy": STRATEGIES[i % len(STRATEGIES)]}
+        if run["sampler"] == "local":
+            run.update(neighborhoods=NEIGHBORHOODS[local % len(NEIGHBORHOODS)],
+                       refresh=REFRESH_MODES[local % len(REFRESH_MODES)],
+                       kmeans=KMEANS_METHODS[(local // 2) % len(KMEANS_METHODS)])
+            local += 1
+        runs.append(run)
+    return runs
+
+
+def _write_digits(root) -> dict:
+    """A folder data set of digits PNGs: DIR/{train,test}/<digit>/NNN.png.
+
+    Returns:
+      {split: [RGB image]} and {split: [(class name, file name)]} in split order.
+    """
+    bunch = load_digits()
+    images, names = {"train": [], "test": []}, {"train": [], "test": []}
+    for digit in range(10):
+        rows = np.flatnonzero(bunch.target == digit)[:TRAIN_PER_CLASS + TEST_PER_CLASS]
+        for j, row in enumerate(rows):
+            split = "train" if j < TRAIN_PER_CLASS else "test"
+            gray = np.round(bunch.images[row] * (255 / 16)).astype(np.uint8)
+            rgb = np.repeat(gray[:, :, None], 3, axis=2)
+            folder = root / split / str(digit)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{j:03d}.png").write_bytes(tf.io.encode_png(rgb).numpy())
+            images[split].append(rgb)  # split order: sorted classes, sorted files
+            names[split].append((str(digit), f"{j:03d}.png"))
+    return images, names
+
+
+def _finite(tree) -> bool:
+    if isinstance(tree, dict):
+        return all(_finite(v) for v in tree.values())
+    return isinstance(tree, (int, float)) and math.isfinite(tree)
+
+
+def test_matrix_covers_every_value_of_every_choice_flag():
+    runs = matrix()
+    for flag, values in CHOICES.items():
+        assert {run[flag] for run in runs if flag in run} == set(values), flag
+    assert len(runs) == max(len(v) for v in CHOICES.values())
+
+
+@pytest.fixture(scope="module")
+def matrix_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("matrix")
+    images, names = _write_digits(tmp / "data")
+    common = [f"--data_dir={tmp / 'data'}", "--dataset=folder", "--backbone=small_cnn",
+              "--nopretrained", "--image_size=8", "--resize_size=8", "--norandom_flip",
+              "--embedding_dim=8", "--batch_size=20", "--samples_per_class=4",
+              "--num_targets=3", "--epochs=1", "--lr=1e-3", "--noprogress"]
+    runs = [{"name": f"run{i}", "choices": choices,
+             "flags": [*common, f"--model_dir={tmp / f'run{i}'}",
+                       *(f"--{k}={v}" for k, v in choices.items())]}
+            for i, choices in enumerate(matrix())]
+    runs.append({"name": "export_fails", "choices": {}, "fail_export": True,
+                 "flags": [*common, f"--model_dir={tmp / 'export_fails'}", "--epochs=0"]})
+    with open(tmp / "runs.json", "w") as f:
+        json.dump(runs, f)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "_train_matrix.py"),
+                           str(tmp / "runs.json")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
+    return tmp, runs, json.loads(line[len("RESULT"):]), (images, names)
+
+
+@pytest.mark.parametrize("index", range(len(matrix())))
+def test_every_run_exits_0_with_finite_metrics_and_a_reloadable_export(matrix_runs, index):
+    tmp, runs, results, (images, names) = matrix_runs
+    run = runs[index]
+    result, choices, model_dir = results[run["name"]], run["choices"], tmp / run["name"]
+    assert result["code"] == 0 and not result["traceback"], (choices, result)
+    assert result["replicas"] == (2 if choices["strategy"] == "mirrored" else 1)
+    with open(model_dir / "config.json") as f:
+        config = json.load(f)
+    assert {k: config[k] for k in choices} == choices  # the flags reached the run
+    with open(model_dir / "metrics.json") as f:
+        metrics = json.load(f)
+    assert metrics["train"]["epochs_run"] == 1
+    assert _finite(metrics["before"]) and _finite(metrics["after"])
+    assert _finite(metrics["train"]["final_loss"])
+
+    serve = tf.saved_model.load(str(model_dir / "export")).signatures["serve_images"]
+    test = np.stack(images["test"]).astype(np.float32)
+    got = serve(images=tf.constant(test))["embeddings"].numpy()
+    assert got.shape == (len(test), 8) and np.isfinite(got).all()
+    # The run's own test embeddings (its model, the evaluation pipeline):
+    # equal in float32; within mixed-precision round-off of the float32 export.
+    reader = tf.train.load_checkpoint(str(model_dir / "projector"))
+    want = reader.get_tensor("embedding/.ATTRIBUTES/VARIABLE_VALUE")
+    with open(model_dir / "projector" / "metadata.tsv") as f:  # rows: class, file
+        rows = [row.split("\t") for row in f.read().splitlines()[1:]]
+    order = [names["test"].index((label, os.path.basename(file))) for label, file in rows]
+    tol = 1e-4 if choices["mixed_precision"] == "none" else 0.05
+    np.testing.assert_allclose(got[order], want, atol=tol * max(1.0, np.abs(want).max()))
+
+
+def test_a_failed_export_keeps_metrics_and_ends_with_one_error_line(matrix_runs):
+    tmp, _, results, _ = matrix_runs
+    result, model_dir = results["export_fails"], tmp / "export_fails"
+    assert result["code"] == 1 and not result["traceback"]
+    [line] = result["error_lines"]
+    assert line.startswith("sst_tf.train: error: ")
+    assert "export verification failed: injected by the test" in line
+    assert "metrics.json" in line and f"python -m sst_tf.export --model_dir={model_dir}" in line
+    with open(model_dir / "metrics.json") as f:
+        metrics = json.load(f)
+    assert _finite(metrics["before"]) and _finite(metrics["after"])
+    assert tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
+    assert not (model_dir / "export").exists()
