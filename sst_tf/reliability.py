@@ -262,9 +262,6 @@ class NonFiniteError(RuntimeError):
 def all_finite(loss, grads: Iterable | None = None):
     """Scalar bool tensor: the loss and every gradient are finite.
 
-    With Keras' `LossScaleOptimizer` (float16) pass `grads=None`: it skips
-    overflowing steps itself and must see them to lower its loss scale.
-
     Under a distribution strategy (in replica context) the flag is reduced over
     all replicas (a sum of non-finite flags), so every replica takes the same decision.
     """
@@ -287,7 +284,7 @@ def apply_if(finite, apply_fn: Callable, *args) -> None:
 
     Called in replica context. Optimizers synchronise through `merge_call`,
     which a strategy does not allow inside a replica-context `tf.cond`; as
-    Keras' LossScaleOptimizer does, the condition is taken in cross-replica
+    Keras' loss-scale optimizer does, the condition is taken in cross-replica
     context and the updates run per replica inside it. `finite` must already be
     identical on all replicas (see `all_finite`).
     """
