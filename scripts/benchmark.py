@@ -670,8 +670,8 @@ def _scaling_child(args) -> dict:
 
     @tf.function
     def single_grads():
-        l1, g1, _ = single.compute_gradients(*b1)
-        l2, g2, _ = single.compute_gradients(*b2)
+        l1, g1, _ = single.step.compute_gradients(*b1)
+        l2, g2, _ = single.step.compute_gradients(*b2)
         return (l1 + l2) / 2, [(a + b) / 2 for a, b in zip(g1, g2, strict=True)]
 
     stacked = tuple(tf.stack([x, y]) for x, y in zip(b1, b2, strict=True))
@@ -682,7 +682,7 @@ def _scaling_child(args) -> dict:
 
     @tf.function
     def mirrored_grads(batch):
-        loss, grads, _ = mirrored.strategy.run(mirrored.compute_gradients, args=batch)
+        loss, grads, _ = mirrored.strategy.run(mirrored.step.compute_gradients, args=batch)
         red = mirrored.strategy.reduce
         return (red(tf.distribute.ReduceOp.MEAN, loss, axis=None),
                 [red(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads])
@@ -694,9 +694,9 @@ def _scaling_child(args) -> dict:
 
     @tf.function
     def single_step():
-        l1, g1, _ = single.compute_gradients(*b1)
-        l2, g2, _ = single.compute_gradients(*b2)
-        single._apply_gradients([(a + b) / 2 for a, b in zip(g1, g2, strict=True)])
+        l1, g1, _ = single.step.compute_gradients(*b1)
+        l2, g2, _ = single.step.compute_gradients(*b2)
+        single.step.apply_gradients([(a + b) / 2 for a, b in zip(g1, g2, strict=True)])
         return (l1 + l2) / 2
 
     t_single = timed(lambda: float(single_step()), args.step_repeats)

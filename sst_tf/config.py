@@ -92,6 +92,18 @@ class TrainConfig:
                   "check_images": self.check_images, "strict_images": self.strict_images}
         return {k: v for k, v in values.items() if k in accepted}
 
+    def model_options(self, pretrained: bool | None = None) -> dict:
+        """Keyword arguments of `sst_tf.model.build_model` for this run's model.
+
+        Args:
+          pretrained: load ImageNet weights; None: as `pretrained` says (an
+            export restores a checkpoint instead and passes False).
+        """
+        pretrained = self.pretrained if pretrained is None else pretrained
+        return {"backbone": self.backbone, "weights": "imagenet" if pretrained else None,
+                "embedding_dim": self.embedding_dim, "normalize": self.normalize,
+                "image_size": self.image_size}
+
     def resolved(self) -> TrainConfig:
         """This config with unset loss-dependent flags taken from the loss's defaults.
 

@@ -64,6 +64,7 @@ from sst_tf.atomic_dir import (  # noqa: E402
     temp_dir_for,
     write_marker,
 )
+from sst_tf.run_folder import RunFolder  # noqa: E402
 
 SPEC_FILENAME = "sst_tf_export.json"
 SCALINGS = ("inception", "unit", "raw")
@@ -363,7 +364,7 @@ def load_run_config(model_dir: str):
     """
     from sst_tf.config import TrainConfig
 
-    path = os.path.join(model_dir, "config.json")
+    path = RunFolder(model_dir).config
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"--model_dir={model_dir} holds no config.json: not an sst_tf training run"
@@ -389,7 +390,7 @@ def find_checkpoint(model_dir: str, checkpoint: str | None = None) -> str:
     Raises:
       FileNotFoundError: naming the flag and what was looked for.
     """
-    ckpt_dir = os.path.join(model_dir, "checkpoints")
+    ckpt_dir = RunFolder(model_dir).checkpoints
     if not checkpoint:
         path = tf.train.latest_checkpoint(ckpt_dir)
         if not path:
@@ -421,13 +422,8 @@ def restore_model(model_dir: str, checkpoint: str | None = None):
 
     config = load_run_config(model_dir)
     path = find_checkpoint(model_dir, checkpoint)
-    model = model_lib.build_model(
-        backbone=config.backbone,
-        weights=None,  # the checkpoint holds the weights
-        embedding_dim=config.embedding_dim,
-        normalize=config.normalize,
-        image_size=config.image_size,
-    )
+    # The checkpoint holds the weights: no ImageNet download.
+    model = model_lib.build_model(**config.model_options(pretrained=False))
     try:
         status = tf.train.Checkpoint(model=model).restore(path)
         status.expect_partial()  # optimizer slots and loop state are not needed
@@ -454,7 +450,7 @@ def export_run(
     ``overwrite`` and the refusal of folders sst_tf did not write are those of
     `export_saved_model`; the target is checked before the model is restored.
     """
-    target = export_dir or os.path.join(model_dir, "export")
+    target = export_dir or RunFolder(model_dir).export
     name = (f"--export_dir={export_dir}" if export_dir else
             f"the default export folder {target} (MODEL_DIR/export)")
     check_output_dir(target, name, "export", overwrite, legacy=legacy_export)

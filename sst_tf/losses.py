@@ -30,10 +30,13 @@ owns the proxies). They take the same optional `sample_mask`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from sst_tf import loss_registry
 from sst_tf.neighbors import pairwise_squared_distances
 
 
@@ -858,3 +861,63 @@ class ProxyAnchor(keras.layers.Layer):
                       alpha=self.alpha, delta=self.delta, lr_multiplier=self.lr_multiplier,
                       seed=self.seed, class_ids=self.class_ids)
         return config
+
+
+# -- losses by name ----------------------------------------------------------
+
+
+def make_loss(name: str, margin: float | None = None, proxy_anchor=None) -> Callable:
+    """Returns fn(embeddings, labels, targets, mask) -> scalar for a `--loss` name.
+
+    The loss's fixed parameters come from `sst_tf.loss_registry`.
+
+    `margin` None means the loss's own default. `proxy_anchor` is the
+    `losses.ProxyAnchor` layer (with the train split's class ids) that
+    `--loss=proxy_anchor` needs.
+    """
+    spec = loss_registry.spec(name)  # an unknown name: ValueError naming every loss
+    margin = spec.margin if margin is None else margin
+    params = dict(spec.params)
+    tfa_margin = margin
+    simple = {
+        "triplet_semihard": lambda e, y, t, k: triplet_semihard_loss(
+            y, e, tfa_margin, sample_mask=k),
+        "triplet_hard": lambda e, y, t, k: triplet_hard_loss(
+            y, e, tfa_margin, sample_mask=k),
+        "triplet_hard_soft": lambda e, y, t, k: triplet_hard_loss(
+            y, e, tfa_margin, soft=True, sample_mask=k),
+        "lifted_struct": lambda e, y, t, k: lifted_struct_loss(
+            y, e, tfa_margin, sample_mask=k),
+        "npairs": lambda e, y, t, k: batch_npairs_loss(e, y, sample_mask=k)
+        + _embedding_l2(e, k, params.get("l2_penalty", 0.0)),
+        "pairwise_contrastive": lambda e, y, t, k: batch_pairwise_contrastive_loss(
+            e, y, tfa_margin, sample_mask=k),
+        "multi_similarity": lambda e, y, t, k: multi_similarity_loss(
+            e, y, sample_mask=k, **params),
+    }
+    if name in simple:
+        return simple[name]
+    if name == "proxy_anchor":
+        if proxy_anchor is None:
+            raise ValueError("--loss=proxy_anchor needs a ProxyAnchor layer.")
+        return lambda e, y, t, k: proxy_anchor(e, proxy_anchor.class_index(y), k)
+    if name == "sst":
+        return lambda e, y, t, m: sst_loss(e, y, t, sample_mask=m)
+    if name == "triplet":
+        return lambda e, y, t, m: triplet_loss(e, y, t, margin=margin, sample_mask=m)
+    if name == "contrastive":
+        return lambda e, y, t, m: contrastive_loss(e, y, margin=margin, sample_mask=m)
+    raise ValueError(f"no loss function for --loss={name!r}.")
+
+
+def _embedding_l2(embeddings, mask, weight: float) -> tf.Tensor:
+    """`weight` / 2 x mean squared norm of the valid rows: N-pairs' penalty on the embeddings.
+
+    Sohn's N-pairs loss keeps unnormalised embeddings small this way; with the
+    batch as both anchors and positives this is the original's
+    0.25 * weight * (mean |anchor|^2 + mean |positive|^2).
+    """
+    x = tf.cast(embeddings, tf.float32)
+    valid = tf.cast(mask, tf.float32)
+    sq = tf.reduce_sum(tf.square(x), axis=1) * valid
+    return 0.5 * weight * tf.reduce_sum(sq) / tf.maximum(tf.reduce_sum(valid), 1.0)

@@ -17,6 +17,7 @@ import sys
 from absl import flags
 
 from sst_tf import cli
+from sst_tf.run_folder import RunFolder
 
 PROG = "sst_tf.report"
 # Data sets a run can have (sst_tf.train --dataset); published numbers exist for TITLES only.
@@ -102,7 +103,7 @@ def report(model_dir: str, dataset: str | None = None) -> str:
     """
     if dataset is not None and dataset not in DATASETS:
         raise ValueError(f"--dataset={dataset} is unknown; choose from {', '.join(DATASETS)}")
-    path = os.path.join(model_dir, "metrics.json")
+    path = RunFolder(model_dir).metrics
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found: has the run finished its evaluation?")
     metrics = _read_json(path)
@@ -110,7 +111,7 @@ def report(model_dir: str, dataset: str | None = None) -> str:
         isinstance(metrics.get(k), dict) for k in ("before", "after")
     ):
         raise ValueError(f"{path} holds no 'before'/'after' metrics: not a metrics.json of sst_tf")
-    cfg = os.path.join(model_dir, "config.json")
+    cfg = RunFolder(model_dir).config
     trained_on = _read_json(cfg).get("dataset") if os.path.isfile(cfg) else None
     if dataset is not None and trained_on and dataset != trained_on:
         print(f"{PROG}: warning: the run trained on {trained_on} ({cfg}), not on "

@@ -22,6 +22,7 @@ from absl import flags, logging
 
 from sst_tf import cli
 from sst_tf.atomic_dir import check_output_dir, write_marker
+from sst_tf.run_folder import RunFolder
 
 FLAGS = flags.FLAGS
 
@@ -224,9 +225,9 @@ def check_model_dir(config) -> None:
     model_dir = config.model_dir
     check_output_dir(model_dir, f"--model_dir={model_dir}", "model_dir", legacy=_legacy_run)
     if config.export:
-        for sub, kind, legacy in (("export", "export", export.legacy_export),
-                                  ("projector", "projector", projector.legacy_projector)):
-            path = os.path.join(model_dir, sub)
+        folder = RunFolder(model_dir)
+        for path, kind, legacy in ((folder.export, "export", export.legacy_export),
+                                   (folder.projector, "projector", projector.legacy_projector)):
             check_output_dir(path, f"{path} (written at the end of training)", kind,
                              legacy=legacy)
 
@@ -304,7 +305,7 @@ def main(argv):
     if not trainer.is_chief:  # only the chief evaluates and writes files
         logging.info("Worker done (the chief writes metrics.json).")
         return
-    path = os.path.join(config.model_dir, "metrics.json")
+    path = RunFolder(config.model_dir).metrics
     lines = [f"{'metric':<12} {'before':>8} {'after':>8}"]
     for key, after in metrics["after"].items():
         if isinstance(after, float):

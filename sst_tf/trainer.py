@@ -12,13 +12,13 @@ and writes `metrics.json`, TensorBoard events and checkpoints under
 `config.model_dir`. No flags here: `sst_tf.train` converts flags to a
 `TrainConfig`.
 
-Structure for scaling: `train_step` is the per-replica step (forward,
-loss scaled by 1/num_replicas [and the float16 loss scale], gradients summed
-over replicas, one finiteness decision, apply to every optimizer or none);
-`distributed_step` is the cross-replica wrapper (`strategy.run` + reduce).
-The optimizers are built
-inside `strategy.scope()`. `_distribute` is the hook where a strategy's input
-distribution goes (one neighbourhood per replica).
+Structure for scaling: the per-replica step (forward, loss scaled by
+1/num_replicas [and the float16 loss scale], gradients summed over replicas,
+one finiteness decision, apply to every optimizer or none) is
+`sst_tf.step.TrainStep`, built inside `strategy.scope()` with its optimizers;
+`distributed_step` is the cross-replica wrapper (`strategy.run` + reduce);
+`_distribute` is the hook where a strategy's input distribution goes (one
+neighbourhood per replica). This module is the loop around them.
 
 Reliability (`sst_tf.reliability`): the checkpoint also holds the sampler
 state and the progress inside an interrupted epoch, so a rerun resumes exactly;
@@ -63,8 +63,10 @@ from sst_tf import (
     sampling,
 )
 from sst_tf import model as model_lib
+from sst_tf import step as step_lib
 from sst_tf.config import LOSSES, TARGET_LOSSES, TrainConfig
 from sst_tf.reliability import write_json_atomic
+from sst_tf.run_folder import RunFolder, interrupted_dir
 
 __all__ = ["LOSSES", "TARGET_LOSSES", "ExportError", "TrainConfig", "Trainer",
            "write_json_atomic"]
@@ -75,82 +77,6 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-
-
-def precision_policy(mixed_precision: str) -> str:
-    """Keras dtype policy name of a --mixed_precision value."""
-    return {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[
-        mixed_precision]
-
-
-class _DtypePolicy:
-    """Context manager: a global Keras dtype policy while layers are built."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def __enter__(self):
-        self.old = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(self.name)
-
-    def __exit__(self, *exc):
-        keras.config.set_dtype_policy(self.old)
-        return False
-
-
-def make_loss(name: str, margin: float | None = None, proxy_anchor=None):
-    """Returns fn(embeddings, labels, targets, mask) -> scalar for a loss name.
-
-    `margin` None means the loss's own default. `proxy_anchor` is the
-    `losses.ProxyAnchor` layer (with the train split's class ids) that
-    `--loss=proxy_anchor` needs.
-    """
-    spec = loss_registry.spec(name)
-    margin = spec.margin if margin is None else margin
-    params = dict(spec.params)
-    tfa_margin = margin
-    simple = {
-        "triplet_semihard": lambda e, y, t, k: losses.triplet_semihard_loss(
-            y, e, tfa_margin, sample_mask=k),
-        "triplet_hard": lambda e, y, t, k: losses.triplet_hard_loss(
-            y, e, tfa_margin, sample_mask=k),
-        "triplet_hard_soft": lambda e, y, t, k: losses.triplet_hard_loss(
-            y, e, tfa_margin, soft=True, sample_mask=k),
-        "lifted_struct": lambda e, y, t, k: losses.lifted_struct_loss(
-            y, e, tfa_margin, sample_mask=k),
-        "npairs": lambda e, y, t, k: losses.batch_npairs_loss(e, y, sample_mask=k)
-        + _embedding_l2(e, k, params.get("l2_penalty", 0.0)),
-        "pairwise_contrastive": lambda e, y, t, k: losses.batch_pairwise_contrastive_loss(
-            e, y, tfa_margin, sample_mask=k),
-        "multi_similarity": lambda e, y, t, k: losses.multi_similarity_loss(
-            e, y, sample_mask=k, **params),
-    }
-    if name in simple:
-        return simple[name]
-    if name == "proxy_anchor":
-        if proxy_anchor is None:
-            raise ValueError("--loss=proxy_anchor needs a ProxyAnchor layer.")
-        return lambda e, y, t, k: proxy_anchor(e, proxy_anchor.class_index(y), k)
-    if name == "sst":
-        return lambda e, y, t, m: losses.sst_loss(e, y, t, sample_mask=m)
-    if name == "triplet":
-        return lambda e, y, t, m: losses.triplet_loss(e, y, t, margin=margin, sample_mask=m)
-    if name == "contrastive":
-        return lambda e, y, t, m: losses.contrastive_loss(e, y, margin=margin, sample_mask=m)
-    raise ValueError(f"loss must be one of {LOSSES}, got {name!r}.")
-
-
-def _embedding_l2(embeddings, mask, weight: float) -> tf.Tensor:
-    """`weight` / 2 x mean squared norm of the valid rows: N-pairs' penalty on the embeddings.
-
-    Sohn's N-pairs loss keeps unnormalised embeddings small this way; with the
-    batch as both anchors and positives this is the original's
-    0.25 * weight * (mean |anchor|^2 + mean |positive|^2).
-    """
-    x = tf.cast(embeddings, tf.float32)
-    valid = tf.cast(mask, tf.float32)
-    sq = tf.reduce_sum(tf.square(x), axis=1) * valid
-    return 0.5 * weight * tf.reduce_sum(sq) / tf.maximum(tf.reduce_sum(valid), 1.0)
 
 
 def _jsonable(metrics: dict) -> dict:
@@ -203,10 +129,11 @@ class Trainer:
         reliability.check_splits(train.labels, self.dataset.test.labels, config.dataset)
         # Every worker saves (a collective under multi-worker); non-chief
         # workers into a temporary folder deleted after each save.
-        self.chief_checkpoint_dir = os.path.join(config.model_dir, "checkpoints")
+        self.folder = RunFolder(config.model_dir)
+        self.chief_checkpoint_dir = self.folder.checkpoints
         self.checkpoint_dir = distribute.worker_dir(self.chief_checkpoint_dir, self.strategy)
-        self.interrupt_dir = os.path.join(self.checkpoint_dir, "interrupted")
-        self.config_path = os.path.join(config.model_dir, "config.json")
+        self.interrupt_dir = interrupted_dir(self.checkpoint_dir)
+        self.config_path = self.folder.config
         self.changed_flags = self._check_resume_config()
         self.sampler = sampling.make_sampler(
             config.sampler,
@@ -222,40 +149,35 @@ class Trainer:
                     members_per_class=config.members_per_class, kmeans_method=config.kmeans)
                if config.sampler == "local" else {}),
         )
-        # Coupled L2, added to the gradients once they are summed over replicas.
-        self._l2 = 0.0 if config.decoupled_weight_decay else config.weight_decay
         # Embeddings of the training forward passes (--refresh=memory), [N, d].
         self._memory: np.ndarray | None = None
-        with self.strategy.scope(), _DtypePolicy(precision_policy(config.mixed_precision)):
-            # float16: one dynamic loss scale for every variable group and replica.
-            self.loss_scale = (DynamicLossScale() if config.mixed_precision == "float16"
-                               else None)
-            self.model = model_lib.build_model(
-                backbone=config.backbone,
-                weights="imagenet" if config.pretrained else None,
-                embedding_dim=config.embedding_dim,
-                normalize=config.normalize,
-                image_size=config.image_size,
-            )
-            self.backbone_vars, self.head_vars = model_lib.variable_groups(self.model)
-            lr = config.lr * config.loss_lr_multiplier  # the loss's rate (loss_registry)
-            self.backbone_optimizer = self._make_optimizer(lr)
-            self.head_optimizer = self._make_optimizer(lr * config.head_lr_multiplier)
-            self.backbone_optimizer.build(self.backbone_vars)
-            self.head_optimizer.build(self.head_vars)
+        with self.strategy.scope(), step_lib.dtype_policy(
+                step_lib.precision_policy(config.mixed_precision)):
+            self.model = model_lib.build_model(**config.model_options())
+            backbone_vars, head_vars = model_lib.variable_groups(self.model)
             # Losses with weights of their own (Proxy-Anchor's proxies): created
             # here, trained by their own optimizer, checkpointed with the model.
             self.loss_layer = None
-            self.loss_vars = []
             if config.loss == "proxy_anchor":
                 self.loss_layer = losses.ProxyAnchor(
                     class_ids=np.unique(train.labels), embedding_dim=config.embedding_dim,
                     lr_multiplier=config.proxy_lr_multiplier, seed=config.seed,
                     dtype="float32",  # the loss stays float32 under mixed precision
                     **loss_registry.spec("proxy_anchor").params)
-                self.loss_vars = list(self.loss_layer.trainable_variables)
-                self.loss_optimizer = self._make_optimizer(lr * config.proxy_lr_multiplier)
-                self.loss_optimizer.build(self.loss_vars)
+            self.step = step_lib.TrainStep(
+                self.model, losses.make_loss(config.loss, config.margin, self.loss_layer),
+                backbone_vars, head_vars,
+                lr=config.lr * config.loss_lr_multiplier,  # the loss's rate (loss_registry)
+                head_lr_multiplier=config.head_lr_multiplier,
+                weight_decay=config.weight_decay,
+                decoupled_weight_decay=config.decoupled_weight_decay,
+                num_replicas=self.num_replicas,
+                mixed_precision=config.mixed_precision,
+                jit_compile=config.jit_compile,
+                loss_vars=(list(self.loss_layer.trainable_variables)
+                           if self.loss_layer is not None else []),
+                loss_lr_multiplier=config.proxy_lr_multiplier,
+            )
             # Loop state, checkpointed with the model. `epoch` counts finished
             # epochs; a checkpoint written on SIGTERM/SIGINT in the middle of
             # epoch `epoch` also holds the steps done in it and their loss sum.
@@ -275,8 +197,7 @@ class Trainer:
                 tf.zeros([len(train), config.embedding_dim], tf.float32), trainable=False)
         self.checkpoint = tf.train.Checkpoint(
             model=self.model,
-            backbone_optimizer=self.backbone_optimizer,
-            head_optimizer=self.head_optimizer,
+            **self.step.checkpoint_items(),
             epoch=self.epoch,
             best_loss=self.best_loss,
             lr_wait=self.lr_wait,
@@ -287,98 +208,37 @@ class Trainer:
             nonfinite_steps=self.nonfinite_steps,
             refresh_epoch=self.refresh_epoch,
             refresh_embeddings=self.refresh_embeddings,
-            **({"loss_layer": self.loss_layer, "loss_optimizer": self.loss_optimizer}
-               if self.loss_layer is not None else {}),
-            **({"loss_scale": self.loss_scale} if self.loss_scale is not None else {}),
+            **({"loss_layer": self.loss_layer} if self.loss_layer is not None else {}),
         )
-        self.loss_fn = make_loss(config.loss, config.margin, self.loss_layer)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self.checkpoint_dir, max_to_keep=config.keep_checkpoints
         )
         self.interrupt_manager = self._make_interrupt_manager()
         self._signals: reliability.GracefulSignals | None = None
         self._consecutive_nonfinite = 0
-        self.metrics_path = os.path.join(config.model_dir, "metrics.json")
+        self.metrics_path = self.folder.metrics
         self._train_writer = None
         self._eval_writer = None
         self._step_fn = tf.function(self.distributed_step, reduce_retracing=True)
         self._memory_step_fn = tf.function(self.distributed_memory_step, reduce_retracing=True)
-        # XLA for forward + backward only (never apply_gradients; Keras 3
-        # turns XLA off under tf.distribute otherwise).
-        self._grad_fn = (tf.function(self.compute_gradients, jit_compile=True)
-                         if config.jit_compile else self.compute_gradients)
         self._embed_fn = tf.function(
             lambda images: self.model(images, training=False), reduce_retracing=True
         )
 
     # -- optimisation -------------------------------------------------------
 
-    def _make_optimizer(self, lr: float) -> keras.optimizers.Optimizer:
-        if self.config.decoupled_weight_decay:
-            return _SummedAdamW(learning_rate=lr, weight_decay=self.config.weight_decay,
-                                name="adamw")
-        return _SummedAdam(learning_rate=lr, name="adam")
+    @property
+    def loss_fn(self):
+        """The step's loss function, fn(embeddings, labels, targets, mask) -> scalar."""
+        return self.step.loss_fn
 
-    def compute_gradients(self, images, labels, targets, mask):
-        """Forward + backward of one replica's batch (XLA-compiled with jit_compile).
-
-        Returns:
-          (loss, gradients of loss / num_replicas [times the float16 loss
-          scale] w.r.t. backbone + head [+ loss] variables, embeddings).
-        """
-        variables = self.backbone_vars + self.head_vars + self.loss_vars
-        with tf.GradientTape() as tape:
-            embeddings = self.model(images, training=True)
-            loss = self.loss_fn(embeddings, labels, targets, mask)
-            scaled = loss / self.num_replicas
-            if self.loss_scale is not None:
-                scaled = scaled * tf.cast(self.loss_scale.scale, scaled.dtype)
-        return loss, tape.gradient(scaled, variables), embeddings
+    @loss_fn.setter
+    def loss_fn(self, fn) -> None:
+        self.step.loss_fn = fn
 
     def train_step(self, images, labels, targets, mask):
-        """Per-replica step: forward, loss, gradients, apply if all finite.
-
-        The gradients are summed over the replicas first; the step is applied
-        only if the loss of every replica and every summed gradient (backbone,
-        head and the loss's own weights) are finite, and then to every
-        optimizer, else to none: one decision per step, the same on all
-        replicas. Under float16 the gradients are unscaled after the sum and
-        the loss scale is updated from that same decision (halved on a skipped
-        step, see `DynamicLossScale`).
-
-        Returns:
-          (the loss, or NaN when the step was skipped; this replica's
-          embeddings [B, d]).
-        """
-        loss, grads, embeddings = self._grad_fn(images, labels, targets, mask)
-        grads = _sum_over_replicas(grads)
-        finite = reliability.all_finite(loss, grads)
-        if self.loss_scale is not None:
-            scale = tf.identity(self.loss_scale.scale)  # the scale of this step's gradients
-            grads = [None if g is None else g / scale for g in grads]
-            self.loss_scale.update(finite)
-        reliability.apply_if(finite, self._apply_gradients, grads)
-        return tf.where(finite, loss, tf.constant(math.nan, loss.dtype)), embeddings
-
-    def _apply_gradients(self, grads) -> None:
-        """Coupled L2 weight decay, then every optimizer.
-
-        Args:
-          grads: gradients of backbone + head [+ loss] variables, already
-            summed over replicas and unscaled (the optimizers do not sum again).
-        """
-        nl = len(self.loss_vars)
-        if nl:  # the loss's own weights (Proxy-Anchor): own optimizer, no weight decay
-            self.loss_optimizer.apply_gradients(zip(grads[-nl:], self.loss_vars, strict=True))
-            grads = grads[:-nl]
-        variables = self.backbone_vars + self.head_vars
-        if self._l2:
-            grads = [g + self._l2 * v.value for g, v in zip(grads, variables, strict=True)]
-        nb = len(self.backbone_vars)
-        if nb:
-            self.backbone_optimizer.apply_gradients(
-                zip(grads[:nb], self.backbone_vars, strict=True))
-        self.head_optimizer.apply_gradients(zip(grads[nb:], self.head_vars, strict=True))
+        """Per-replica step (`sst_tf.step.TrainStep`): (loss or NaN if skipped, embeddings)."""
+        return self.step(images, labels, targets, mask)
 
     def distributed_step(self, batch) -> tf.Tensor:
         """Cross-replica step: runs `train_step` on each replica, mean loss."""
@@ -412,15 +272,7 @@ class Trainer:
     @property
     def learning_rates(self) -> tuple[float, float]:
         """Current (backbone, head) learning rates."""
-        return (
-            float(keras.ops.convert_to_numpy(self.backbone_optimizer.learning_rate)),
-            float(keras.ops.convert_to_numpy(self.head_optimizer.learning_rate)),
-        )
-
-    def _scale_learning_rates(self, factor: float) -> None:
-        extra = [self.loss_optimizer] if self.loss_vars else []
-        for opt in [self.backbone_optimizer, self.head_optimizer, *extra]:
-            opt.learning_rate = float(keras.ops.convert_to_numpy(opt.learning_rate)) * factor
+        return self.step.learning_rates
 
     def update_plateau(self, epoch_loss: float) -> bool:
         """Reduce-on-plateau and early stopping on the epoch's training loss.
@@ -440,7 +292,7 @@ class Trainer:
         self.lr_wait.assign_add(1)
         self.stale_epochs.assign_add(1)
         if int(self.lr_wait.numpy()) >= cfg.lr_patience:
-            self._scale_learning_rates(cfg.lr_factor)
+            self.step.scale_learning_rates(cfg.lr_factor)
             self.lr_wait.assign(0)
             logging.info("Loss plateaued: learning rates now %s", self.learning_rates)
         return int(self.stale_epochs.numpy()) >= cfg.early_stop_patience
@@ -482,9 +334,9 @@ class Trainer:
             self._train_writer = self._eval_writer = tf.summary.create_noop_writer()
         if self._train_writer is None:
             self._train_writer = tf.summary.create_file_writer(
-                os.path.join(self.config.model_dir, "train"))
+                self.folder.train_events)
             self._eval_writer = tf.summary.create_file_writer(
-                os.path.join(self.config.model_dir, "eval"))
+                self.folder.eval_events)
         return self._train_writer, self._eval_writer
 
     def _write_eval(self, metrics: dict, step: int) -> None:
@@ -709,7 +561,7 @@ class Trainer:
                 loss_count += 1
                 self._consecutive_nonfinite = 0
                 bar.update(i + 1, values=[("loss", loss)])
-                with writer.as_default(step=int(self.head_optimizer.iterations.numpy())):
+                with writer.as_default(step=int(self.step.head_optimizer.iterations.numpy())):
                     tf.summary.scalar("loss_per_step", loss)
             else:
                 self._on_nonfinite(epoch, i)
@@ -732,8 +584,9 @@ class Trainer:
         self.nonfinite_steps.assign_add(1)
         self._consecutive_nonfinite += 1
         n, limit = self._consecutive_nonfinite, self.config.max_consecutive_nonfinite
-        scale = ("" if self.loss_scale is None else
-                 f", float16 loss scale lowered to {float(self.loss_scale.scale.numpy()):g}")
+        loss_scale = self.step.loss_scale
+        scale = ("" if loss_scale is None else
+                 f", float16 loss scale lowered to {float(loss_scale.scale.numpy()):g}")
         logging.warning("Epoch %d step %d: non-finite loss or gradient, step skipped "
                         "(%d in a row, %d in this run%s).", epoch + 1, step + 1, n,
                         int(self.nonfinite_steps.numpy()), scale)
@@ -797,11 +650,11 @@ class Trainer:
                          int(self.epoch.numpy()) + 1, int(self.step_in_epoch.numpy()))
             lr = cfg.lr * cfg.loss_lr_multiplier
             if {"lr", "head_lr_multiplier", "loss_lr_multiplier"} & set(self.changed_flags):
-                self.backbone_optimizer.learning_rate = lr
-                self.head_optimizer.learning_rate = lr * cfg.head_lr_multiplier
-            if self.loss_vars and ({"lr", "proxy_lr_multiplier", "loss_lr_multiplier"}
+                self.step.backbone_optimizer.learning_rate = lr
+                self.step.head_optimizer.learning_rate = lr * cfg.head_lr_multiplier
+            if self.step.loss_vars and ({"lr", "proxy_lr_multiplier", "loss_lr_multiplier"}
                                    & set(self.changed_flags)):
-                self.loss_optimizer.learning_rate = lr * cfg.proxy_lr_multiplier
+                self.step.loss_optimizer.learning_rate = lr * cfg.proxy_lr_multiplier
                 logging.warning("Learning rates set to the new flags: %s", self.learning_rates)
         metrics["settings"] = loss_registry.settings(cfg)  # the geometry of every evaluation
         if "before" not in metrics:
@@ -893,7 +746,7 @@ class Trainer:
           reliability.DiskFullError: the disk is full (naming the folder).
         """
         cfg = self.config
-        export_dir = os.path.join(cfg.model_dir, "export")
+        export_dir = self.folder.export
         kept = (f"metrics.json and the checkpoints in {self.chief_checkpoint_dir} are kept; "
                 f"retry the export with: python -m sst_tf.export --model_dir={cfg.model_dir}")
         try:
@@ -908,7 +761,7 @@ class Trainer:
             raise ExportError(
                 f"training finished but the SavedModel export to {export_dir} failed "
                 f"({_first_line(e)}); {kept}") from e
-        proj_dir = os.path.join(cfg.model_dir, "projector")
+        proj_dir = self.folder.projector
         try:
             with reliability.disk_full_guard(proj_dir):
                 projector.write_split_projector(proj_dir, self.dataset.test, test_embeddings,
@@ -920,67 +773,6 @@ class Trainer:
                 f"training finished but writing the projector files to {proj_dir} failed "
                 f"({_first_line(e)}); metrics.json, the checkpoints and {export_dir} are "
                 "kept") from e
-
-
-class DynamicLossScale(tf.Module):
-    """The dynamic loss scale of float16 training, shared by every optimizer.
-
-    The rule of Keras' `LossScaleOptimizer`: the loss is multiplied by `scale`
-    before the backward pass; a step with a non-finite gradient halves it, and
-    `growth_steps` finite steps in a row double it. The trainer takes the
-    finiteness decision once per step, from the gradients summed over all
-    replicas, for all variable groups together. Checkpointed with the run.
-    """
-
-    def __init__(self, initial_scale: float = 2.0**15, growth_steps: int = 2000):
-        super().__init__(name="loss_scale")
-        first = tf.VariableAggregation.ONLY_FIRST_REPLICA  # every replica holds the same value
-        self.scale = tf.Variable(initial_scale, dtype=tf.float32, trainable=False,
-                                 aggregation=first, name="scale")
-        self.finite_steps = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=first,
-                                        name="finite_steps")
-        self.growth_steps = growth_steps
-
-    def update(self, finite) -> None:
-        """Halves the scale after a skipped step; doubles it after `growth_steps` good ones."""
-        grow = tf.logical_and(finite, self.finite_steps >= self.growth_steps - 1)
-        scale = tf.where(finite, tf.where(grow, self.scale * 2.0, self.scale), self.scale * 0.5)
-        steps = tf.where(tf.logical_and(finite, tf.logical_not(grow)),
-                         self.finite_steps + 1, tf.zeros_like(self.finite_steps))
-        self.scale.assign(scale)
-        self.finite_steps.assign(steps)
-
-
-class _SummedGradients:
-    """Optimizer mixin: gradients arrive already summed over replicas.
-
-    Keras optimizers all-reduce the gradients themselves; the trainer sums them
-    once, before its finiteness check, so the optimizers must not sum again.
-    """
-
-    def _all_reduce_sum_gradients(self, grads_and_vars):
-        return list(grads_and_vars)
-
-
-class _SummedAdam(_SummedGradients, keras.optimizers.Adam):
-    pass
-
-
-class _SummedAdamW(_SummedGradients, keras.optimizers.AdamW):
-    pass
-
-
-def _sum_over_replicas(grads: list) -> list:
-    """Sums per-replica gradients over all replicas (identity on one replica)."""
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync == 1:
-        return list(grads)
-    present = [i for i, g in enumerate(grads) if g is not None]
-    summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
-    out = list(grads)
-    for i, g in zip(present, summed, strict=True):
-        out[i] = g
-    return out
 
 
 class ExportError(RuntimeError):

@@ -26,6 +26,7 @@ from absl import flags, logging
 from sst_tf import cli
 from sst_tf.atomic_dir import check_output_dir, write_marker
 from sst_tf.projector import thumbnails
+from sst_tf.run_folder import RunFolder
 from sst_tf.search import chunked_top_k
 
 PROG = "sst_tf.visualize"
@@ -284,7 +285,7 @@ def visualize_run(
     from sst_tf import data as data_lib
     from sst_tf import export
 
-    out_dir = out_dir or os.path.join(model_dir, "figures")
+    out_dir = out_dir or RunFolder(model_dir).figures
     # Before the slow part:
     check_output_dir(out_dir, f"--out_dir={out_dir}", "figures", legacy=legacy_figures)
     model, config, _ = export.restore_model(model_dir, checkpoint)

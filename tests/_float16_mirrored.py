@@ -41,7 +41,7 @@ def main():
                          progress=False, export=False)
     t = Trainer(config, dataset=tiny, strategy=strategy)
     poison = tf.Variable(False, trainable=False)
-    grad_fn = t._grad_fn
+    grad_fn = t.step._grad_fn
 
     def poisoned(images, labels, targets, mask):
         loss, grads, emb = grad_fn(images, labels, targets, mask)
@@ -50,7 +50,7 @@ def main():
         bad = tf.where(hit, tf.constant(np.inf, grads[0].dtype), tf.zeros([], grads[0].dtype))
         return loss, [grads[0] + bad, *grads[1:]], emb  # one backbone gradient, replica 1
 
-    t._grad_fn = poisoned
+    t.step._grad_fn = poisoned
     s = sampling.RandomSampler(tiny.train.labels, 25, num_targets=3, seed=0,
                                compute_targets=False)
     s.refresh(None, 0)
@@ -58,9 +58,10 @@ def main():
     dist = next(iter(t._distribute(tf.data.Dataset.from_tensor_slices(
         tuple(tf.stack(parts) for parts in zip(*batches, strict=True))))))
 
-    groups = {"backbone": t.backbone_vars, "head": t.head_vars, "proxies": t.loss_vars}
-    optimizers = {"backbone": t.backbone_optimizer, "head": t.head_optimizer,
-                  "proxies": t.loss_optimizer}
+    groups = {"backbone": t.step.backbone_vars, "head": t.step.head_vars,
+              "proxies": t.step.loss_vars}
+    optimizers = {"backbone": t.step.backbone_optimizer, "head": t.step.head_optimizer,
+                  "proxies": t.step.loss_optimizer}
 
     def state():
         return {
@@ -73,11 +74,11 @@ def main():
                 for k in a}
 
     def scale():
-        return [float(x) for x in components([t.loss_scale.scale])]
+        return [float(x) for x in components([t.step.loss_scale.scale])]
 
     # Start from a scale at which the clean batches do not overflow in float16
     # (the default 2**15 overflows on the first steps of this untrained model).
-    t.loss_scale.scale.assign(256.0)
+    t.step.loss_scale.scale.assign(256.0)
     out = {"replicas": t.num_replicas, "scale0": scale()}
     s0 = state()
     poison.assign(True)
@@ -91,7 +92,7 @@ def main():
     s2 = state()
     out["changed_after_clean"] = changed(s1, s2)
     out["scale_after_clean"] = scale()
-    out["finite_steps_after_clean"] = int(t.loss_scale.finite_steps.numpy())
+    out["finite_steps_after_clean"] = int(t.step.loss_scale.finite_steps.numpy())
     out["iterations_after_clean"] = {n: int(o.iterations.numpy()) for n, o in optimizers.items()}
     model = components(t.model.weights)
     out["replicas_agree"] = all(np.array_equal(a, b) for a, b in zip(model[::2], model[1::2],

@@ -52,10 +52,10 @@ batches = list(pipeline.train_dataset(tiny.train, plan, single.image_options).ta
 
 @tf.function
 def mean_step(trainer, b1, b2, mode):
-    l1, g1, _ = trainer.compute_gradients(*b1)
-    l2, g2, _ = trainer.compute_gradients(*b2)
+    l1, g1, _ = trainer.step.compute_gradients(*b1)
+    l2, g2, _ = trainer.step.compute_gradients(*b2)
     div = 2.0 if mode == "mean" else 1.0
-    trainer._apply_gradients([(a + b) / div for a, b in zip(g1, g2, strict=True)])
+    trainer.step.apply_gradients([(a + b) / div for a, b in zip(g1, g2, strict=True)])
     return (l1 + l2) / 2
 
 

@@ -45,7 +45,7 @@ def main():
     nan_loss = np.isnan(one(clean, bad))
     changed_after_nan = any(not np.array_equal(a, w.numpy())
                             for a, w in zip(w0, t.model.weights, strict=True))
-    it_nan = int(t.head_optimizer.iterations.numpy())
+    it_nan = int(t.step.head_optimizer.iterations.numpy())
     one(clean, clean)
     changed_after_clean = any(not np.array_equal(a, w.numpy())
                               for a, w in zip(w0, t.model.weights, strict=True))
@@ -56,7 +56,7 @@ def main():
     print(json.dumps({"nan_loss": bool(nan_loss), "changed_after_nan": changed_after_nan,
                       "iterations_after_nan": it_nan,
                       "changed_after_clean": changed_after_clean,
-                      "iterations_after_clean": int(t.head_optimizer.iterations.numpy()),
+                      "iterations_after_clean": int(t.step.head_optimizer.iterations.numpy()),
                       "replicas_agree": agree}))
     sys.stdout.flush()
 

@@ -117,8 +117,8 @@ def test_trainer_uses_the_loss_geometry_and_records_it(tmp_path, tiny):
     trainer = Trainer(cfg, dataset=tiny)
     assert trainer.config.normalize is True and trainer.config.sampler == "class_balanced"
     # Batch-hard trains at a quarter of --lr unless --loss_lr_multiplier is given.
-    assert float(trainer.backbone_optimizer.learning_rate) == pytest.approx(0.25e-3)
-    assert float(trainer.head_optimizer.learning_rate) == pytest.approx(2.5e-3)
+    assert float(trainer.step.backbone_optimizer.learning_rate) == pytest.approx(0.25e-3)
+    assert float(trainer.step.head_optimizer.learning_rate) == pytest.approx(2.5e-3)
     metrics = trainer.fit()
     # Evaluation ranks the model's own outputs: unit vectors here.
     norms = np.linalg.norm(trainer.last_embeddings, axis=1)

@@ -83,7 +83,7 @@ def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, ti
     again = Trainer(_config(tmp_path / "run"), dataset=tiny)
     assert again.latest_checkpoint() == saved
     metrics = again.fit()
-    assert int(again.head_optimizer.iterations.numpy()) == 2 * 4
+    assert int(again.step.head_optimizer.iterations.numpy()) == 2 * 4
     _assert_same_weights(ref.manager.latest_checkpoint, again.manager.latest_checkpoint)
     assert metrics["after"] == ref_metrics["after"]
     assert metrics["train"]["final_loss"] == ref_metrics["train"]["final_loss"]
@@ -160,15 +160,15 @@ def test_nan_batch_is_skipped_on_device_and_counted(tmp_path, tiny):
     images, labels, targets, mask = batch
     bad = (tf.tensor_scatter_nd_update(images, [[3, 0, 0, 0]], [np.nan]), labels, targets, mask)
     before = [w.numpy().copy() for w in t.model.weights]
-    opt_before = [v.numpy().copy() for v in t.head_optimizer.variables]
+    opt_before = [v.numpy().copy() for v in t.step.head_optimizer.variables]
     assert np.isnan(float(t._step_fn(bad)))
     for a, w in zip(before, t.model.weights, strict=True):
         np.testing.assert_array_equal(a, w.numpy())
-    for a, v in zip(opt_before, t.head_optimizer.variables, strict=True):
+    for a, v in zip(opt_before, t.step.head_optimizer.variables, strict=True):
         np.testing.assert_array_equal(a, v.numpy())  # moments and step count untouched
-    assert int(t.head_optimizer.iterations.numpy()) == 0
+    assert int(t.step.head_optimizer.iterations.numpy()) == 0
     loss = float(t._step_fn(batch))
-    assert np.isfinite(loss) and int(t.head_optimizer.iterations.numpy()) == 1
+    assert np.isfinite(loss) and int(t.step.head_optimizer.iterations.numpy()) == 1
     assert any(not np.array_equal(a, w.numpy()) for a, w in zip(before, t.model.weights,
                                                                strict=True))
 
@@ -192,7 +192,7 @@ def test_skipped_steps_are_counted_and_too_many_stop_keeping_the_last_good_check
     _inject_nan(t, lambda n: n in (2, 3))
     metrics = t.fit()
     assert metrics["train"]["nonfinite_steps"] == 2
-    assert int(t.head_optimizer.iterations.numpy()) == 4 - 2
+    assert int(t.step.head_optimizer.iterations.numpy()) == 4 - 2
     assert np.isfinite(metrics["train"]["final_loss"])
     good = _variables(str(tmp_path / "checkpoints" / "ckpt-1"))
 

@@ -20,7 +20,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from sst_tf import data as data_lib, pipeline
     from sst_tf.config import LOSSES, TrainConfig
-    from sst_tf.trainer import Trainer, make_loss
+    from sst_tf.losses import make_loss
+    from sst_tf.trainer import Trainer
 
     strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
     dataset = data_lib.load_dataset("digits")
@@ -51,13 +52,13 @@ MIRRORED_SCRIPT = textwrap.dedent(
         trainer = trainers.get(loss, trainers["sst"])
         if loss != "proxy_anchor":
             trainer.loss_fn = make_loss(loss, None)
-        watched = trainer.head_vars + trainer.loss_vars
+        watched = trainer.step.head_vars + trainer.step.loss_vars
         before = [v.numpy().copy() for v in watched]
         value = float(tf.function(trainer.distributed_step)(batch))
         changed = [bool(np.any(v.numpy() != b)) for v, b in zip(watched, before)]
         out[loss] = {"loss": value, "changed": changed,
                      "replicas": strategy.num_replicas_in_sync,
-                     "proxies": [list(v.shape) for v in trainer.loss_vars],
+                     "proxies": [list(v.shape) for v in trainer.step.loss_vars],
                      "seconds": time.perf_counter() - start}
     print("RESULT" + json.dumps(out))
     """
@@ -104,5 +105,5 @@ def test_proxy_anchor_proxies_are_trained_checkpointed_and_restored(tmp_path):
     assert not np.array_equal(again.loss_layer.proxies.numpy(), trained)
     again.fit()
     np.testing.assert_array_equal(again.loss_layer.proxies.numpy(), trained)
-    assert int(again.loss_optimizer.iterations.numpy()) == int(
-        first.loss_optimizer.iterations.numpy()) > 0
+    assert int(again.step.loss_optimizer.iterations.numpy()) == int(
+        first.step.loss_optimizer.iterations.numpy()) > 0

@@ -41,7 +41,7 @@ def test_one_train_step_lowers_the_loss(tmp_path, tiny):
     step_loss = float(t._step_fn(batch))
     assert math.isfinite(step_loss) and step_loss > 0
     assert loss_now() < before
-    assert int(t.head_optimizer.iterations.numpy()) == 1
+    assert int(t.step.head_optimizer.iterations.numpy()) == 1
     # Head learning rate = lr x multiplier.
     lr, head_lr = t.learning_rates
     assert head_lr == pytest.approx(2.0 * lr)
@@ -70,7 +70,7 @@ def test_checkpoint_round_trip(tmp_path, tiny):
     u = Trainer(_config(tmp_path), dataset=tiny)
     u.checkpoint.restore(t.manager.latest_checkpoint).assert_existing_objects_matched()
     assert int(u.epoch.numpy()) == 3 and float(u.best_loss.numpy()) == 0.5
-    assert int(u.head_optimizer.iterations.numpy()) == 1
+    assert int(u.step.head_optimizer.iterations.numpy()) == 1
     for a, b in zip(t.model.weights, u.model.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
@@ -115,7 +115,7 @@ def test_rerun_continues_from_the_latest_checkpoint(tmp_path, tiny):
     second = again.fit()
     assert first["train"]["epochs_run"] == 1 and second["train"]["epochs_run"] == 2
     assert second["before"] == first["before"]  # not re-measured on the trained model
-    assert int(again.head_optimizer.iterations.numpy()) == 2 * 4  # 200 images / 50 per batch
+    assert int(again.step.head_optimizer.iterations.numpy()) == 2 * 4  # 200 images / 50 per batch
     assert again.manager.latest_checkpoint.endswith("ckpt-2")
 
 

@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 from sst_tf import data, pipeline, sampling
-from sst_tf.trainer import DynamicLossScale, TrainConfig, Trainer
+from sst_tf.step import DynamicLossScale
+from sst_tf.trainer import TrainConfig, Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,33 +48,33 @@ def test_float16_step_unscales_once_and_checkpoints_the_loss_scale(tmp_path, tin
     s = sampling.RandomSampler(tiny.train.labels, 25, num_targets=3, seed=0)
     s.refresh(t.embed(tiny.train))
     batch = next(iter(pipeline.train_dataset(tiny.train, s.plan(0), t.image_options)))
-    t.loss_scale.scale.assign(256.0)
-    _, scaled, _ = t.compute_gradients(*batch)  # loss x 256 through the float16 backward
-    variables = t.backbone_vars + t.head_vars
+    t.step.loss_scale.scale.assign(256.0)
+    _, scaled, _ = t.step.compute_gradients(*batch)  # loss x 256 through the float16 backward
+    variables = t.step.backbone_vars + t.step.head_vars
     want = [g.numpy() / 256.0 + 0.01 * v.numpy() for g, v in zip(scaled, variables, strict=True)]
     assert np.isfinite(float(t._step_fn(batch)))
     # Adam's first moment after one step is (1 - beta_1) x the applied gradient:
     # the summed gradient, unscaled once, plus the coupled L2 term.
-    moments = [m.numpy() / 0.1 for opt in (t.backbone_optimizer, t.head_optimizer)
+    moments = [m.numpy() / 0.1 for opt in (t.step.backbone_optimizer, t.step.head_optimizer)
                for m in opt._momentums]
     for got, w in zip(moments, want, strict=True):
         np.testing.assert_allclose(got, w, rtol=1e-3, atol=1e-6 * np.abs(w).max())
-    assert float(t.loss_scale.scale.numpy()) == 256.0
-    assert int(t.loss_scale.finite_steps.numpy()) == 1
+    assert float(t.step.loss_scale.scale.numpy()) == 256.0
+    assert int(t.step.loss_scale.finite_steps.numpy()) == 1
 
-    t.loss_scale.scale.assign(512.0)
+    t.step.loss_scale.scale.assign(512.0)
     t.manager.save()
     u = Trainer(_float16_config(tmp_path, weight_decay=0.01), dataset=tiny)
     u.checkpoint.restore(t.manager.latest_checkpoint).assert_existing_objects_matched()
-    assert float(u.loss_scale.scale.numpy()) == 512.0
-    assert int(u.loss_scale.finite_steps.numpy()) == 1
+    assert float(u.step.loss_scale.scale.numpy()) == 512.0
+    assert int(u.step.loss_scale.finite_steps.numpy()) == 1
 
 
 def test_float16_overflow_steps_are_skipped_counted_and_halve_the_scale(tmp_path, tiny):
     small = data.Dataset("digits", data.subset(tiny.train, range(0, 200, 2)), tiny.test)
     t = Trainer(_float16_config(tmp_path, sampler="random"), dataset=small)
     calls = tf.Variable(0)
-    grad_fn = t._grad_fn
+    grad_fn = t.step._grad_fn
 
     def overflow_twice(*batch):  # the 2nd and 3rd steps overflow
         loss, grads, emb = grad_fn(*batch)
@@ -81,14 +82,14 @@ def test_float16_overflow_steps_are_skipped_counted_and_halve_the_scale(tmp_path
         bad = tf.where((calls >= 2) & (calls <= 3), np.float32(np.inf), np.float32(0.0))
         return loss, [grads[0] + tf.cast(bad, grads[0].dtype), *grads[1:]], emb
 
-    t._grad_fn = overflow_twice
+    t.step._grad_fn = overflow_twice
     stats = t.train_epoch(0, refresh=True)
     assert stats["sampler/num_batches"] == 4 and stats["nonfinite_steps"] == 2
     assert int(t.nonfinite_steps.numpy()) == 2
     assert math.isfinite(stats["loss"])
-    assert float(t.loss_scale.scale.numpy()) == 2.0**15 / 4
-    assert int(t.loss_scale.finite_steps.numpy()) == 1  # the 4th step
-    for opt in (t.backbone_optimizer, t.head_optimizer):
+    assert float(t.step.loss_scale.scale.numpy()) == 2.0**15 / 4
+    assert int(t.step.loss_scale.finite_steps.numpy()) == 1  # the 4th step
+    for opt in (t.step.backbone_optimizer, t.step.head_optimizer):
         assert int(opt.iterations.numpy()) == 2
     assert all(np.isfinite(w.numpy()).all() for w in t.model.trainable_weights)
 

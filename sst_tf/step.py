@@ -1,0 +1,275 @@
+"""The per-replica training step: forward, loss, gradients, one decision, apply.
+
+`TrainStep` owns what one step needs and nothing about epochs: the model and
+the loss function it is given, the optimizers (backbone, head, and the loss's
+own weights such as Proxy-Anchor's proxies, each with its learning rate), the
+coupled L2 weight decay and, under float16, one dynamic loss scale.
+
+Called in replica context (inside `strategy.run`, or directly on one device):
+
+1. forward and backward of the replica's batch (`compute_gradients`; the loss
+   is divided by the replicas in sync, and multiplied by the float16 loss
+   scale; XLA-compiled with `jit_compile`, which never covers the apply);
+2. the gradients are summed over all replicas once;
+3. one finiteness decision: the loss of every replica and every summed
+   gradient of every variable group finite, the same on all replicas;
+4. every optimizer applies its gradients, or none does (under float16 the
+   scale is halved on a skipped step and doubled after a run of good ones).
+
+Build it inside `strategy.scope()`: the optimizers are built there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+
+from sst_tf import reliability
+
+__all__ = ["DynamicLossScale", "TrainStep", "dtype_policy", "precision_policy"]
+
+
+def precision_policy(mixed_precision: str) -> str:
+    """Keras dtype policy name of a --mixed_precision value."""
+    return {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[
+        mixed_precision]
+
+
+class dtype_policy:  # noqa: N801 (used as a context manager)
+    """Context manager: a global Keras dtype policy while layers are built."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self):
+        self.old = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.name)
+
+    def __exit__(self, *exc):
+        keras.config.set_dtype_policy(self.old)
+        return False
+
+
+class TrainStep:
+    """One replica's training step (see module docstring)."""
+
+    def __init__(
+        self,
+        model: keras.Model,
+        loss_fn: Callable,
+        backbone_vars: list,
+        head_vars: list,
+        *,
+        lr: float,
+        head_lr_multiplier: float = 1.0,
+        weight_decay: float = 0.0,
+        decoupled_weight_decay: bool = False,
+        num_replicas: int = 1,
+        mixed_precision: str = "none",
+        jit_compile: bool = False,
+        loss_vars: list | None = None,
+        loss_lr_multiplier: float = 1.0,
+    ):
+        """Builds the optimizers (call inside `strategy.scope()`).
+
+        Args:
+          model: the embedding model, images -> [B, d].
+          loss_fn: fn(embeddings, labels, targets, mask) -> scalar loss.
+          backbone_vars: the backbone's trainable variables.
+          head_vars: the head's trainable variables.
+          lr: the backbone's learning rate.
+          head_lr_multiplier: the head's learning rate is `lr` times this.
+          weight_decay: L2 weight decay of backbone and head.
+          decoupled_weight_decay: AdamW's decoupled decay instead of coupled L2
+            added to the summed gradients.
+          num_replicas: replicas in sync (each replica's loss is divided by it).
+          mixed_precision: "none", "bfloat16" or "float16" (dynamic loss scale).
+          jit_compile: XLA-compile forward + backward.
+          loss_vars: the loss's own trainable variables (Proxy-Anchor), trained
+            by their own optimizer without weight decay.
+          loss_lr_multiplier: their learning rate is `lr` times this.
+        """
+        self.model = model
+        self.loss_fn = loss_fn
+        self.backbone_vars = list(backbone_vars)
+        self.head_vars = list(head_vars)
+        self.loss_vars = list(loss_vars or [])
+        self.num_replicas = int(num_replicas)
+        self.weight_decay = float(weight_decay)
+        self.decoupled_weight_decay = bool(decoupled_weight_decay)
+        # Coupled L2, added to the gradients once they are summed over replicas.
+        self._l2 = 0.0 if decoupled_weight_decay else self.weight_decay
+        # float16: one dynamic loss scale for every variable group and replica.
+        self.loss_scale = DynamicLossScale() if mixed_precision == "float16" else None
+        self.backbone_optimizer = self.make_optimizer(lr)
+        self.head_optimizer = self.make_optimizer(lr * head_lr_multiplier)
+        self.backbone_optimizer.build(self.backbone_vars)
+        self.head_optimizer.build(self.head_vars)
+        self.loss_optimizer = None
+        if self.loss_vars:
+            self.loss_optimizer = self.make_optimizer(lr * loss_lr_multiplier)
+            self.loss_optimizer.build(self.loss_vars)
+        # XLA for forward + backward only (never apply_gradients; Keras 3
+        # turns XLA off under tf.distribute otherwise).
+        self._grad_fn = (tf.function(self.compute_gradients, jit_compile=True)
+                         if jit_compile else self.compute_gradients)
+
+    def make_optimizer(self, lr: float) -> keras.optimizers.Optimizer:
+        """Adam (or AdamW) that takes gradients already summed over replicas."""
+        if self.decoupled_weight_decay:
+            return _SummedAdamW(learning_rate=lr, weight_decay=self.weight_decay, name="adamw")
+        return _SummedAdam(learning_rate=lr, name="adam")
+
+    @property
+    def optimizers(self) -> list[keras.optimizers.Optimizer]:
+        """Every optimizer of the step (backbone, head[, loss])."""
+        return [self.backbone_optimizer, self.head_optimizer,
+                *([self.loss_optimizer] if self.loss_optimizer is not None else [])]
+
+    def checkpoint_items(self) -> dict:
+        """The step's state for a `tf.train.Checkpoint` (optimizers, loss scale)."""
+        items = {"backbone_optimizer": self.backbone_optimizer,
+                 "head_optimizer": self.head_optimizer}
+        if self.loss_optimizer is not None:
+            items["loss_optimizer"] = self.loss_optimizer
+        if self.loss_scale is not None:
+            items["loss_scale"] = self.loss_scale
+        return items
+
+    def compute_gradients(self, images, labels, targets, mask):
+        """Forward + backward of one replica's batch (XLA-compiled with jit_compile).
+
+        Returns:
+          (loss, gradients of loss / num_replicas [times the float16 loss
+          scale] w.r.t. backbone + head [+ loss] variables, embeddings).
+        """
+        variables = self.backbone_vars + self.head_vars + self.loss_vars
+        with tf.GradientTape() as tape:
+            embeddings = self.model(images, training=True)
+            loss = self.loss_fn(embeddings, labels, targets, mask)
+            scaled = loss / self.num_replicas
+            if self.loss_scale is not None:
+                scaled = scaled * tf.cast(self.loss_scale.scale, scaled.dtype)
+        return loss, tape.gradient(scaled, variables), embeddings
+
+    def __call__(self, images, labels, targets, mask):
+        """Runs the step on this replica's batch.
+
+        The gradients are summed over the replicas first; the step is applied
+        only if the loss of every replica and every summed gradient (backbone,
+        head and the loss's own weights) are finite, and then to every
+        optimizer, else to none: one decision per step, the same on all
+        replicas. Under float16 the gradients are unscaled after the sum and
+        the loss scale is updated from that same decision (halved on a skipped
+        step, see `DynamicLossScale`).
+
+        Returns:
+          (the loss, or NaN when the step was skipped; this replica's
+          embeddings [B, d]).
+        """
+        loss, grads, embeddings = self._grad_fn(images, labels, targets, mask)
+        grads = _sum_over_replicas(grads)
+        finite = reliability.all_finite(loss, grads)
+        if self.loss_scale is not None:
+            scale = tf.identity(self.loss_scale.scale)  # the scale of this step's gradients
+            grads = [None if g is None else g / scale for g in grads]
+            self.loss_scale.update(finite)
+        reliability.apply_if(finite, self.apply_gradients, grads)
+        return tf.where(finite, loss, tf.constant(math.nan, loss.dtype)), embeddings
+
+    def apply_gradients(self, grads) -> None:
+        """Coupled L2 weight decay, then every optimizer.
+
+        Args:
+          grads: gradients of backbone + head [+ loss] variables, already
+            summed over replicas and unscaled (the optimizers do not sum again).
+        """
+        nl = len(self.loss_vars)
+        if nl:  # the loss's own weights (Proxy-Anchor): own optimizer, no weight decay
+            self.loss_optimizer.apply_gradients(zip(grads[-nl:], self.loss_vars, strict=True))
+            grads = grads[:-nl]
+        variables = self.backbone_vars + self.head_vars
+        if self._l2:
+            grads = [g + self._l2 * v.value for g, v in zip(grads, variables, strict=True)]
+        nb = len(self.backbone_vars)
+        if nb:
+            self.backbone_optimizer.apply_gradients(
+                zip(grads[:nb], self.backbone_vars, strict=True))
+        self.head_optimizer.apply_gradients(zip(grads[nb:], self.head_vars, strict=True))
+
+    @property
+    def learning_rates(self) -> tuple[float, float]:
+        """Current (backbone, head) learning rates."""
+        return (
+            float(keras.ops.convert_to_numpy(self.backbone_optimizer.learning_rate)),
+            float(keras.ops.convert_to_numpy(self.head_optimizer.learning_rate)),
+        )
+
+    def scale_learning_rates(self, factor: float) -> None:
+        """Multiplies every optimizer's learning rate by `factor`."""
+        for opt in self.optimizers:
+            opt.learning_rate = float(keras.ops.convert_to_numpy(opt.learning_rate)) * factor
+
+
+class DynamicLossScale(tf.Module):
+    """The dynamic loss scale of float16 training, shared by every optimizer.
+
+    The rule of Keras' `LossScaleOptimizer`: the loss is multiplied by `scale`
+    before the backward pass; a step with a non-finite gradient halves it, and
+    `growth_steps` finite steps in a row double it. The trainer takes the
+    finiteness decision once per step, from the gradients summed over all
+    replicas, for all variable groups together. Checkpointed with the run.
+    """
+
+    def __init__(self, initial_scale: float = 2.0**15, growth_steps: int = 2000):
+        super().__init__(name="loss_scale")
+        first = tf.VariableAggregation.ONLY_FIRST_REPLICA  # every replica holds the same value
+        self.scale = tf.Variable(initial_scale, dtype=tf.float32, trainable=False,
+                                 aggregation=first, name="scale")
+        self.finite_steps = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=first,
+                                        name="finite_steps")
+        self.growth_steps = growth_steps
+
+    def update(self, finite) -> None:
+        """Halves the scale after a skipped step; doubles it after `growth_steps` good ones."""
+        grow = tf.logical_and(finite, self.finite_steps >= self.growth_steps - 1)
+        scale = tf.where(finite, tf.where(grow, self.scale * 2.0, self.scale), self.scale * 0.5)
+        steps = tf.where(tf.logical_and(finite, tf.logical_not(grow)),
+                         self.finite_steps + 1, tf.zeros_like(self.finite_steps))
+        self.scale.assign(scale)
+        self.finite_steps.assign(steps)
+
+
+class _SummedGradients:
+    """Optimizer mixin: gradients arrive already summed over replicas.
+
+    Keras optimizers all-reduce the gradients themselves; the trainer sums them
+    once, before its finiteness check, so the optimizers must not sum again.
+    """
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars)
+
+
+class _SummedAdam(_SummedGradients, keras.optimizers.Adam):
+    pass
+
+
+class _SummedAdamW(_SummedGradients, keras.optimizers.AdamW):
+    pass
+
+
+def _sum_over_replicas(grads: list) -> list:
+    """Sums per-replica gradients over all replicas (identity on one replica)."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return list(grads)
+    present = [i for i, g in enumerate(grads) if g is not None]
+    summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
+    out = list(grads)
+    for i, g in zip(present, summed, strict=True):
+        out[i] = g
+    return out

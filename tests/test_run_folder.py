@@ -1,0 +1,27 @@
+import json
+import os
+
+from sst_tf import export
+from sst_tf.run_folder import RunFolder, interrupted_dir
+from sst_tf.trainer import TrainConfig, Trainer
+
+
+def test_a_run_writes_where_the_layout_says_and_export_reads_it_there(tmp_path, tiny):
+    config = TrainConfig(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
+                         embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
+                         batch_size=50, num_targets=3, epochs=1, lr=1e-3, sampler="random",
+                         progress=False)
+    Trainer(config, dataset=tiny).fit()
+    folder = RunFolder(str(tmp_path))
+    with open(folder.config) as f:
+        assert json.load(f)["batch_size"] == 50
+    with open(folder.metrics) as f:
+        assert set(json.load(f)) >= {"before", "after"}
+    assert any(n.startswith("ckpt-1") for n in os.listdir(folder.checkpoints))
+    assert os.listdir(folder.train_events) and os.listdir(folder.eval_events)
+    assert os.path.isfile(os.path.join(folder.export, "saved_model.pb"))
+    assert os.path.isfile(os.path.join(folder.projector, "projector_config.pbtxt"))
+    # The export command finds the run's config and checkpoint through the same layout.
+    assert export.load_run_config(str(tmp_path)).embedding_dim == 8
+    assert export.find_checkpoint(str(tmp_path), None).startswith(folder.checkpoints)
+    assert interrupted_dir(folder.checkpoints) == os.path.join(folder.checkpoints, "interrupted")
