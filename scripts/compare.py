@@ -45,8 +45,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sst_tf import cli, loss_registry  # noqa: E402
 from sst_tf import train as train_cli  # noqa: E402  (defines the shared training flags)
-from sst_tf.atomic_dir import check_output_dir, write_marker  # noqa: E402
 from sst_tf.config import LOSSES  # noqa: E402
+from sst_tf.outputs import check_output_dir, write_marker  # noqa: E402
 
 flags.DEFINE_list("losses", list(LOSSES), "Losses to compare (--loss values).")
 flags.DEFINE_list("samplers", [], "Samplers to compare (--sampler values); empty: each "

@@ -44,7 +44,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 # Run as `python scripts/make_glyphs.py` from a checkout: import sst_tf from it.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from sst_tf import atomic_dir  # noqa: E402
+from sst_tf import outputs  # noqa: E402
 
 PROG = "make_glyphs.py"
 MARKER = "sst_tf make_glyphs"
@@ -461,7 +461,7 @@ def build(output_dir: str, seed: int = 0, images_per_class: int = 50,
     val_train = [c for c in train if c not in val_test]
 
     renderer = Renderer(image_size, max_rotation, min_scale, max_scale, max_offset, max_stroke)
-    tmp = atomic_dir.temp_dir_for(output_dir)
+    tmp = outputs.temp_dir_for(output_dir)
     try:
         args = (coverage, renderer, images_per_class, min_fonts, seed)
         records = {"train": write_classes(os.path.join(tmp, "train"), train, *args),
@@ -501,7 +501,7 @@ def build(output_dir: str, seed: int = 0, images_per_class: int = 50,
         }
         with open(os.path.join(tmp, "manifest.json"), "w") as f:
             json.dump(manifest, f, indent=1, ensure_ascii=False)
-        atomic_dir.replace_dir(tmp, output_dir)
+        outputs.replace_dir(tmp, output_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

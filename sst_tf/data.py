@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable
 
 import numpy as np
+from absl import logging
 
 from sst_tf import datasets
 from sst_tf.datasets import tfds_source
@@ -202,3 +203,34 @@ def load_digits_dataset(data_dir: str | None = None, upscale: int = 4, seed: int
         Split(labels[tr], names, images=images[tr]),
         Split(labels[te], names, images=images[te]),
     )
+
+
+def check_splits(train_labels: np.ndarray, test_labels: np.ndarray, name: str = "") -> None:
+    """Refuses splits that cannot train or evaluate; logs classes of one image.
+
+    * a train split with fewer than 2 classes: no triplet / imposter exists;
+    * a test split with fewer than 2 classes: every neighbour is a hit, so
+      Recall@K, MAP@R and NMI say nothing;
+    * classes with a single image: allowed and counted (in train such an image
+      has no target neighbour but is an imposter for others; in test it is a
+      query that cannot hit and is left out of MAP@R / R-Precision).
+
+    Raises:
+      ValueError: naming the split.
+    """
+    prefix = f"{name} " if name else ""
+    for split, labels in (("train", train_labels), ("test", test_labels)):
+        classes, counts = np.unique(np.asarray(labels), return_counts=True)
+        if len(classes) < 2:
+            need = ("training needs at least 2 classes (triplets need an imposter)"
+                    if split == "train" else
+                    "retrieval metrics need at least 2 classes (with one class every "
+                    "neighbour is a hit)")
+            raise ValueError(
+                f"{prefix}{split} split has {len(labels)} image(s) in {len(classes)} "
+                f"class(es): {need}."
+            )
+        single = int((counts == 1).sum())
+        if single:
+            logging.warning("%s%s split: %d class(es) with a single image (no same-class "
+                            "partner; kept).", prefix, split, single)

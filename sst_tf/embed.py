@@ -23,8 +23,8 @@ import numpy as np
 from absl import flags, logging
 
 from sst_tf import cli
-from sst_tf.atomic_dir import check_output_file
 from sst_tf.datasets.common import IMAGE_EXTENSIONS
+from sst_tf.outputs import check_output_file
 
 INDEX_FORMAT = "sst_tf.embeddings/1"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -15,7 +15,7 @@ renamed into place at the end: a crash never leaves a half export behind.
 Entry point: ``python -m sst_tf.export --model_dir=RUN`` exports the latest
 (or a chosen) checkpoint of a training run to ``RUN/export``. It never writes
 over a folder it did not write, and replaces an earlier export only with
-``--overwrite`` (see `sst_tf.atomic_dir.check_output_dir`).
+``--overwrite`` (see `sst_tf.outputs.check_output_dir`).
 """
 
 from __future__ import annotations
@@ -58,13 +58,13 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from sst_tf import pipeline  # noqa: E402
-from sst_tf.atomic_dir import (  # noqa: E402
+from sst_tf.outputs import (  # noqa: E402
     check_output_dir,
     replace_dir,
     temp_dir_for,
     write_marker,
 )
-from sst_tf.run_folder import RunFolder  # noqa: E402
+from sst_tf.run_state import RunFolder  # noqa: E402
 
 SPEC_FILENAME = "sst_tf_export.json"
 SCALINGS = ("inception", "unit", "raw")

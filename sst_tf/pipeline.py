@@ -163,3 +163,29 @@ def eval_dataset(split: Split, options: ImageOptions, batch_size: int = 256) -> 
         deterministic=True,
     )
     return ds.batch(batch_size).prefetch(2)
+
+
+# -- input errors ----------------------------------------------------------------
+
+
+class InputError(RuntimeError):
+    """Reading or decoding an image failed while the run was going (names the file)."""
+
+
+def read_batches(dataset, what: str):
+    """Iterates `dataset`, turning a tf.data read/decode error into `InputError`.
+
+    Only errors raised while producing a batch (file gone, unreadable or
+    corrupt since the up-front image check) are converted; errors of the
+    computation on a batch are not affected.
+    """
+    iterator = iter(dataset)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except tf.errors.OpError as e:
+            message = (e.message or str(e)).strip().splitlines()[0]
+            raise InputError(f"{what}: reading an image failed: {message}") from e
+        yield batch

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import logging
 
-from sst_tf.atomic_dir import check_output_dir, replace_dir, temp_dir_for, write_marker
+from sst_tf.outputs import check_output_dir, replace_dir, temp_dir_for, write_marker
 
 SPRITE_LIMIT_PX = 8192
 TENSOR_NAME = "embedding/.ATTRIBUTES/VARIABLE_VALUE"

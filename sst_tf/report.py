@@ -17,7 +17,7 @@ import sys
 from absl import flags
 
 from sst_tf import cli
-from sst_tf.run_folder import RunFolder
+from sst_tf.run_state import RunFolder
 
 PROG = "sst_tf.report"
 # Data sets a run can have (sst_tf.train --dataset); published numbers exist for TITLES only.

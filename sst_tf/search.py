@@ -21,9 +21,8 @@ import numpy as np
 from absl import flags
 
 from sst_tf import cli
-from sst_tf.atomic_dir import check_output_file
 from sst_tf.embed import Embedder, embed_files, list_images, load_index
-from sst_tf.reliability import write_text_atomic
+from sst_tf.outputs import check_output_file, write_text_atomic
 
 
 def chunked_top_k(

@@ -22,14 +22,13 @@ Build it inside `strategy.scope()`: the optimizers are built there.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import keras
 import tensorflow as tf
 
-from sst_tf import reliability
-
-__all__ = ["DynamicLossScale", "TrainStep", "dtype_policy", "precision_policy"]
+__all__ = ["DynamicLossScale", "NonFiniteError", "TrainStep", "all_finite", "apply_if",
+           "dtype_policy", "precision_policy"]
 
 
 def precision_policy(mixed_precision: str) -> str:
@@ -172,12 +171,12 @@ class TrainStep:
         """
         loss, grads, embeddings = self._grad_fn(images, labels, targets, mask)
         grads = _sum_over_replicas(grads)
-        finite = reliability.all_finite(loss, grads)
+        finite = all_finite(loss, grads)
         if self.loss_scale is not None:
             scale = tf.identity(self.loss_scale.scale)  # the scale of this step's gradients
             grads = [None if g is None else g / scale for g in grads]
             self.loss_scale.update(finite)
-        reliability.apply_if(finite, self.apply_gradients, grads)
+        apply_if(finite, self.apply_gradients, grads)
         return tf.where(finite, loss, tf.constant(math.nan, loss.dtype)), embeddings
 
     def apply_gradients(self, grads) -> None:
@@ -273,3 +272,56 @@ def _sum_over_replicas(grads: list) -> list:
     for i, g in zip(present, summed, strict=True):
         out[i] = g
     return out
+
+
+# -- non-finite steps ------------------------------------------------------------
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+def all_finite(loss, grads: Iterable | None = None):
+    """Scalar bool tensor: the loss and every gradient are finite.
+
+    Under a distribution strategy (in replica context) the flag is reduced over
+    all replicas (a sum of non-finite flags), so every replica takes the same decision.
+    """
+    checks = [tf.reduce_all(tf.math.is_finite(loss))]
+    for g in grads or ():
+        if g is not None:
+            checks.append(tf.reduce_all(tf.math.is_finite(g)))
+    finite = tf.reduce_all(tf.stack(checks))
+    ctx = tf.distribute.get_replica_context()
+    if ctx is not None and ctx.num_replicas_in_sync > 1:
+        bad = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(finite), tf.int32))
+        finite = tf.equal(bad, 0)
+    return finite
+
+
+def apply_if(finite, apply_fn: Callable, *args) -> None:
+    """Runs `apply_fn(*args)` (e.g. optimizer updates) only when `finite` is true.
+
+    Called in replica context. Optimizers synchronise through `merge_call`,
+    which a strategy does not allow inside a replica-context `tf.cond`; as
+    Keras' loss-scale optimizer does, the condition is taken in cross-replica
+    context and the updates run per replica inside it. `finite` must already be
+    identical on all replicas (see `all_finite`).
+    """
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(finite, lambda: _call(apply_fn, args), lambda: None)
+        return
+
+    def cross_replica(distribution, finite, *args):
+        flag = distribution.experimental_local_results(finite)[0]
+        tf.cond(
+            flag,
+            lambda: _call(distribution.extended.call_for_each_replica, (apply_fn, args)),
+            lambda: None,
+        )
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite, *args))
+
+
+def _call(fn, args) -> None:
+    fn(*args)

@@ -21,8 +21,8 @@ import numpy as np
 from absl import flags, logging
 
 from sst_tf import cli
-from sst_tf.atomic_dir import check_output_dir, write_marker
-from sst_tf.run_folder import RunFolder
+from sst_tf.outputs import check_output_dir, write_marker
+from sst_tf.run_state import RunFolder
 
 FLAGS = flags.FLAGS
 
@@ -275,7 +275,8 @@ def main(argv):
         print(dry_run_summary(ds))
         print(_settings_line(config))
         return
-    from sst_tf import distribute, reliability
+    from sst_tf import distribute, outputs, pipeline, run_state
+    from sst_tf import step as step_lib
     from sst_tf.trainer import ExportError, Trainer
 
     try:
@@ -294,13 +295,13 @@ def main(argv):
         metrics = trainer.fit()
     except ExportError as e:  # trained and evaluated: metrics.json is written
         metrics, export_error = e.metrics, e
-    except reliability.Interrupted as e:
+    except run_state.Interrupted as e:
         _fail(str(e), e.exit_code)
-    except reliability.NonFiniteError as e:
+    except step_lib.NonFiniteError as e:
         _fail(str(e), 3)
-    except reliability.DiskFullError as e:
+    except outputs.DiskFullError as e:
         _fail(str(e), 4)
-    except reliability.InputError as e:
+    except pipeline.InputError as e:
         _fail(str(e), 5)
     if not trainer.is_chief:  # only the chief evaluates and writes files
         logging.info("Worker done (the chief writes metrics.json).")

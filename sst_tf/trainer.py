@@ -20,7 +20,7 @@ one finiteness decision, apply to every optimizer or none) is
 `_distribute` is the hook where a strategy's input distribution goes (one
 neighbourhood per replica). This module is the loop around them.
 
-Reliability (`sst_tf.reliability`): the checkpoint also holds the sampler
+Reliability (`sst_tf.run_state`, `sst_tf.outputs`): the checkpoint also holds the sampler
 state and the progress inside an interrupted epoch, so a rerun resumes exactly;
 SIGTERM/SIGINT write a checkpoint after the current step; a step with a
 non-finite loss or gradient is skipped in-graph and counted (under float16 this
@@ -57,16 +57,17 @@ from sst_tf import (
     export,
     loss_registry,
     losses,
+    outputs,
     pipeline,
     projector,
-    reliability,
+    run_state,
     sampling,
 )
 from sst_tf import model as model_lib
 from sst_tf import step as step_lib
 from sst_tf.config import LOSSES, TARGET_LOSSES, TrainConfig
-from sst_tf.reliability import write_json_atomic
-from sst_tf.run_folder import RunFolder, interrupted_dir
+from sst_tf.outputs import write_json_atomic
+from sst_tf.run_state import RunFolder, interrupted_dir
 
 __all__ = ["LOSSES", "TARGET_LOSSES", "ExportError", "TrainConfig", "Trainer",
            "write_json_atomic"]
@@ -126,7 +127,7 @@ class Trainer:
             random_flip=config.random_flip,
         )
         train = self.dataset.train
-        reliability.check_splits(train.labels, self.dataset.test.labels, config.dataset)
+        data_lib.check_splits(train.labels, self.dataset.test.labels, config.dataset)
         # Every worker saves (a collective under multi-worker); non-chief
         # workers into a temporary folder deleted after each save.
         self.folder = RunFolder(config.model_dir)
@@ -214,7 +215,7 @@ class Trainer:
             self.checkpoint, self.checkpoint_dir, max_to_keep=config.keep_checkpoints
         )
         self.interrupt_manager = self._make_interrupt_manager()
-        self._signals: reliability.GracefulSignals | None = None
+        self._signals: run_state.GracefulSignals | None = None
         self._consecutive_nonfinite = 0
         self.metrics_path = self.folder.metrics
         self._train_writer = None
@@ -314,7 +315,7 @@ class Trainer:
                 self.strategy, lambda images: self.model(images, training=False), ds,
                 len(split), self.config.eval_batch_size)
         out = [self._embed_fn(images).numpy()
-               for images, _ in reliability.read_batches(ds, "embedding pass")]
+               for images, _ in pipeline.read_batches(ds, "embedding pass")]
         return np.concatenate(out, axis=0).astype(np.float32)
 
     def evaluate(self, split: data_lib.Split | None = None) -> dict:
@@ -361,12 +362,12 @@ class Trainer:
                     or tf.train.latest_checkpoint(self.interrupt_dir))
 
     def _check_resume_config(self) -> list[str]:
-        """Refuses to resume a run whose saved flags do not fit (see reliability)."""
+        """Refuses to resume a run whose saved flags do not fit (`run_state`)."""
         if not (os.path.isfile(self.config_path) and self._has_checkpoint()):
             return []
         with open(self.config_path) as f:
             saved = json.load(f)
-        return reliability.check_resume_config(saved, self._run_record(),
+        return run_state.check_resume_config(saved, self._run_record(),
                                                self.config.allow_flag_changes)
 
     def _make_interrupt_manager(self) -> tf.train.CheckpointManager:
@@ -401,7 +402,7 @@ class Trainer:
         return max(paths, key=self._progress_of)  # ties: the epoch checkpoint (first)
 
     def _save(self, manager: tf.train.CheckpointManager, number: int | None = None) -> str:
-        with reliability.disk_full_guard(manager.directory):
+        with outputs.disk_full_guard(manager.directory):
             path = manager.save(checkpoint_number=number)
         distribute.remove_worker_dir(self.checkpoint_dir, self.strategy)  # non-chief only
         return path
@@ -431,7 +432,7 @@ class Trainer:
             path = self.manager.latest_checkpoint
             if not (step == 0 and path and self._progress_of(path) == (epoch, 0)):
                 path = self._save_progress(epoch, step, loss_sum, loss_count)
-            raise reliability.Interrupted(self._signals.received, path)
+            raise run_state.Interrupted(self._signals.received, path)
 
     def _restore_sampler(self, epoch: int) -> bool:
         """Re-creates the sampler state of a resumed run; False if none was saved."""
@@ -481,8 +482,8 @@ class Trainer:
           loss_count: number of those finite losses.
 
         Raises:
-          reliability.Interrupted: on SIGTERM/SIGINT, after a checkpoint.
-          reliability.NonFiniteError: after `max_consecutive_nonfinite` skipped
+          run_state.Interrupted: on SIGTERM/SIGINT, after a checkpoint.
+          step_lib.NonFiniteError: after `max_consecutive_nonfinite` skipped
             steps in a row.
         """
         timings = self._refresh(epoch) if refresh else {}
@@ -535,16 +536,16 @@ class Trainer:
         writer, _ = self._writers()
         skipped = 0
         start = time.perf_counter()
-        batches = reliability.read_batches(ds, f"epoch {epoch + 1}")
+        batches = pipeline.read_batches(ds, f"epoch {epoch + 1}")
         i = start_step
         while True:
             try:
                 batch = next(batches)
             except StopIteration:
                 break
-            except reliability.InputError as e:  # keep the steps done so far
+            except pipeline.InputError as e:  # keep the steps done so far
                 path = self._save_progress(epoch, i, loss_sum, loss_count)
-                raise reliability.InputError(
+                raise pipeline.InputError(
                     f"{e} Progress is saved in {path}: restore the file and rerun the same "
                     "command to resume, or start a new --model_dir (the image check then "
                     "skips it).") from e
@@ -592,7 +593,7 @@ class Trainer:
                         int(self.nonfinite_steps.numpy()), scale)
         if n >= limit:
             lr, head_lr = self.learning_rates
-            raise reliability.NonFiniteError(
+            raise step_lib.NonFiniteError(
                 f"{n} consecutive steps had a non-finite loss or gradient (epoch {epoch + 1}, "
                 f"step {step + 1}; --max_consecutive_nonfinite={limit}): training diverged. "
                 f"The last good checkpoint is kept: {self.latest_checkpoint() or 'none yet'}. "
@@ -616,7 +617,7 @@ class Trainer:
         """Trains (resuming from the latest checkpoint in model_dir, if any).
 
         SIGTERM / SIGINT during training finish the current step, write a
-        checkpoint and raise `reliability.Interrupted`; rerunning resumes at that
+        checkpoint and raise `run_state.Interrupted`; rerunning resumes at that
         step with the same result as an uninterrupted run (deterministic mode).
 
         Returns:
@@ -630,7 +631,7 @@ class Trainer:
           ExportError: the export after training failed (its `metrics` hold
             the metrics; metrics.json and the checkpoints are written).
         """
-        with reliability.GracefulSignals() as self._signals:
+        with run_state.GracefulSignals() as self._signals:
             try:
                 return self._fit()
             finally:
@@ -743,19 +744,19 @@ class Trainer:
 
         Raises:
           ExportError: either part failed (one line: what, and how to retry).
-          reliability.DiskFullError: the disk is full (naming the folder).
+          outputs.DiskFullError: the disk is full (naming the folder).
         """
         cfg = self.config
         export_dir = self.folder.export
         kept = (f"metrics.json and the checkpoints in {self.chief_checkpoint_dir} are kept; "
                 f"retry the export with: python -m sst_tf.export --model_dir={cfg.model_dir}")
         try:
-            with reliability.disk_full_guard(export_dir):
+            with outputs.disk_full_guard(export_dir):
                 export.export_saved_model(
                     self.model, export_dir, export.spec_for_config(cfg),
                     metadata=export.run_metadata(cfg, self.manager.latest_checkpoint),
                 )
-        except reliability.DiskFullError:
+        except outputs.DiskFullError:
             raise
         except Exception as e:
             raise ExportError(
@@ -763,10 +764,10 @@ class Trainer:
                 f"({_first_line(e)}); {kept}") from e
         proj_dir = self.folder.projector
         try:
-            with reliability.disk_full_guard(proj_dir):
+            with outputs.disk_full_guard(proj_dir):
                 projector.write_split_projector(proj_dir, self.dataset.test, test_embeddings,
                                                 seed=cfg.seed)
-        except reliability.DiskFullError:
+        except outputs.DiskFullError:
             raise
         except Exception as e:
             raise ExportError(

@@ -24,9 +24,9 @@ import numpy as np
 from absl import flags, logging
 
 from sst_tf import cli
-from sst_tf.atomic_dir import check_output_dir, write_marker
+from sst_tf.outputs import check_output_dir, write_marker
 from sst_tf.projector import thumbnails
-from sst_tf.run_folder import RunFolder
+from sst_tf.run_state import RunFolder
 from sst_tf.search import chunked_top_k
 
 PROG = "sst_tf.visualize"

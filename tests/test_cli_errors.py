@@ -25,8 +25,8 @@ from PIL import Image
 from sst_tf import cli, embed, report, search, train, visualize
 from sst_tf import export as ex
 from sst_tf import model as model_lib
-from sst_tf.atomic_dir import MARKER
 from sst_tf.config import TrainConfig
+from sst_tf.outputs import MARKER
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER_TEXT = "a file the user wrote\n"

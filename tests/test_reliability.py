@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sst_tf import data, pipeline, reliability, sampling
+from sst_tf import data, outputs, pipeline, run_state, sampling, step
 from sst_tf.trainer import TrainConfig, Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,7 +72,7 @@ def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, ti
         return step_fn(batch)
 
     t._step_fn = step_then_signal
-    with pytest.raises(reliability.Interrupted, match="SIGTERM") as info:
+    with pytest.raises(run_state.Interrupted, match="SIGTERM") as info:
         t.fit()
     assert info.value.exit_code == 143
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler removed again
@@ -113,7 +113,7 @@ def test_incompatible_flags_are_refused_and_harmless_ones_allowed(tmp_path, tiny
         saved = json.load(f)
     assert saved["embedding_dim"] == 8 and saved["num_train_images"] == len(tiny.train)
 
-    with pytest.raises(reliability.IncompatibleRunError) as info:
+    with pytest.raises(run_state.IncompatibleRunError) as info:
         Trainer(_config(tmp_path, epochs=1, sampler="random", embedding_dim=4,
                         backbone="mobilenet_v2", lr=5e-4), dataset=tiny)
     message = str(info.value)
@@ -122,33 +122,33 @@ def test_incompatible_flags_are_refused_and_harmless_ones_allowed(tmp_path, tiny
                    "--lr: 0.001 in the saved run, 0.0005 now", "another --model_dir"):
         assert needle in message
     # Optimisation flags may change on request; model flags never.
-    with pytest.raises(reliability.IncompatibleRunError, match="--lr"):
+    with pytest.raises(run_state.IncompatibleRunError, match="--lr"):
         Trainer(_config(tmp_path, epochs=1, sampler="random", lr=5e-4), dataset=tiny)
     t = Trainer(_config(tmp_path, epochs=1, sampler="random", lr=5e-4, eval_every=3,
                         allow_flag_changes=True), dataset=tiny)
     assert t.changed_flags == ["eval_every", "lr"]
     t.fit()  # nothing left to train: restores, applies the new rate, evaluates
     assert t.learning_rates[0] == pytest.approx(5e-4)
-    with pytest.raises(reliability.IncompatibleRunError, match="--embedding_dim"):
+    with pytest.raises(run_state.IncompatibleRunError, match="--embedding_dim"):
         Trainer(_config(tmp_path, sampler="random", embedding_dim=4,
                         allow_flag_changes=True), dataset=tiny)
     # Other data (an image check dropped files since) is refused too.
     fewer = data.Dataset("digits", data.subset(tiny.train, range(150)), tiny.test)
-    with pytest.raises(reliability.IncompatibleRunError, match="--num_train_images"):
+    with pytest.raises(run_state.IncompatibleRunError, match="--num_train_images"):
         Trainer(_config(tmp_path, epochs=1, sampler="random"), dataset=fewer)
 
 
 def test_config_differences_normalise_tuples():
     saved = {"recall_ks": [1, 2], "epochs": 3, "model_dir": "a"}
     now = {"recall_ks": (1, 2), "epochs": 4, "model_dir": "b"}
-    assert reliability.config_differences(saved, now) == [("epochs", 3, 4)]
-    assert reliability.check_resume_config(saved, now) == ["epochs"]
+    assert run_state.config_differences(saved, now) == [("epochs", 3, 4)]
+    assert run_state.check_resume_config(saved, now) == ["epochs"]
     # Keys an older run did not save yet are logged, not refused.
-    assert reliability.check_resume_config(
+    assert run_state.check_resume_config(
         saved, dict(now, embedding_dim=8, num_train_images=5)) == [
         "embedding_dim", "epochs", "num_train_images"]
-    with pytest.raises(reliability.IncompatibleRunError, match="--seed: 1 in the saved"):
-        reliability.check_resume_config(dict(saved, seed=1), dict(now, seed=2))
+    with pytest.raises(run_state.IncompatibleRunError, match="--seed: 1 in the saved"):
+        run_state.check_resume_config(dict(saved, seed=1), dict(now, seed=2))
 
 
 # -- non-finite steps ----------------------------------------------------------------
@@ -199,7 +199,7 @@ def test_skipped_steps_are_counted_and_too_many_stop_keeping_the_last_good_check
     t = Trainer(_config(tmp_path, epochs=2, sampler="random", max_consecutive_nonfinite=3),
                 dataset=tiny)
     _inject_nan(t, lambda n: n >= 2)
-    with pytest.raises(reliability.NonFiniteError) as info:
+    with pytest.raises(step.NonFiniteError) as info:
         t.fit()
     message = str(info.value)
     assert "3 consecutive steps" in message and "lower learning rate" in message
@@ -233,15 +233,15 @@ def test_skip_decision_is_shared_by_all_replicas():
 
 def test_json_writes_are_atomic_and_disk_full_names_the_path(tmp_path, monkeypatch):
     path = str(tmp_path / "metrics.json")
-    reliability.write_json_atomic(path, {"a": 1})
+    outputs.write_json_atomic(path, {"a": 1})
     real_fsync = os.fsync
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full)
-    with pytest.raises(reliability.DiskFullError) as info:
-        reliability.write_json_atomic(path, {"a": 2})
+    with pytest.raises(outputs.DiskFullError) as info:
+        outputs.write_json_atomic(path, {"a": 2})
     assert path in str(info.value) and info.value.errno == errno.ENOSPC
     monkeypatch.setattr(os, "fsync", real_fsync)
     with open(path) as f:
@@ -256,10 +256,10 @@ def test_disk_full_on_checkpoint_save_names_the_folder(tmp_path, tiny, monkeypat
         raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
 
     monkeypatch.setattr(t.manager, "save", full)
-    with pytest.raises(reliability.DiskFullError, match=str(tmp_path / "checkpoints")):
+    with pytest.raises(outputs.DiskFullError, match=str(tmp_path / "checkpoints")):
         t._save_epoch_checkpoint(1)
     with pytest.raises(ValueError, match="other"):  # other errors pass through unchanged
-        with reliability.disk_full_guard("x"):
+        with outputs.disk_full_guard("x"):
             raise ValueError("other")
 
 
@@ -386,7 +386,7 @@ def test_a_class_with_a_single_image_is_kept_without_targets(caplog):
     result = evaluation.evaluate(rng.normal(size=(13, 4)).astype(np.float32), labels, (1,))
     assert result["num_queries_skipped"] == 1 and np.isfinite(result["map@r"])
     with caplog.at_level("WARNING"):
-        reliability.check_splits(labels, labels, "demo")
+        data.check_splits(labels, labels, "demo")
     assert "1 class(es) with a single image" in caplog.text
 
 
@@ -394,9 +394,9 @@ def test_splits_with_one_class_are_refused_naming_the_split(tmp_path, tiny):
     one_class = data.subset(tiny.test, np.flatnonzero(tiny.test.labels == 3))
     n = len(one_class)
     with pytest.raises(ValueError, match=f"demo test split has {n} image.*1 class.*at least 2"):
-        reliability.check_splits(tiny.train.labels, one_class.labels, "demo")
+        data.check_splits(tiny.train.labels, one_class.labels, "demo")
     with pytest.raises(ValueError, match="train split .* 1 class"):
-        reliability.check_splits(one_class.labels, tiny.test.labels)
+        data.check_splits(one_class.labels, tiny.test.labels)
     with pytest.raises(ValueError, match="digits test split"):
         Trainer(_config(tmp_path), dataset=data.Dataset("digits", tiny.train, one_class))
 
@@ -417,7 +417,7 @@ def test_an_image_lost_during_training_stops_with_its_name_and_keeps_progress(tm
                 dataset=data.Dataset("files", train, test))
     lost = train.paths[123]
     os.remove(lost)  # after the image check: e.g. a network share went away
-    with pytest.raises(reliability.InputError) as info:
+    with pytest.raises(pipeline.InputError) as info:
         t.fit()
     message = str(info.value)
     assert lost in message and "epoch 1" in message and "Progress is saved in" in message

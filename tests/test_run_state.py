@@ -2,7 +2,7 @@ import json
 import os
 
 from sst_tf import export
-from sst_tf.run_folder import RunFolder, interrupted_dir
+from sst_tf.run_state import RunFolder, interrupted_dir
 from sst_tf.trainer import TrainConfig, Trainer
 
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from sst_tf import atomic_dir as ad
+from sst_tf import outputs as ad
 from sst_tf.cli import UsageError
 
 

@@ -1,5 +1,14 @@
-"""Folders written atomically, and never over files the project did not write.
+"""Writing outputs safely: atomic files and folders, never over a user's files.
 
+* `write_json_atomic` / `disk_full_guard`: a file is written under a temporary
+  name in its folder, flushed, fsynced and renamed into place, so a reader (or
+  a resumed run) sees the old or the new file, never half of one. A full disk
+  (`ENOSPC`, or TensorFlow's "No space left on device") becomes a
+  `DiskFullError` naming the path. TensorFlow's `CheckpointManager` is atomic
+  in the same sense: the data shards are written to a temporary folder and
+  renamed, the `.index` file is written last, and the `checkpoint` state
+  file that names the latest checkpoint is replaced atomically only after
+  that, so `latest_checkpoint` always names a complete checkpoint.
 * `temp_dir_for` / `replace_dir`: build a folder in a temporary sibling and
   rename it into place, so a reader sees the old or the new folder, never half.
 * `check_output_dir` / `write_marker`: every folder the project writes holds a
@@ -13,10 +22,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 
 from sst_tf.cli import UsageError
@@ -179,3 +191,65 @@ def check_output_file(path: str, name: str, is_ours: Callable[[str], bool]) -> b
             "choose another file name"
         )
     return True
+
+
+# -- files ---------------------------------------------------------------------
+
+
+class DiskFullError(OSError):
+    """No space left on the device while writing a file (names the path)."""
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    text = str(getattr(error, "message", "") or error)
+    return "No space left on device" in text or "ENOSPC" in text
+
+
+@contextlib.contextmanager
+def disk_full_guard(path: str):
+    """Turns a disk-full error raised inside the block into `DiskFullError(path)`.
+
+    Catches `OSError(ENOSPC)` and TensorFlow errors whose message says
+    "No space left on device" (checkpoint and summary writes).
+    """
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as e:  # noqa: BLE001 - re-raised unless it is a full disk
+        if not _is_disk_full(e):
+            raise
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"No space left on the device while writing {path}; free space (or point "
+            "--model_dir elsewhere) and rerun the same command: it resumes from the last "
+            "complete checkpoint",
+            path,
+        ) from e
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes `text` to `path` through a temporary file in the same folder and a rename.
+
+    Raises:
+      DiskFullError: the disk is full (the old file, if any, is left intact).
+    """
+    tmp = f"{path}.tmp.{os.getpid()}.{threading.get_ident()}"
+    with disk_full_guard(path):
+        try:
+            with open(tmp, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+
+
+def write_json_atomic(path: str, obj) -> None:
+    """Writes `obj` as indented, key-sorted JSON to `path` atomically (see above)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
