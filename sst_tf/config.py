@@ -16,6 +16,11 @@ LOSSES = (
     "pairwise_contrastive", "multi_similarity", "proxy_anchor",
 )
 TARGET_LOSSES = ("sst", "triplet")  # losses over triplets: need target tables
+SST_IMPOSTERS = ("mean", "softmax")  # sst_tf.losses.SST_IMPOSTERS
+# --sst_scale when unset: the paper's 1 on raw embeddings; on L2-normalised ones
+# (squared distances <= 4) scale 1 leaves softplus nearly linear with vanishing
+# gradients and training collapsed on digits (docs/sst_study.md).
+NORMALIZED_SST_SCALE = 16.0
 SAMPLERS = ("local", "random", "class_balanced")
 # Local sampler neighbourhoods; "original" is the paper's rule.
 NEIGHBORHOODS = ("classes", "mixed", "original", "balanced")
@@ -46,6 +51,10 @@ class TrainConfig:
     random_flip: bool = True
     loss: str = "sst"
     margin: float | None = None
+    # SST loss options (sst_tf.losses.sst_loss): scale s of the margin variable
+    # and how the imposters of an (anchor, target) pair are combined.
+    sst_scale: float | None = None  # None: 1, or NORMALIZED_SST_SCALE with normalize
+    sst_imposters: str = "mean"
     sampler: str = "local"
     samples_per_class: int = 4
     proxy_lr_multiplier: float = 100.0
@@ -90,6 +99,13 @@ class TrainConfig:
                   "check_images": self.check_images, "strict_images": self.strict_images}
         return {k: v for k, v in values.items() if k in accepted}
 
+    def sst_options(self) -> dict:
+        """Keyword arguments of `sst_tf.losses.sst_loss` for this run."""
+        scale = self.sst_scale
+        if scale is None:
+            scale = NORMALIZED_SST_SCALE if self.normalize else 1.0
+        return {"scale": float(scale), "imposters": self.sst_imposters}
+
     def validate(self) -> None:
         """Checks values; raises ValueError naming the offending flag."""
         data_lib.check_dataset_args(self.dataset, self.data_dir, self.data_source)
@@ -125,6 +141,10 @@ class TrainConfig:
             (self.resize_size is None or self.resize_size >= self.image_size,
              "--resize_size must be >= --image_size", self.resize_size),
             (self.loss in LOSSES, f"--loss must be one of {'|'.join(LOSSES)}", self.loss),
+            (self.sst_scale is None or self.sst_scale > 0, "--sst_scale must be > 0",
+             self.sst_scale),
+            (self.sst_imposters in SST_IMPOSTERS,
+             f"--sst_imposters must be one of {'|'.join(SST_IMPOSTERS)}", self.sst_imposters),
             (self.sampler in SAMPLERS,
              f"--sampler must be one of {'|'.join(SAMPLERS)}", self.sampler),
             (self.backbone in BACKBONES,

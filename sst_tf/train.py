@@ -51,6 +51,12 @@ flags.DEFINE_string(
     "triplet_hard_soft, lifted_struct, npairs, pairwise_contrastive (tensorflow-addons'); "
     "multi_similarity, proxy_anchor.")
 flags.DEFINE_float("margin", None, "Margin of triplet (0.2) / contrastive (0.5) losses.")
+flags.DEFINE_float("sst_scale", None,
+                   "SST: scale s of the margin variable, softplus(s * (D_at - (D_ai + D_ti)/2)). "
+                   "Default: 1 (the paper's) without --normalize, 16 with it.")
+flags.DEFINE_enum("sst_imposters", "mean", ["mean", "softmax"],
+                  "SST: mean over all triplets (the paper's), or per (anchor, target) pair "
+                  "log(1 + sum over imposters of exp(s z)) (hard imposters weigh more).")
 flags.DEFINE_string("sampler", "local",
                     "Batch sampler: local (neighbourhoods, see --neighborhoods), random, "
                     "class_balanced "
@@ -140,6 +146,8 @@ def config_from_flags():
         random_flip=FLAGS.random_flip,
         loss=FLAGS.loss,
         margin=FLAGS.margin,
+        sst_scale=FLAGS.sst_scale,
+        sst_imposters=FLAGS.sst_imposters,
         sampler=FLAGS.sampler,
         samples_per_class=FLAGS.samples_per_class,
         proxy_lr_multiplier=FLAGS.proxy_lr_multiplier,
@@ -202,7 +210,7 @@ def main(argv):
               "(--dry_run: not training).")
         return
     from sst_tf import distribute, reliability
-    from sst_tf.trainer import Trainer
+    from sst_tf.trainer import CollapseError, Trainer
 
     try:
         # The strategy first: multi-worker set-up must precede other TF work.
@@ -220,6 +228,8 @@ def main(argv):
         _fail(str(e), 4)
     except reliability.InputError as e:
         _fail(str(e), 5)
+    except CollapseError as e:
+        _fail(str(e), 1)
     if not trainer.is_chief:  # only the chief evaluates and writes files
         logging.info("Worker done (the chief writes metrics.json).")
         return

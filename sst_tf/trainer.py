@@ -56,6 +56,23 @@ from sst_tf.reliability import write_json_atomic
 __all__ = ["LOSSES", "TARGET_LOSSES", "TrainConfig", "Trainer", "write_json_atomic"]
 
 
+# Below this relative spread (see `relative_spread`) the training split's
+# embeddings count as collapsed to one point. Untrained small_cnn embeddings on
+# digits sit at about 0.07, trained ones near 1.
+COLLAPSE_SPREAD = 0.01
+
+
+class CollapseError(RuntimeError):
+    """The training split's embeddings collapsed to (nearly) one point."""
+
+
+def relative_spread(embeddings: np.ndarray) -> float:
+    """Mean distance of the rows to their centroid over their mean norm (0: one point)."""
+    e = np.asarray(embeddings, np.float64)
+    spread = np.linalg.norm(e - e.mean(axis=0), axis=1).mean()
+    return float(spread / max(np.linalg.norm(e, axis=1).mean(), 1e-30))
+
+
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seeds Python, NumPy, TF and Keras; optionally makes TF ops deterministic."""
     keras.utils.set_random_seed(seed)
@@ -84,12 +101,14 @@ class _DtypePolicy:
         return False
 
 
-def make_loss(name: str, margin: float | None = None, proxy_anchor=None):
+def make_loss(name: str, margin: float | None = None, proxy_anchor=None,
+              sst_options: dict | None = None):
     """Returns fn(embeddings, labels, targets, mask) -> scalar for a loss name.
 
     `margin` None means the loss's own default. `proxy_anchor` is the
     `losses.ProxyAnchor` layer (with the train split's class ids) that
-    `--loss=proxy_anchor` needs.
+    `--loss=proxy_anchor` needs. `sst_options` are keyword arguments of
+    `losses.sst_loss` (scale, imposters).
     """
     tfa_margin = 1.0 if margin is None else margin  # tensorflow-addons' default
     simple = {
@@ -114,7 +133,8 @@ def make_loss(name: str, margin: float | None = None, proxy_anchor=None):
             raise ValueError("--loss=proxy_anchor needs a ProxyAnchor layer.")
         return lambda e, y, t, k: proxy_anchor(e, proxy_anchor.class_index(y), k)
     if name == "sst":
-        return lambda e, y, t, m: losses.sst_loss(e, y, t, sample_mask=m)
+        opts = dict(sst_options or {})
+        return lambda e, y, t, m: losses.sst_loss(e, y, t, sample_mask=m, **opts)
     if name == "triplet":
         margin = 0.2 if margin is None else margin
         return lambda e, y, t, m: losses.triplet_loss(e, y, t, margin=margin, sample_mask=m)
@@ -253,7 +273,9 @@ class Trainer:
             **({"loss_layer": self.loss_layer, "loss_optimizer": self.loss_optimizer}
                if self.loss_layer is not None else {}),
         )
-        self.loss_fn = make_loss(config.loss, config.margin, self.loss_layer)
+        self.loss_fn = make_loss(
+            config.loss, config.margin, self.loss_layer,
+            sst_options=config.sst_options())
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self.checkpoint_dir, max_to_keep=config.keep_checkpoints
         )
@@ -573,12 +595,28 @@ class Trainer:
                 if self.config.refresh == "memory":
                     self._memory = embeddings.copy()
         embed_seconds = time.perf_counter() - start
+        if embeddings is not None and epoch > 0:
+            self._check_collapse(embeddings, epoch)
         self.sampler.refresh(embeddings, epoch)
         if embeddings is not None:  # the sampler state, saved with the next checkpoint
             self.refresh_embeddings.assign(embeddings)
             self.refresh_epoch.assign(epoch)
         return {"sampler/embed_seconds": embed_seconds,
                 "sampler/cluster_seconds": time.perf_counter() - start - embed_seconds}
+
+    def _check_collapse(self, embeddings: np.ndarray, epoch: int) -> None:
+        """Raises `CollapseError` when the refreshed embeddings are one point."""
+        spread = relative_spread(embeddings)
+        if spread >= COLLAPSE_SPREAD:
+            return
+        hint = (" SST on L2-normalised embeddings needs --sst_scale well above 1 (its margin "
+                "variable is at most 4 there)." if self.config.loss == "sst"
+                and self.config.normalize else "")
+        raise CollapseError(
+            f"the embeddings of the training split collapsed after epoch {epoch} to one point "
+            f"(spread {spread:.2g} of their norm, below {COLLAPSE_SPREAD}): the loss has no "
+            f"gradient left and the model is worse than untrained.{hint} Try a lower --lr "
+            f"(now {self.config.lr:g}). Checkpoints so far: {self.checkpoint_dir}.")
 
     def train_epoch(self, epoch: int, refresh: bool, start_step: int = 0,
                     loss_sum: float = 0.0, loss_count: int = 0) -> dict:
