@@ -17,10 +17,13 @@ LOSSES = (
 )
 TARGET_LOSSES = ("sst", "triplet")  # losses over triplets: need target tables
 SST_IMPOSTERS = ("mean", "softmax")  # sst_tf.losses.SST_IMPOSTERS
-# --sst_scale when unset: the paper's 1 on raw embeddings; on L2-normalised ones
-# (squared distances <= 4) scale 1 leaves softplus nearly linear with vanishing
-# gradients and training collapsed on digits (docs/sst_study.md).
+# --sst_scale / --sst_imposters when unset: the paper's loss (1, "mean") on raw
+# embeddings; on L2-normalised ones (squared distances <= 4) scale 1 leaves
+# softplus nearly linear with vanishing gradients and training collapsed on
+# digits, and a softmax over the imposters did best on the glyph benchmark's
+# validation split (docs/sst_study.md).
 NORMALIZED_SST_SCALE = 16.0
+NORMALIZED_SST_IMPOSTERS = "softmax"
 SAMPLERS = ("local", "random", "class_balanced")
 # Local sampler neighbourhoods; "original" is the paper's rule.
 NEIGHBORHOODS = ("classes", "mixed", "original", "balanced")
@@ -54,7 +57,7 @@ class TrainConfig:
     # SST loss options (sst_tf.losses.sst_loss): scale s of the margin variable
     # and how the imposters of an (anchor, target) pair are combined.
     sst_scale: float | None = None  # None: 1, or NORMALIZED_SST_SCALE with normalize
-    sst_imposters: str = "mean"
+    sst_imposters: str | None = None  # None: "mean", or NORMALIZED_SST_IMPOSTERS
     sampler: str = "local"
     samples_per_class: int = 4
     proxy_lr_multiplier: float = 100.0
@@ -101,10 +104,12 @@ class TrainConfig:
 
     def sst_options(self) -> dict:
         """Keyword arguments of `sst_tf.losses.sst_loss` for this run."""
-        scale = self.sst_scale
+        scale, imposters = self.sst_scale, self.sst_imposters
         if scale is None:
             scale = NORMALIZED_SST_SCALE if self.normalize else 1.0
-        return {"scale": float(scale), "imposters": self.sst_imposters}
+        if imposters is None:
+            imposters = NORMALIZED_SST_IMPOSTERS if self.normalize else "mean"
+        return {"scale": float(scale), "imposters": imposters}
 
     def validate(self) -> None:
         """Checks values; raises ValueError naming the offending flag."""
@@ -143,7 +148,7 @@ class TrainConfig:
             (self.loss in LOSSES, f"--loss must be one of {'|'.join(LOSSES)}", self.loss),
             (self.sst_scale is None or self.sst_scale > 0, "--sst_scale must be > 0",
              self.sst_scale),
-            (self.sst_imposters in SST_IMPOSTERS,
+            (self.sst_imposters is None or self.sst_imposters in SST_IMPOSTERS,
              f"--sst_imposters must be one of {'|'.join(SST_IMPOSTERS)}", self.sst_imposters),
             (self.sampler in SAMPLERS,
              f"--sampler must be one of {'|'.join(SAMPLERS)}", self.sampler),

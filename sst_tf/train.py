@@ -54,9 +54,10 @@ flags.DEFINE_float("margin", None, "Margin of triplet (0.2) / contrastive (0.5) 
 flags.DEFINE_float("sst_scale", None,
                    "SST: scale s of the margin variable, softplus(s * (D_at - (D_ai + D_ti)/2)). "
                    "Default: 1 (the paper's) without --normalize, 16 with it.")
-flags.DEFINE_enum("sst_imposters", "mean", ["mean", "softmax"],
+flags.DEFINE_enum("sst_imposters", None, ["mean", "softmax"],
                   "SST: mean over all triplets (the paper's), or per (anchor, target) pair "
-                  "log(1 + sum over imposters of exp(s z)) (hard imposters weigh more).")
+                  "log(1 + sum over imposters of exp(s z)) (hard imposters weigh more). "
+                  "Default: mean without --normalize, softmax with it.")
 flags.DEFINE_string("sampler", "local",
                     "Batch sampler: local (neighbourhoods, see --neighborhoods), random, "
                     "class_balanced "

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sst_tf import losses
-from sst_tf.config import NORMALIZED_SST_SCALE, TrainConfig
+from sst_tf.config import NORMALIZED_SST_IMPOSTERS, NORMALIZED_SST_SCALE, TrainConfig
 from sst_tf.trainer import COLLAPSE_SPREAD, CollapseError, Trainer, relative_spread
 
 
@@ -16,12 +16,15 @@ def _config(tmp_path, **kw):
     return TrainConfig(**base)
 
 
-@pytest.mark.parametrize("normalize,scale,want", [(False, None, 1.0),
-                                                  (True, None, NORMALIZED_SST_SCALE),
-                                                  (True, 4.0, 4.0), (False, 2.0, 2.0)])
-def test_scale_default_depends_on_normalisation(tmp_path, normalize, scale, want):
-    cfg = _config(tmp_path, normalize=normalize, sst_scale=scale, sst_imposters="softmax")
-    assert cfg.sst_options() == {"scale": want, "imposters": "softmax"}
+@pytest.mark.parametrize("normalize,scale,imposters,want", [
+    (False, None, None, {"scale": 1.0, "imposters": "mean"}),  # the paper's loss
+    (True, None, None, {"scale": NORMALIZED_SST_SCALE, "imposters": NORMALIZED_SST_IMPOSTERS}),
+    (True, 4.0, "mean", {"scale": 4.0, "imposters": "mean"}),
+    (False, 2.0, "softmax", {"scale": 2.0, "imposters": "softmax"}),
+])
+def test_option_defaults_depend_on_normalisation(tmp_path, normalize, scale, imposters, want):
+    cfg = _config(tmp_path, normalize=normalize, sst_scale=scale, sst_imposters=imposters)
+    assert cfg.sst_options() == want
 
 
 @pytest.mark.parametrize("kw,needle", [({"sst_scale": 0.0}, "--sst_scale"),
@@ -32,7 +35,7 @@ def test_bad_sst_options_are_refused(tmp_path, kw, needle):
 
 
 def test_trainer_loss_is_sst_loss_with_the_options(tmp_path, tiny):
-    t = Trainer(_config(tmp_path, normalize=True, sst_imposters="softmax"), dataset=tiny)
+    t = Trainer(_config(tmp_path, normalize=True), dataset=tiny)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(12, 8)).astype(np.float32)
     y = np.repeat(np.arange(4), 3)
