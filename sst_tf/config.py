@@ -150,6 +150,14 @@ class TrainConfig:
              self.sst_scale),
             (self.sst_imposters is None or self.sst_imposters in SST_IMPOSTERS,
              f"--sst_imposters must be one of {'|'.join(SST_IMPOSTERS)}", self.sst_imposters),
+            # On raw embeddings a scale s only rescales the embeddings (s z(x) =
+            # z(sqrt(s) x)), and the softmax form was not measured there.
+            (self.loss != "sst" or self.normalize is not False or (
+                self.sst_scale in (None, 1.0) and self.sst_imposters in (None, "mean")),
+             "--sst_scale other than 1 and --sst_imposters=softmax need --normalize (on raw "
+             "embeddings a scale only rescales them, and the softmax form was not measured "
+             "there; docs/sst_study.md)",
+             (self.sst_scale, self.sst_imposters)),
             (self.sampler in SAMPLERS,
              f"--sampler must be one of {'|'.join(SAMPLERS)}", self.sampler),
             (self.backbone in BACKBONES,

@@ -20,15 +20,20 @@ def _config(tmp_path, **kw):
     (False, None, None, {"scale": 1.0, "imposters": "mean"}),  # the paper's loss
     (True, None, None, {"scale": NORMALIZED_SST_SCALE, "imposters": NORMALIZED_SST_IMPOSTERS}),
     (True, 4.0, "mean", {"scale": 4.0, "imposters": "mean"}),
-    (False, 2.0, "softmax", {"scale": 2.0, "imposters": "softmax"}),
+    (False, 1.0, "mean", {"scale": 1.0, "imposters": "mean"}),
 ])
 def test_option_defaults_depend_on_normalisation(tmp_path, normalize, scale, imposters, want):
     cfg = _config(tmp_path, normalize=normalize, sst_scale=scale, sst_imposters=imposters)
+    cfg.validate()
     assert cfg.sst_options() == want
 
 
-@pytest.mark.parametrize("kw,needle", [({"sst_scale": 0.0}, "--sst_scale"),
-                                       ({"sst_imposters": "max"}, "--sst_imposters")])
+@pytest.mark.parametrize("kw,needle", [
+    ({"sst_scale": 0.0, "normalize": True}, "--sst_scale must be > 0"),
+    ({"sst_imposters": "max", "normalize": True}, "--sst_imposters must be one of"),
+    ({"sst_scale": 16.0}, "need --normalize"),  # raw embeddings: the paper's loss only
+    ({"sst_imposters": "softmax"}, "need --normalize"),
+])
 def test_bad_sst_options_are_refused(tmp_path, kw, needle):
     with pytest.raises(ValueError, match=needle):
         _config(tmp_path, **kw).validate()
