@@ -61,7 +61,10 @@ flags.DEFINE_float("active_threshold", 0.01,
                    "A term is active when its derivative w.r.t. its margin variable "
                    "exceeds this (SST: sigmoid(s*z)*s; hinge losses: 1 inside the margin).")
 flags.DEFINE_list("render", [], "Only re-render the table from these study.json files.")
-flags.DEFINE_string("plot", None, "Write MAP@R against training seconds to this PNG.")
+flags.DEFINE_string("plot", None, "Write MAP@R against training time to this PNG.")
+flags.DEFINE_enum("plot_x", "seconds", ["seconds", "epoch"],
+                  "x axis of --plot: training seconds, or epochs (an equal budget of steps "
+                  "for every variant, whatever the machine's load).")
 
 FLAGS = flags.FLAGS
 
@@ -234,8 +237,8 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(results: list[dict], path: str, title: str = "") -> None:
-    """MAP@R of the test split against training seconds, mean over seeds per variant."""
+def plot(results: list[dict], path: str, title: str = "", x: str = "seconds") -> None:
+    """MAP@R of the test split against training time ("seconds" or "epoch"), mean over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -245,12 +248,12 @@ def plot(results: list[dict], path: str, title: str = "") -> None:
     for name in dict.fromkeys(r["variant"] for r in results):
         cell = [r for r in results if r["variant"] == name]
         npts = min(len(r["curve"]) for r in cell)
-        sec = np.mean([[p["seconds"] for p in r["curve"][:npts]] for r in cell], axis=0)
+        sec = np.mean([[p[x] for p in r["curve"][:npts]] for r in cell], axis=0)
         val = np.array([[p["map@r"] for p in r["curve"][:npts]] for r in cell])
         ax.plot(sec, val.mean(0), marker=".", label=name)
         if len(cell) > 1:
             ax.fill_between(sec, val.min(0), val.max(0), alpha=0.15)
-    ax.set_xlabel("training seconds (mean over seeds)")
+    ax.set_xlabel("training seconds (mean over seeds)" if x == "seconds" else "epochs")
     ax.set_ylabel("MAP@R, unseen classes")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -270,7 +273,7 @@ def main(argv):
                 results.extend(json.load(f)["results"])
         print(markdown(results))
         if FLAGS.plot:
-            plot(results, FLAGS.plot)
+            plot(results, FLAGS.plot, x=FLAGS.plot_x)
         return
     if not FLAGS.out_dir:
         train_cli._fail("--out_dir is required.")
@@ -304,7 +307,7 @@ def main(argv):
         f.write(header + table)
     print(header + table)
     if FLAGS.plot:
-        plot(results, FLAGS.plot, f"{base.dataset}: MAP@R over training time")
+        plot(results, FLAGS.plot, f"{base.dataset}: MAP@R over training time", x=FLAGS.plot_x)
 
 
 if __name__ == "__main__":
