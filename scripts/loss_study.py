@@ -13,7 +13,7 @@ Every `sst_tf.train` flag sets the shared configuration; each `--variant` is
 and number of epochs (the plateau schedule applies, early stopping does not).
 
 Every `--curve_every` epochs (and after the last) a cell records:
-  * `map@r` of the test split (unseen classes) and the training seconds so far
+  * `map@r` of the test split and the training seconds so far
     (sampling, refresh and steps; the diagnostics themselves are not counted);
   * the epoch's mean training loss;
   * on `--probe_batches` batches of the epoch's plan (no augmentation):
@@ -254,7 +254,7 @@ def plot(results: list[dict], path: str, title: str = "", x: str = "seconds") ->
         if len(cell) > 1:
             ax.fill_between(sec, val.min(0), val.max(0), alpha=0.15)
     ax.set_xlabel("training seconds (mean over seeds)" if x == "seconds" else "epochs")
-    ax.set_ylabel("MAP@R, unseen classes")
+    ax.set_ylabel("MAP@R, test split")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -300,7 +300,7 @@ def main(argv):
             os.replace(json_path + ".tmp", json_path)
     header = (f"Data set `{base.dataset}`, backbone `{base.backbone}`, embedding "
               f"{base.embedding_dim}, {base.epochs} epochs, batch {base.batch_size}, seeds "
-              f"{','.join(map(str, seeds))}. Test split (unseen classes), mean ± std over "
+              f"{','.join(map(str, seeds))}. Test split, mean ± std over "
               "seeds; diagnostics at the last epoch (mean over seeds).\n\n")
     table = markdown(results)
     with open(os.path.join(FLAGS.out_dir, "study.md"), "w") as f:
