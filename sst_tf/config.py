@@ -17,6 +17,14 @@ LOSSES = (
     "pairwise_contrastive", "multi_similarity", "proxy_anchor",
 )
 TARGET_LOSSES = ("sst", "triplet")  # losses over triplets: need target tables
+SST_IMPOSTERS = ("mean", "softmax")  # sst_tf.losses.SST_IMPOSTERS
+# --sst_scale / --sst_imposters when unset: the paper's loss (1, "mean") on raw
+# embeddings; on L2-normalised ones (squared distances <= 4) scale 1 leaves
+# softplus nearly linear with vanishing gradients and training collapsed on
+# digits, and a softmax over the imposters did best on the glyph benchmark's
+# validation split (docs/sst_study.md).
+NORMALIZED_SST_SCALE = 16.0
+NORMALIZED_SST_IMPOSTERS = "softmax"
 SAMPLERS = ("local", "random", "class_balanced")
 # Local sampler neighbourhoods; "original" is the paper's rule.
 NEIGHBORHOODS = ("classes", "mixed", "original", "balanced")
@@ -47,6 +55,10 @@ class TrainConfig:
     random_flip: bool = True
     loss: str = "sst"
     margin: float | None = None  # None: the loss's default (loss_registry)
+    # SST loss options (sst_tf.losses.sst_loss): scale s of the margin variable
+    # and how the imposters of an (anchor, target) pair are combined.
+    sst_scale: float | None = None  # None: 1, or NORMALIZED_SST_SCALE with normalize
+    sst_imposters: str | None = None  # None: "mean", or NORMALIZED_SST_IMPOSTERS
     sampler: str | None = None  # None: the loss's default (loss_registry)
     samples_per_class: int = 4
     proxy_lr_multiplier: float = 100.0
@@ -104,6 +116,15 @@ class TrainConfig:
                 "embedding_dim": self.embedding_dim, "normalize": self.normalize,
                 "image_size": self.image_size}
 
+    def sst_options(self) -> dict:
+        """Keyword arguments of `sst_tf.losses.sst_loss` for this run (after `resolved`)."""
+        scale, imposters = self.sst_scale, self.sst_imposters
+        if scale is None:
+            scale = NORMALIZED_SST_SCALE if self.normalize else 1.0
+        if imposters is None:
+            imposters = NORMALIZED_SST_IMPOSTERS if self.normalize else "mean"
+        return {"scale": float(scale), "imposters": imposters}
+
     def resolved(self) -> TrainConfig:
         """This config with unset loss-dependent flags taken from the loss's defaults.
 
@@ -154,6 +175,17 @@ class TrainConfig:
              "--resize_size must be >= --image_size", c.resize_size),
             (c.margin is None or loss_registry.spec(c.loss).margin is not None,
              f"--margin does not apply to --loss={c.loss} (it has no margin)", c.margin),
+            (c.sst_scale is None or c.sst_scale > 0, "--sst_scale must be > 0", c.sst_scale),
+            (c.sst_imposters is None or c.sst_imposters in SST_IMPOSTERS,
+             f"--sst_imposters must be one of {'|'.join(SST_IMPOSTERS)}", c.sst_imposters),
+            # On raw embeddings a scale s only rescales the embeddings (s z(x) =
+            # z(sqrt(s) x)), and the softmax form was not measured there.
+            (c.loss != "sst" or c.normalize or (
+                c.sst_scale in (None, 1.0) and c.sst_imposters in (None, "mean")),
+             "--sst_scale other than 1 and --sst_imposters=softmax need --normalize (on raw "
+             "embeddings a scale only rescales them, and the softmax form was not measured "
+             "there; docs/sst_study.md)",
+             (c.sst_scale, c.sst_imposters)),
             (c.sampler in SAMPLERS,
              f"--sampler must be one of {'|'.join(SAMPLERS)}", c.sampler),
             (c.backbone in BACKBONES,

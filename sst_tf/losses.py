@@ -120,24 +120,62 @@ def _masked_mean(values, valid, count):
     return tf.math.divide_no_nan(total, count)
 
 
-def sst_loss(embeddings, labels, target_neighbors, sample_mask=None) -> tf.Tensor:
-    """Stochastic symmetric triplet loss (docs/method.md#losses).
+SST_IMPOSTERS = ("mean", "softmax")
 
-    Mean over all triplets (a, t, i) of softplus(D_at - (D_ai + D_ti) / 2).
+
+def sst_loss(
+    embeddings,
+    labels,
+    target_neighbors,
+    sample_mask=None,
+    *,
+    scale: float = 1.0,
+    imposters: str = "mean",
+) -> tf.Tensor:
+    """Stochastic symmetric triplet loss (docs/method.md#losses) and two options.
+
+    With z = D_at - (D_ai + D_ti) / 2 for a triplet (a, t, i), the defaults
+    (`scale=1`, `imposters="mean"`) are the paper's loss: the mean over all
+    triplets of softplus(z).
+
+    Options (for L2-normalised embeddings, where D <= 4 and softplus(z) alone
+    cannot get below softplus(-4)):
+      * `scale` s: softplus(s * z), a temperature on the margin variable.
+      * `imposters="softmax"`: per (anchor, target) pair,
+        log(1 + sum_i exp(s * z_ati)) (the softplus of a log-sum-exp over the
+        pair's imposters), averaged over pairs with at least one imposter. Each
+        imposter's gradient weight is then exp(s z_i) / (1 + sum_j exp(s z_j)),
+        so the few imposters that come close to a pair dominate its gradient
+        instead of being averaged with the many far ones.
 
     Args:
       embeddings: [B, d] float tensor (any float dtype; computed in float32).
       labels: [B] labels (any dtype supporting equality).
       target_neighbors: [B, k] int table of batch indices, -1 where none.
       sample_mask: optional [B] bool, False on padding rows.
+      scale: s > 0, multiplies z inside the softplus.
+      imposters: "mean" (over all triplets) or "softmax" (see above).
 
     Returns:
       Scalar float32 tensor; 0.0 (with zero gradients) if there is no triplet.
+
+    Raises:
+      ValueError: `scale` not positive or `imposters` unknown.
     """
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale!r}")
+    if imposters not in SST_IMPOSTERS:
+        raise ValueError(f"imposters must be one of {SST_IMPOSTERS}, got {imposters!r}")
     x, labels, t, mask = _prepare(embeddings, labels, target_neighbors, sample_mask)
     d, d_at, d_ti, valid, count = _triplet_terms(x, labels, t, mask)
-    z = d_at[:, :, None] - 0.5 * (d[:, None, :] + d_ti)
-    return _masked_mean(tf.math.softplus(z), valid, count)
+    z = scale * (d_at[:, :, None] - 0.5 * (d[:, None, :] + d_ti))  # [B, k, B]
+    if imposters == "mean":
+        return _masked_mean(tf.math.softplus(z), valid, count)
+    # log(1 + sum_i exp(z_i)) per (a, t) = softplus(logsumexp_i z_i), through the
+    # shared masked log-sum-exp (the argument is masked, so no inf reaches a gradient).
+    per_pair = tf.math.softplus(_masked_logsumexp(z, valid, axis=-1))  # [B, k]
+    pair_ok = tf.reduce_any(valid, axis=-1)
+    return _masked_mean(per_pair, pair_ok, tf.reduce_sum(tf.cast(pair_ok, tf.float32)))
 
 
 def triplet_loss(
@@ -866,14 +904,16 @@ class ProxyAnchor(keras.layers.Layer):
 # -- losses by name ----------------------------------------------------------
 
 
-def make_loss(name: str, margin: float | None = None, proxy_anchor=None) -> Callable:
+def make_loss(name: str, margin: float | None = None, proxy_anchor=None,
+              sst_options: dict | None = None) -> Callable:
     """Returns fn(embeddings, labels, targets, mask) -> scalar for a `--loss` name.
 
     The loss's fixed parameters come from `sst_tf.loss_registry`.
 
     `margin` None means the loss's own default. `proxy_anchor` is the
-    `losses.ProxyAnchor` layer (with the train split's class ids) that
-    `--loss=proxy_anchor` needs.
+    `ProxyAnchor` layer (with the train split's class ids) that
+    `--loss=proxy_anchor` needs. `sst_options` are keyword arguments of
+    `sst_loss` (scale, imposters).
     """
     spec = loss_registry.spec(name)  # an unknown name: ValueError naming every loss
     margin = spec.margin if margin is None else margin
@@ -902,7 +942,8 @@ def make_loss(name: str, margin: float | None = None, proxy_anchor=None) -> Call
             raise ValueError("--loss=proxy_anchor needs a ProxyAnchor layer.")
         return lambda e, y, t, k: proxy_anchor(e, proxy_anchor.class_index(y), k)
     if name == "sst":
-        return lambda e, y, t, m: sst_loss(e, y, t, sample_mask=m)
+        opts = dict(sst_options or {})
+        return lambda e, y, t, m: sst_loss(e, y, t, sample_mask=m, **opts)
     if name == "triplet":
         return lambda e, y, t, m: triplet_loss(e, y, t, margin=margin, sample_mask=m)
     if name == "contrastive":

@@ -151,7 +151,7 @@ RUN_FLAGS = ("loss", "margin", "sampler", "batch_size", "num_targets", "seed", "
              "head_lr_multiplier", "weight_decay", "decoupled_weight_decay", "resize_size",
              "random_flip", "pretrained", "lr_factor", "neighborhoods", "kmeans",
              "members_per_class", "local_share", "min_classes", "warmup_epochs",
-             "loss_lr_multiplier")
+             "loss_lr_multiplier", "sst_scale", "sst_imposters")
 # Everything else (epochs, eval_every, patience, progress, ...) may change: logged.
 IGNORED_KEYS = ("model_dir", "allow_flag_changes")
 DATA_KEYS = ("num_train_images", "num_test_images")

@@ -61,6 +61,13 @@ flags.DEFINE_string(
 flags.DEFINE_float("margin", None,
                    "Margin of the losses that have one; unset: the loss's default "
                    "(triplet 0.2, contrastive 0.5, tensorflow-addons' losses 1.0).")
+flags.DEFINE_float("sst_scale", None,
+                   "SST: scale s of the margin variable, softplus(s * (D_at - (D_ai + D_ti)/2)). "
+                   "Default: 1 (the paper's) without --normalize, 16 with it.")
+flags.DEFINE_enum("sst_imposters", None, ["mean", "softmax"],
+                  "SST: mean over all triplets (the paper's), or per (anchor, target) pair "
+                  "log(1 + sum over imposters of exp(s z)) (hard imposters weigh more). "
+                  "Default: mean without --normalize, softmax with it.")
 flags.DEFINE_string("sampler", None,
                     "Batch sampler: local (neighbourhoods, see --neighborhoods), random, "
                     "class_balanced "
@@ -154,6 +161,8 @@ def config_from_flags():
         random_flip=FLAGS.random_flip,
         loss=FLAGS.loss,
         margin=FLAGS.margin,
+        sst_scale=FLAGS.sst_scale,
+        sst_imposters=FLAGS.sst_imposters,
         sampler=FLAGS.sampler,
         samples_per_class=FLAGS.samples_per_class,
         proxy_lr_multiplier=FLAGS.proxy_lr_multiplier,
@@ -277,7 +286,7 @@ def main(argv):
         return
     from sst_tf import distribute, outputs, pipeline, run_state
     from sst_tf import step as step_lib
-    from sst_tf.trainer import ExportError, Trainer
+    from sst_tf.trainer import CollapseError, ExportError, Trainer
 
     try:
         # The strategy first: multi-worker set-up must precede other TF work.
@@ -303,6 +312,8 @@ def main(argv):
         _fail(str(e), 4)
     except pipeline.InputError as e:
         _fail(str(e), 5)
+    except CollapseError as e:
+        _fail(str(e), 1)
     if not trainer.is_chief:  # only the chief evaluates and writes files
         logging.info("Worker done (the chief writes metrics.json).")
         return

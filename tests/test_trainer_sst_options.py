@@ -1,0 +1,74 @@
+"""SST options through the trainer, and the collapse guard."""
+
+import numpy as np
+import pytest
+
+from sst_tf import losses
+from sst_tf.config import NORMALIZED_SST_IMPOSTERS, NORMALIZED_SST_SCALE, TrainConfig
+from sst_tf.trainer import COLLAPSE_SPREAD, CollapseError, Trainer, relative_spread
+
+
+def _config(tmp_path, **kw):
+    base = dict(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
+                embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
+                batch_size=50, num_targets=3, epochs=1, lr=1e-3, progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("normalize,scale,imposters,want", [
+    (False, None, None, {"scale": 1.0, "imposters": "mean"}),  # the paper's loss
+    (True, None, None, {"scale": NORMALIZED_SST_SCALE, "imposters": NORMALIZED_SST_IMPOSTERS}),
+    (True, 4.0, "mean", {"scale": 4.0, "imposters": "mean"}),
+    (False, 1.0, "mean", {"scale": 1.0, "imposters": "mean"}),
+])
+def test_option_defaults_depend_on_normalisation(tmp_path, normalize, scale, imposters, want):
+    cfg = _config(tmp_path, normalize=normalize, sst_scale=scale, sst_imposters=imposters)
+    cfg.validate()
+    assert cfg.sst_options() == want
+
+
+@pytest.mark.parametrize("kw,needle", [
+    ({"sst_scale": 0.0, "normalize": True}, "--sst_scale must be > 0"),
+    ({"sst_imposters": "max", "normalize": True}, "--sst_imposters must be one of"),
+    ({"sst_scale": 16.0}, "need --normalize"),  # raw embeddings: the paper's loss only
+    ({"sst_imposters": "softmax"}, "need --normalize"),
+])
+def test_bad_sst_options_are_refused(tmp_path, kw, needle):
+    with pytest.raises(ValueError, match=needle):
+        _config(tmp_path, **kw).validate()
+
+
+def test_trainer_loss_is_sst_loss_with_the_options(tmp_path, tiny):
+    t = Trainer(_config(tmp_path, normalize=True), dataset=tiny)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 8)).astype(np.float32)
+    y = np.repeat(np.arange(4), 3)
+    tgt = np.array([[(i // 3) * 3 + (i + 1) % 3] for i in range(12)], np.int32)
+    m = np.ones(12, bool)
+    want = losses.sst_loss(x, y, tgt, scale=NORMALIZED_SST_SCALE, imposters="softmax")
+    np.testing.assert_allclose(float(t.loss_fn(x, y, tgt, m)), float(want), rtol=1e-6)
+
+
+def test_relative_spread():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 4))
+    want = np.mean([np.linalg.norm(r - x.mean(0)) for r in x]) / np.mean(
+        [np.linalg.norm(r) for r in x])
+    assert relative_spread(x) == pytest.approx(want)
+    assert relative_spread(np.ones((5, 3))) == 0.0
+
+
+def test_collapsed_embeddings_stop_the_run_with_a_reason(tmp_path, tiny):
+    t = Trainer(_config(tmp_path, normalize=True, sst_scale=1.0), dataset=tiny)
+    n = len(tiny.train)
+    point = np.tile(np.eye(8, dtype=np.float32)[:1], (n, 1))
+    spread = point + 1e-4 * np.random.default_rng(0).normal(size=point.shape)
+    assert relative_spread(spread) < COLLAPSE_SPREAD
+    t.embed = lambda split, distributed=False: spread.astype(np.float32)
+    t._refresh(0)  # the untrained model is not checked
+    with pytest.raises(CollapseError, match="collapsed after epoch 2.*--sst_scale"):
+        t._refresh(2)  # the refresh before the third epoch
+    t.embed = lambda split, distributed=False: np.random.default_rng(1).normal(
+        size=(n, 8)).astype(np.float32)
+    t._refresh(2)  # spread out: no error
