@@ -63,16 +63,22 @@ def train(model_dir: str, epochs: int, eval_every: int, seed: int) -> dict:
     seed_everything(seed)
     digits = data.load_dataset("digits")
     options = pipeline.ImageOptions(image_size=32, resize_size=36, random_flip=False)
-    model = model_lib.build_model("small_cnn", weights=None, embedding_dim=64, image_size=32)
+    # The trainer's SST defaults: L2-normalised embeddings, scale 16, softmax over
+    # imposters, class neighbourhoods of 4 images per class (digits' 10 classes
+    # then get 10 each).
+    model = model_lib.build_model("small_cnn", weights=None, embedding_dim=64, image_size=32,
+                                  normalize=True)
     fit.add_weight_decay(model, 1e-4)
     # LossValue logs the SST loss without the L2 term ("sst_loss"): the plateau
     # rule watches it, as the trainer's does.
-    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss=fit.MetricLoss("sst"),
-                  metrics=[fit.LossValue("sst")])
+    sst = {"scale": 16.0, "imposters": "softmax"}
+    model.compile(optimizer=keras.optimizers.Adam(2e-3),
+                  loss=fit.MetricLoss("sst", sst_options=sst),
+                  metrics=[fit.LossValue("sst", sst_options=sst)])
 
     sampler = sampling.make_sampler(
         "local", digits.train.labels, batch_size=100, num_targets=5, seed=seed,
-        neighborhoods="classes", min_classes=4, members_per_class=10)
+        neighborhoods="classes", min_classes=4, members_per_class=4)
     source = fit.SamplerDataset(digits.train, sampler, options, seed=seed)
     before = test_metrics(model, digits.test, options, seed)
     history = model.fit(

@@ -70,7 +70,7 @@ class TrainConfig:
     local_share: float = 0.5
     min_classes: int = 4
     warmup_epochs: int = 0
-    members_per_class: int = 10
+    members_per_class: int | None = None  # None: the loss's default (loss_registry)
     epochs: int = 150
     lr: float = 1e-4
     head_lr_multiplier: float = 10.0

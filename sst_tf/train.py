@@ -87,8 +87,9 @@ flags.DEFINE_enum("neighborhoods", "classes", ["classes", "mixed", "original", "
                   "(classes), a k-means neighbourhood + random images with a class guarantee "
                   "(mixed), one k-means cluster per batch, the paper's rule (original), or "
                   "k-means clusters split/packed into full batches using every image (balanced).")
-flags.DEFINE_integer("members_per_class", 10,
-                     "--neighborhoods=classes: images per class in a batch.")
+flags.DEFINE_integer("members_per_class", None,
+                     "--neighborhoods=classes: images per class in a batch; unset: the loss's "
+                     "default (4 for sst, 10 otherwise).")
 flags.DEFINE_float("local_share", 0.5,
                    "--neighborhoods=mixed: share of each batch taken from its neighbourhood.")
 flags.DEFINE_integer("min_classes", 4,
@@ -207,6 +208,8 @@ def _settings_line(config) -> str:
     s = loss_registry.settings(config.resolved())
     margin = "none" if s["margin"] is None else f"{s['margin']:g}"
     params = "".join(f", {k} {v:g}" for k, v in s["params"].items())
+    if "sst" in s:
+        params += f", scale {s['sst']['scale']:g}, imposters {s['sst']['imposters']}"
     return (f"--loss={s['loss']}: normalize {s['normalize']} ({s['geometry']} geometry), "
             f"sampler {s['sampler']}, margin {margin}, lr x {s['loss_lr_multiplier']:g}{params}")
 

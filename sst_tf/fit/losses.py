@@ -80,13 +80,19 @@ def add_weight_decay(model: keras.Model, weight_decay: float) -> None:
         v.regularizer = keras.regularizers.L2(weight_decay / 2.0)
 
 
-def loss_function(name: str, margin: float | None = None) -> Callable[..., tf.Tensor]:
+def loss_function(name: str, margin: float | None = None,
+                  sst_options: dict | None = None) -> Callable[..., tf.Tensor]:
     """fn(embeddings, labels, targets, mask) -> scalar of a loss name (see `LOSSES`).
+
+    The same functions as the trainer's (`sst_tf.losses.make_loss`), with each
+    loss's fixed parameters from `sst_tf.loss_registry`.
 
     Args:
       name: the loss, as the trainer's `--loss`.
       margin: the loss's margin; None means its own default (triplet 0.2,
         contrastive 0.5, the tensorflow-addons losses 1.0).
+      sst_options: keyword arguments of `sst_tf.losses.sst_loss` (`scale`,
+        `imposters`); None: the paper's form.
 
     Raises:
       ValueError: unknown name, or `proxy_anchor` (use `ProxyAnchorModel`).
@@ -95,29 +101,7 @@ def loss_function(name: str, margin: float | None = None) -> Callable[..., tf.Te
         raise ValueError(
             "proxy_anchor has trainable proxies, which a keras Loss cannot own: wrap the model "
             "in sst_tf.fit.ProxyAnchorModel and compile it without a loss.")
-    tfa = 1.0 if margin is None else margin
-    table = {
-        "sst": lambda e, y, t, m: losses.sst_loss(e, y, t, sample_mask=m),
-        "triplet": lambda e, y, t, m: losses.triplet_loss(
-            e, y, t, margin=0.2 if margin is None else margin, sample_mask=m),
-        "contrastive": lambda e, y, t, m: losses.contrastive_loss(
-            e, y, margin=0.5 if margin is None else margin, sample_mask=m),
-        "triplet_semihard": lambda e, y, t, m: losses.triplet_semihard_loss(
-            y, e, tfa, sample_mask=m),
-        "triplet_hard": lambda e, y, t, m: losses.triplet_hard_loss(y, e, tfa, sample_mask=m),
-        "triplet_hard_soft": lambda e, y, t, m: losses.triplet_hard_loss(
-            y, e, tfa, soft=True, sample_mask=m),
-        "lifted_struct": lambda e, y, t, m: losses.lifted_struct_loss(y, e, tfa, sample_mask=m),
-        "npairs": lambda e, y, t, m: losses.batch_npairs_loss(e, y, sample_mask=m),
-        "pairwise_contrastive": lambda e, y, t, m: losses.batch_pairwise_contrastive_loss(
-            e, y, tfa, sample_mask=m),
-        "multi_similarity": lambda e, y, t, m: losses.multi_similarity_loss(
-            e, y, sample_mask=m),
-    }
-    if name not in table:
-        raise ValueError(f"loss must be one of {', '.join(LOSSES)} (or proxy_anchor through "
-                         f"ProxyAnchorModel), got {name!r}.")
-    return table[name]
+    return losses.make_loss(name, margin, sst_options=sst_options)
 
 
 @keras.saving.register_keras_serializable(package="sst_tf")
@@ -132,20 +116,24 @@ class MetricLoss(keras.losses.Loss):
     """
 
     def __init__(self, loss: str = "sst", margin: float | None = None,
-                 name: str | None = None, **kwargs):
+                 name: str | None = None, sst_options: dict | None = None, **kwargs):
         """Creates the loss.
 
         Args:
           loss: a name of `LOSSES` (the trainer's `--loss` names).
           margin: the margin (None: the loss's default).
           name: Keras name (default: the loss name).
+          sst_options: keyword arguments of `sst_tf.losses.sst_loss` (e.g.
+            `{"scale": 16.0, "imposters": "softmax"}` on L2-normalised
+            embeddings, the trainer's default); None: the paper's form.
           **kwargs: `reduction` / `dtype` of a serialised config (ignored:
             the value is always a per-replica scalar in float32).
         """
         super().__init__(name=name or loss, reduction="none", dtype="float32")
         self.loss = loss
         self.margin = margin
-        self._fn = loss_function(loss, margin)
+        self.sst_options = dict(sst_options) if sst_options else None
+        self._fn = loss_function(loss, margin, self.sst_options)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         """The batch loss divided by the replicas in sync (scalar float32)."""
@@ -161,7 +149,8 @@ class MetricLoss(keras.losses.Loss):
         return self._fn(tf.cast(y_pred, tf.float32), labels, targets, mask)
 
     def get_config(self) -> dict:  # noqa: D102
-        return {"loss": self.loss, "margin": self.margin, "name": self.name}
+        return {"loss": self.loss, "margin": self.margin, "name": self.name,
+                "sst_options": self.sst_options}
 
 
 @keras.saving.register_keras_serializable(package="sst_tf")
@@ -176,12 +165,13 @@ class LossValue(keras.metrics.Mean):
     """
 
     def __init__(self, loss: str = "sst", margin: float | None = None,
-                 name: str | None = None, **kwargs):
+                 name: str | None = None, sst_options: dict | None = None, **kwargs):
         """Creates the metric (`loss`, `margin` as `MetricLoss`; name default `<loss>_loss`)."""
         super().__init__(name=name or f"{loss}_loss", dtype="float32")
         self.loss = loss
         self.margin = margin
-        self._fn = loss_function(loss, margin)
+        self.sst_options = dict(sst_options) if sst_options else None
+        self._fn = loss_function(loss, margin, self.sst_options)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         """Adds one batch's loss (sample weights are not supported)."""
@@ -192,7 +182,8 @@ class LossValue(keras.metrics.Mean):
                                              mask))
 
     def get_config(self) -> dict:  # noqa: D102
-        return {"loss": self.loss, "margin": self.margin, "name": self.name}
+        return {"loss": self.loss, "margin": self.margin, "name": self.name,
+                "sst_options": self.sst_options}
 
 
 @keras.saving.register_keras_serializable(package="sst_tf")
