@@ -22,9 +22,12 @@ import sys
 import keras
 from absl import app, flags, logging
 
-from sst_tf import data, evaluation, fit, pipeline, sampling
-from sst_tf import model as model_lib
-from sst_tf.trainer import seed_everything
+# Run from a checkout without installing: the repository root on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from sst_tf import data, evaluation, fit, pipeline, sampling  # noqa: E402
+from sst_tf import model as model_lib  # noqa: E402
+from sst_tf.trainer import seed_everything  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Output folder (empty, new, or written by this example).")

@@ -9,6 +9,8 @@ import sys
 import pytest
 from _scripts import load_script
 
+from sst_tf import loss_registry
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -64,18 +66,18 @@ def test_a_run_below_the_untrained_model_is_failed_and_left_out(tmp_path):
 def test_compare_script_runs_seeds_in_each_loss_geometry(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     cmd = [sys.executable, "scripts/compare.py", "--flagfile=configs/digits.cfg",
-           f"--out_dir={tmp_path}", "--losses=sst,multi_similarity", "--seeds=0,1",
+           f"--out_dir={tmp_path}", "--losses=triplet,multi_similarity", "--seeds=0,1",
            "--epochs=1", "--image_size=16", "--resize_size=16", "--batch_size=40",
            "--samples_per_class=4"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "compare.json").read_text())
     assert [(r["loss"], r["seed"]) for r in results] == [
-        ("sst", 0), ("sst", 1), ("multi_similarity", 0), ("multi_similarity", 1)]
+        ("triplet", 0), ("triplet", 1), ("multi_similarity", 0), ("multi_similarity", 1)]
     for r in results:
-        spec_geometry = "euclidean" if r["loss"] == "sst" else "cosine"
+        spec_geometry = "cosine" if loss_registry.spec(r["loss"]).normalize else "euclidean"
         assert r["settings"]["geometry"] == spec_geometry
-        assert r["sampler"] == ("local" if r["loss"] == "sst" else "class_balanced")
+        assert r["sampler"] == loss_registry.spec(r["loss"]).sampler
         assert [p["epoch"] for p in r["curve"]] == [0, 1]
         saved = json.loads((tmp_path / f"{r['loss']}-{r['sampler']}-seed{r['seed']}"
                             / "metrics.json").read_text())
@@ -83,7 +85,7 @@ def test_compare_script_runs_seeds_in_each_loss_geometry(tmp_path):
     # The untrained model is measured in each run's own geometry: it differs by loss.
     assert results[0]["before"]["map@r"] != results[2]["before"]["map@r"]
     table = (tmp_path / "compare.md").read_text()
-    assert "| sst | local | euclidean |" in table
+    assert "| triplet | local | euclidean |" in table
     assert "| multi_similarity | class_balanced | cosine |" in table
     assert (tmp_path / "compare.png").stat().st_size > 1000
     # --from_json merges earlier runs without training.
