@@ -125,7 +125,8 @@ def test_trainer_uses_the_loss_geometry_and_records_it(tmp_path, tiny):
     np.testing.assert_allclose(norms, 1.0, atol=1e-5)
     assert metrics["settings"] == {"loss": "triplet_hard", "normalize": True,
                                    "geometry": "cosine", "sampler": "class_balanced",
-                                   "margin": 1.0, "loss_lr_multiplier": 0.25, "params": {}}
+                                   "margin": 1.0, "loss_lr_multiplier": 0.25,
+                                   "members_per_class": 10, "params": {}}
     with open(tmp_path / "config.json") as f:
         saved = json.load(f)
     assert (saved["normalize"], saved["sampler"], saved["margin"]) == (True, "class_balanced",

@@ -15,7 +15,8 @@ def _config(tmp_path, **kw):
     base = dict(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
                 embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
                 batch_size=50, num_targets=3, epochs=1, lr=1e-3, head_lr_multiplier=2.0,
-                samples_per_class=5, progress=False)
+                samples_per_class=5, progress=False,
+                normalize=False)  # the paper's raw SST: these tests are about the loop
     base.update(kw)
     return TrainConfig(**base)
 

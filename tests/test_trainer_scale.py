@@ -20,7 +20,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _config(tmp_path, **kw):
     base = dict(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
                 embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
-                batch_size=25, num_targets=3, epochs=1, lr=1e-3, progress=False, export=False)
+                batch_size=25, num_targets=3, epochs=1, lr=1e-3, progress=False, export=False,
+                normalize=False)  # the paper's raw SST: these tests are about the step
     base.update(kw)
     return TrainConfig(**base)
 

@@ -31,8 +31,8 @@ def test_option_defaults_depend_on_normalisation(tmp_path, normalize, scale, imp
 @pytest.mark.parametrize("kw,needle", [
     ({"sst_scale": 0.0, "normalize": True}, "--sst_scale must be > 0"),
     ({"sst_imposters": "max", "normalize": True}, "--sst_imposters must be one of"),
-    ({"sst_scale": 16.0}, "need --normalize"),  # raw embeddings: the paper's loss only
-    ({"sst_imposters": "softmax"}, "need --normalize"),
+    ({"sst_scale": 16.0, "normalize": False}, "need --normalize"),  # raw: the paper's loss only
+    ({"sst_imposters": "softmax", "normalize": False}, "need --normalize"),
 ])
 def test_bad_sst_options_are_refused(tmp_path, kw, needle):
     with pytest.raises(ValueError, match=needle):
