@@ -28,7 +28,7 @@ import keras
 import tensorflow as tf
 
 __all__ = ["DynamicLossScale", "NonFiniteError", "TrainStep", "all_finite", "apply_if",
-           "dtype_policy", "precision_policy"]
+           "DtypePolicy", "precision_policy"]
 
 
 def precision_policy(mixed_precision: str) -> str:
@@ -37,7 +37,7 @@ def precision_policy(mixed_precision: str) -> str:
         mixed_precision]
 
 
-class dtype_policy:  # noqa: N801 (used as a context manager)
+class DtypePolicy:
     """Context manager: a global Keras dtype policy while layers are built."""
 
     def __init__(self, name: str):

@@ -169,7 +169,7 @@ class Trainer:
         )
         # Embeddings of the training forward passes (--refresh=memory), [N, d].
         self._memory: np.ndarray | None = None
-        with self.strategy.scope(), step_lib.dtype_policy(
+        with self.strategy.scope(), step_lib.DtypePolicy(
                 step_lib.precision_policy(config.mixed_precision)):
             self.model = model_lib.build_model(**config.model_options())
             backbone_vars, head_vars = model_lib.variable_groups(self.model)
