@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from _clustered import gaussian_classes
 from sklearn.metrics import normalized_mutual_info_score
 
 from sst_tf import evaluation, kmeans
@@ -131,18 +132,8 @@ def test_nmi_matches_sklearn_reference():
     assert got == evaluation.nmi(x, labels, seed=0, kmeans="sklearn")
 
 
-def _gaussian_classes(n=600, classes=100, d=32, noise=0.9, seed=0):
-    """Overlapping Gaussian classes (every class >= 2 points): NMI near 0.9, not 1."""
-    rng = np.random.default_rng(seed)
-    y = np.concatenate([np.repeat(np.arange(classes), 2),
-                        rng.integers(0, classes, n - 2 * classes)])
-    centres = rng.normal(size=(classes, d)) / np.sqrt(d)
-    x = centres[y] + noise * rng.normal(size=(n, d)) / np.sqrt(d)
-    return x.astype(np.float32), y
-
-
 def test_nmi_tf_kmeans_close_to_sklearn():
-    x, labels = _gaussian_classes()
+    x, labels = gaussian_classes()
     tf_nmi = [evaluation.nmi(x, labels, seed=s) for s in range(2)]  # kmeans="tf" by default
     sk_nmi = [evaluation.nmi(x, labels, seed=s, kmeans="sklearn") for s in range(2)]
     assert 0.8 < np.mean(sk_nmi) < 0.97  # a clustering that is not trivially perfect
@@ -151,7 +142,7 @@ def test_nmi_tf_kmeans_close_to_sklearn():
 
 
 def test_nmi_tf_is_the_tf_kmeans_clustering_scored():
-    x, labels = _gaussian_classes(n=300, classes=50)
+    x, labels = gaussian_classes(n=300, classes=50)
     runs = [kmeans.tf_kmeans(x, 50, seed=s, max_iter=300) for s in (4, 5)]
     want = [normalized_mutual_info_score(labels, r.labels) for r in runs]
     assert evaluation.nmi(x, labels, seed=4) == pytest.approx(want[0])

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from _clustered import gaussian_classes
 from sklearn.cluster import kmeans_plusplus as sklearn_kmeans_plusplus
 
 from sst_tf import kmeans
@@ -57,22 +58,12 @@ def test_tf_kmeans_random_init_and_bad_input():
         kmeans.tf_kmeans(bad, 3)
 
 
-def _classes(n=600, classes=100, d=32, noise=2.0, seed=0):
-    """Gaussian classes (every class >= 2 points), overlapping enough that NMI < 1."""
-    rng = np.random.default_rng(seed)
-    y = np.concatenate([np.repeat(np.arange(classes), 2),
-                        rng.integers(0, classes, n - 2 * classes)])
-    centres = rng.normal(size=(classes, d)) / np.sqrt(d)
-    x = centres[y] + noise * rng.normal(size=(n, d)) / np.sqrt(d)
-    return x.astype(np.float32), y
-
-
 def _cost(x, centres):
     return float(((x[:, None, :] - centres[None]) ** 2).sum(-1).min(1).sum())
 
 
 def test_kmeans_plusplus_distinct_points_and_cost_close_to_sklearn():
-    x, _ = _classes()
+    x, _ = gaussian_classes(noise=2.0)
     ours, theirs = [], []
     for seed in range(3):
         centres, idx = kmeans.kmeans_plusplus(x, 100, seed=seed)
@@ -124,7 +115,7 @@ def test_kmeans_plusplus_blocks_draw_from_the_current_d2():
 
 
 def test_chunked_equals_unchunked_and_seed_determinism():
-    x, _ = _classes(n=300, classes=40)
+    x, _ = gaussian_classes(n=300, classes=40, noise=2.0)
     one = kmeans.tf_kmeans(x, 40, seed=5, chunk_size=300)
     many = kmeans.tf_kmeans(x, 40, seed=5, chunk_size=7)
     default = kmeans.tf_kmeans(x, 40, seed=5)
