@@ -19,7 +19,15 @@ import pytest
 import tensorflow as tf
 from sklearn.datasets import load_digits
 
-from sst_tf.config import KMEANS_METHODS, LOSSES, NEIGHBORHOODS, PRECISIONS, REFRESH_MODES, SAMPLERS
+from sst_tf.config import (
+    KMEANS_METHODS,
+    LOSSES,
+    NEIGHBORHOODS,
+    PRECISIONS,
+    REFRESH_MODES,
+    SAMPLERS,
+    SST_IMPOSTERS,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STRATEGIES = ("default", "mirrored")  # multi_worker: tests/test_distribute.py
@@ -27,6 +35,15 @@ CHOICES = {"loss": LOSSES, "sampler": SAMPLERS, "neighborhoods": NEIGHBORHOODS,
            "mixed_precision": PRECISIONS, "strategy": STRATEGIES, "refresh": REFRESH_MODES,
            "kmeans": KMEANS_METHODS}
 TRAIN_PER_CLASS, TEST_PER_CLASS = 8, 4
+# The SST options (a choice flag that applies to --loss=sst only): the paper's
+# exact form (raw embeddings, mean over triplets, the paper's rule) and the
+# softmax form at another scale, beside the matrix's default-form sst run.
+SST_RUNS = {
+    "sst_paper": {"loss": "sst", "normalize": False, "sst_imposters": "mean",
+                  "neighborhoods": "original"},
+    "sst_softmax": {"loss": "sst", "normalize": True, "sst_imposters": "softmax",
+                    "sst_scale": 8.0},
+}
 
 
 def matrix() -> list[dict]:
@@ -98,6 +115,10 @@ def matrix_runs(tmp_path_factory):
             for i, choices in enumerate(matrix())]
     runs.append({"name": "export_fails", "choices": {}, "fail_export": True,
                  "flags": [*common, f"--model_dir={tmp / 'export_fails'}", "--epochs=0"]})
+    for name, choices in SST_RUNS.items():  # every --sst_imposters value, given explicitly
+        runs.append({"name": name, "choices": choices,
+                     "flags": [*common, f"--model_dir={tmp / name}",
+                               *(f"--{k}={v}" for k, v in choices.items())]})
     with open(tmp / "runs.json", "w") as f:
         json.dump(runs, f)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
@@ -154,3 +175,21 @@ def test_a_failed_export_keeps_metrics_and_ends_with_one_error_line(matrix_runs)
     assert _finite(metrics["before"]) and _finite(metrics["after"])
     assert tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
     assert not (model_dir / "export").exists()
+
+
+def test_every_sst_option_value_trains_end_to_end(matrix_runs):
+    tmp, _, results, _ = matrix_runs
+    assert {c["sst_imposters"] for c in SST_RUNS.values()} == set(SST_IMPOSTERS)
+    for name, choices in SST_RUNS.items():
+        result, model_dir = results[name], tmp / name
+        assert result["code"] == 0 and not result["traceback"], (name, result)
+        with open(model_dir / "config.json") as f:
+            config = json.load(f)
+        assert {k: config[k] for k in choices} == choices  # the flags reached the run
+        with open(model_dir / "metrics.json") as f:
+            metrics = json.load(f)
+        assert _finite(metrics["after"]) and _finite(metrics["train"]["final_loss"])
+        want_scale = choices.get("sst_scale", 1.0)
+        assert metrics["settings"]["sst"] == {"scale": want_scale,
+                                              "imposters": choices["sst_imposters"]}
+        assert (model_dir / "export" / "saved_model.pb").is_file()
