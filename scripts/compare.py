@@ -180,7 +180,10 @@ def markdown_table(results: list[dict]) -> str:
 
 
 def plot(results: list[dict], path: str, title: str) -> None:
-    """MAP@R against epoch (mean of passed seeds) and final MAP@R per loss, to a PNG.
+    """MAP@R against epoch and against training seconds, and final MAP@R per loss, to a PNG.
+
+    Curves are the mean over passed seeds (seconds: the mean training seconds
+    of those seeds at each evaluation; evaluation time is not counted).
 
     Failed runs are not drawn; a (loss, sampler) with no passed run is named
     "failed" on the bar chart, without a bar.
@@ -194,8 +197,8 @@ def plot(results: list[dict], path: str, title: str) -> None:
     colors = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
     samplers = list(dict.fromkeys(g["sampler"] for g in groups))
     styles = ["-", "--", ":", "-."]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5),
-                                      gridspec_kw={"width_ratios": [3, 2]})
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(19, 5),
+                                              gridspec_kw={"width_ratios": [3, 3, 2]})
     labels, means, stds, untrained = [], [], [], []
     for i, g in enumerate(groups):
         label = f"{g['loss']} / {g['sampler']}"
@@ -210,9 +213,12 @@ def plot(results: list[dict], path: str, title: str) -> None:
         epochs = [p["epoch"] for p in g["passed"][0]["curve"]]
         curve = [statistics.fmean(r["curve"][j]["map@r"] for r in g["passed"])
                  for j in range(len(epochs))]
-        left.plot(epochs, curve, marker=".", color=colors(i),
-                  linestyle=styles[samplers.index(g["sampler"]) % len(styles)],
+        seconds = [statistics.fmean(r["curve"][j]["train_seconds"] for r in g["passed"])
+                   for j in range(len(epochs))]
+        style = styles[samplers.index(g["sampler"]) % len(styles)]
+        left.plot(epochs, curve, marker=".", color=colors(i), linestyle=style,
                   label=f"{label} ({len(g['passed'])} seeds)")
+        middle.plot(seconds, curve, marker=".", color=colors(i), linestyle=style)
         finals = [r["after"]["map@r"] for r in g["passed"]]
         means.append(statistics.fmean(finals))
         stds.append(statistics.stdev(finals) if len(finals) > 1 else 0.0)
@@ -221,6 +227,10 @@ def plot(results: list[dict], path: str, title: str) -> None:
     left.set_title(title)
     left.grid(alpha=0.3)
     left.legend(fontsize=7, loc="best")
+    middle.set_xlabel("training seconds (sampling + steps; mean of passed seeds)")
+    middle.set_ylabel("MAP@R (test; mean of passed seeds)")
+    middle.set_title("MAP@R vs training time")
+    middle.grid(alpha=0.3)
     ys = range(len(groups))
     right.barh(ys, [0.0 if math.isnan(m) else m for m in means], xerr=stds,
                color=[colors(i) for i in ys], alpha=0.8)
