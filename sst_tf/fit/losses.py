@@ -10,7 +10,10 @@ tensor per batch, `y = [labels | mask | targets]` of shape [B, 2 + k]:
 
 `pack_targets` / `unpack_targets` convert. `MetricLoss(name)` is the loss
 named as the trainer's `--loss` (`LOSSES`), computed by the pure functions of
-`sst_tf.losses` in float32 whatever the model's dtype policy.
+`sst_tf.losses` in float32 whatever the model's dtype policy. Those functions
+take `(embeddings, labels, targets, mask)`; the classes here keep Keras'
+`(y_true, y_pred)` and pass `y_pred` as the embeddings, the unpacked `y_true`
+as the rest.
 
 Under a `tf.distribute` strategy each replica computes the loss of its own
 batch. Keras sums the replicas' gradients, so, like Keras' own losses, the
