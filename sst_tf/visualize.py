@@ -327,10 +327,7 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
 def main(argv: Sequence[str]) -> int:
     """Entry point: ``python -m sst_tf.visualize --model_dir=RUN``."""
     f = FLAGS
-    if len(argv) > 1:
-        raise cli.UsageError(f"unexpected arguments {' '.join(argv[1:])!r} (flags need --)")
-    if not f.model_dir:
-        raise cli.UsageError("--model_dir is required")
+    cli.check_usage(argv, f, required=["model_dir"])
     if not 1 <= f.num_queries <= MAX_QUERIES:
         raise cli.UsageError(
             f"--num_queries={f.num_queries} must be in 1..{MAX_QUERIES} (one figure row of "
