@@ -78,7 +78,7 @@ class Embedder:
         """
         import tensorflow as tf
 
-        from sst_tf.export import load_export_info
+        from sst_tf.export import load_export_info  # deferred: loads TensorFlow; --help stays fast
 
         flag = name or "--export_dir"
         self.info = load_export_info(export_dir, flag)

@@ -57,7 +57,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from sst_tf import model as model_lib  # noqa: E402
 from sst_tf import pipeline  # noqa: E402
+from sst_tf.config import TrainConfig  # noqa: E402
 from sst_tf.outputs import (  # noqa: E402
     check_output_dir,
     read_json_object,
@@ -360,8 +362,6 @@ def load_run_config(model_dir: str):
       FileNotFoundError: naming ``--model_dir`` when it holds no run.
       ValueError: its config.json is not a JSON object (`read_json_object`).
     """
-    from sst_tf.config import TrainConfig
-
     path = RunFolder(model_dir).config
     if not os.path.isfile(path):
         raise FileNotFoundError(
@@ -410,8 +410,6 @@ def restore_model(model_dir: str, checkpoint: str | None = None):
     Returns:
       ``(model, config, checkpoint_path)``.
     """
-    from sst_tf import model as model_lib
-
     config = load_run_config(model_dir)
     path = find_checkpoint(model_dir, checkpoint)
     # The checkpoint holds the weights: no ImageNet download.
