@@ -142,11 +142,7 @@ def prepare(dataset: str, archives: str, data_dir: str, check_counts: bool = Tru
 @cli.entry_point(PROG, tensorflow=True)
 def main(argv):
     """Prepares --dataset in --data_dir and prints what was found."""
-    if len(argv) > 1:
-        raise cli.UsageError(f"unexpected arguments {' '.join(argv[1:])!r} (flags need --)")
-    for name in ("dataset", "data_dir"):
-        if not getattr(FLAGS, name):
-            raise cli.UsageError(f"--{name} is required")
+    cli.check_usage(argv, FLAGS, required=["dataset", "data_dir"])
     from sst_tf.datasets.common import DatasetLayoutError
 
     archives = os.path.expanduser(FLAGS.archives)

@@ -134,6 +134,32 @@ def parse_flags(
         sys.exit(fail(prog, f"{e} (see --help)", 2))
 
 
+def check_usage(
+    argv: Sequence[str],
+    flag_values: flags.FlagValues,
+    required: Sequence[str] = (),
+    folders: Sequence[str] = (),
+) -> None:
+    """The checks an entry point's ``main`` starts with; a `UsageError` names the flag.
+
+    Args:
+      argv: what absl left after parsing the flags (``argv[0]`` first): any
+        more is a word without ``--``.
+      flag_values: the entry point's flags.
+      required: flags that must be given (``--NAME is required``).
+      folders: flags that must name an existing folder
+        (``--NAME=VALUE is not a folder``).
+    """
+    if len(argv) > 1:
+        raise UsageError(f"unexpected arguments {' '.join(argv[1:])!r} (flags need --)")
+    for name in required:
+        if not getattr(flag_values, name):
+            raise UsageError(f"--{name} is required")
+    for name in folders:
+        if not os.path.isdir(getattr(flag_values, name)):
+            raise UsageError(f"--{name}={getattr(flag_values, name)} is not a folder")
+
+
 def _wants_startup_logs() -> bool:
     return os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") in ("0", "1")
 

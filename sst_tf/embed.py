@@ -78,7 +78,7 @@ class Embedder:
         """
         import tensorflow as tf
 
-        from sst_tf.export import load_export_info
+        from sst_tf.export import load_export_info  # deferred: loads TensorFlow; --help stays fast
 
         flag = name or "--export_dir"
         self.info = load_export_info(export_dir, flag)
@@ -278,11 +278,7 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
 @cli.entry_point(PROG, tensorflow=True, quiet_info=True)
 def main(argv: Sequence[str]) -> int:
     """Entry point."""
-    if len(argv) > 1:
-        raise cli.UsageError(f"unexpected arguments {' '.join(argv[1:])!r} (flags need --)")
-    for name in ("export_dir", "images"):
-        if not getattr(FLAGS, name):
-            raise cli.UsageError(f"--{name} is required")
+    cli.check_usage(argv, FLAGS, required=["export_dir", "images"])
     if FLAGS.batch_size < 1:
         raise cli.UsageError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
     if not FLAGS.output.endswith(".npz"):

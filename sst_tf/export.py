@@ -57,9 +57,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from sst_tf import model as model_lib  # noqa: E402
 from sst_tf import pipeline  # noqa: E402
+from sst_tf.config import TrainConfig  # noqa: E402
 from sst_tf.outputs import (  # noqa: E402
     check_output_dir,
+    read_json_object,
     replace_dir,
     temp_dir_for,
     write_marker,
@@ -330,7 +333,7 @@ def load_export_info(export_dir: str, flag: str = "--export_dir") -> dict[str, A
 
     Raises:
       FileNotFoundError: naming the folder when it is not an sst_tf export.
-      ValueError: the record is not valid JSON.
+      ValueError: the record is not a JSON object (`read_json_object`).
     """
     path = os.path.join(export_dir, "assets", SPEC_FILENAME)
     if not os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
@@ -339,11 +342,7 @@ def load_export_info(export_dir: str, flag: str = "--export_dir") -> dict[str, A
         )
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} missing: {flag}={export_dir} is not an sst_tf export")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except ValueError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}): {flag}={export_dir} is damaged") from e
+    return read_json_object(path, f"{flag}={export_dir}")
 
 
 # -- training runs -------------------------------------------------------------
@@ -361,21 +360,14 @@ def load_run_config(model_dir: str):
 
     Raises:
       FileNotFoundError: naming ``--model_dir`` when it holds no run.
+      ValueError: its config.json is not a JSON object (`read_json_object`).
     """
-    from sst_tf.config import TrainConfig
-
     path = RunFolder(model_dir).config
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"--model_dir={model_dir} holds no config.json: not an sst_tf training run"
         )
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-    except ValueError as e:
-        raise ValueError(f"--model_dir={model_dir}: {path} is not valid JSON ({e})") from e
-    if not isinstance(saved, dict):
-        raise ValueError(f"--model_dir={model_dir}: {path} does not hold a training config")
+    saved = read_json_object(path, f"--model_dir={model_dir}")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     kwargs = {k: v for k, v in saved.items() if k in known}
     if "recall_ks" in kwargs:
@@ -418,8 +410,6 @@ def restore_model(model_dir: str, checkpoint: str | None = None):
     Returns:
       ``(model, config, checkpoint_path)``.
     """
-    from sst_tf import model as model_lib
-
     config = load_run_config(model_dir)
     path = find_checkpoint(model_dir, checkpoint)
     # The checkpoint holds the weights: no ImageNet download.
@@ -476,12 +466,7 @@ def run_metadata(config, checkpoint_path: str | None) -> dict[str, Any]:
 @cli.entry_point(PROG, quiet_info=True)
 def main(argv) -> int:
     """Entry point: ``python -m sst_tf.export --model_dir=RUN [--checkpoint=N]``."""
-    if len(argv) > 1:
-        raise cli.UsageError(f"unexpected arguments {' '.join(argv[1:])!r} (flags need --)")
-    if not FLAGS.model_dir:
-        raise cli.UsageError("--model_dir is required")
-    if not os.path.isdir(FLAGS.model_dir):
-        raise cli.UsageError(f"--model_dir={FLAGS.model_dir} is not a folder")
+    cli.check_usage(argv, FLAGS, required=["model_dir"], folders=["model_dir"])
     try:
         path = export_run(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.export_dir, FLAGS.overwrite)
     except (FileNotFoundError, ValueError) as e:

@@ -9,6 +9,12 @@ gather of its rows (D_ti) and boolean masks. This equals the explicit-triplet
 definition exactly, in value and gradient.
 
 Conventions shared by all losses:
+  * Every loss function takes `(embeddings, labels, ..., sample_mask=None)`;
+    the raw tensorflow-addons forms `npairs_loss` and
+    `pairwise_contrastive_loss` take a similarity matrix or pair distances in
+    place of the embeddings, and no mask. Only the Keras `Loss` classes follow
+    Keras' `(y_true, y_pred)`. `_check_inputs` checks and converts the inputs
+    of every loss.
   * Distances are squared Euclidean on the embeddings as given (no
     normalisation), computed in float32 whatever the input dtype (bfloat16 /
     float16 inputs are cast first) and clamped at 0.
@@ -25,7 +31,7 @@ tensorflow-addons' metric-learning losses (`triplet_semihard_loss`,
 `triplet_hard_loss`, `lifted_struct_loss`, `npairs_loss`,
 `pairwise_contrastive_loss` and their Keras `Loss` classes), batch forms of
 the last two, `multi_similarity_loss` and `proxy_anchor_loss` (`ProxyAnchor`
-owns the proxies). They take the same optional `sample_mask`.
+owns the proxies).
 """
 
 from __future__ import annotations
@@ -40,48 +46,65 @@ from sst_tf import loss_registry
 from sst_tf.neighbors import pairwise_squared_distances
 
 
-def _static_checks(embeddings, labels, target_neighbors=None, sample_mask=None):
-    """Rank and length checks on static shapes (ValueError naming the argument)."""
-    es = embeddings.shape
-    if es.rank is not None and es.rank != 2:
-        raise ValueError(f"embeddings must have rank 2 [B, d], got shape {es}")
-    ls = labels.shape
-    if ls.rank is not None and ls.rank != 1:
-        raise ValueError(f"labels must have rank 1 [B], got shape {ls}")
-    b = es[0] if es.rank is not None else None
-    if ls.rank is not None and b is not None and ls[0] is not None and ls[0] != b:
-        raise ValueError(f"labels has length {ls[0]} but embeddings has {b} rows")
-    if target_neighbors is not None:
-        ts = target_neighbors.shape
-        if ts.rank is not None and ts.rank != 2:
-            raise ValueError(f"target_neighbors must have rank 2 [B, k], got shape {ts}")
-        if ts.rank is not None and b is not None and ts[0] is not None and ts[0] != b:
-            raise ValueError(f"target_neighbors has {ts[0]} rows but embeddings has {b}")
-        if not target_neighbors.dtype.is_integer:
-            raise ValueError(f"target_neighbors must be integer, got {target_neighbors.dtype}")
-    if sample_mask is not None:
-        ms = sample_mask.shape
-        if ms.rank is not None and ms.rank != 1:
-            raise ValueError(f"sample_mask must have rank 1 [B], got shape {ms}")
-        if ms.rank is not None and b is not None and ms[0] is not None and ms[0] != b:
-            raise ValueError(f"sample_mask has length {ms[0]} but embeddings has {b} rows")
+def _check_inputs(embeddings, labels, sample_mask=None, target_neighbors=None, *,
+                  embeddings_name: str = "embeddings", keep_float64: bool = False):
+    """Converts and checks the inputs of every loss of the module.
 
+    Static shapes are checked where known (a ValueError names the argument at
+    fault): `embeddings` floating point [B, d], `labels` [B], `target_neighbors`
+    integer [B, k], `sample_mask` [B].
 
-def _prepare(embeddings, labels, target_neighbors, sample_mask):
-    embeddings = tf.convert_to_tensor(embeddings)
+    Args:
+      embeddings: [B, d] float input (any float dtype).
+      labels: [B] labels.
+      sample_mask: optional [B] bool (or 0/1), False on padding rows.
+      target_neighbors: optional [B, k] int table of batch indices.
+      embeddings_name: what the messages call `embeddings` (`npairs_loss`
+        passes its similarity matrix here).
+      keep_float64: compute float64 input in float64 (tensorflow-addons' ports);
+        every other float dtype, and float64 otherwise, is cast to float32.
+
+    Returns:
+      (embeddings, labels, mask, target_neighbors): embeddings in the compute
+      dtype, labels and target_neighbors as tensors (the latter None if not
+      given), mask bool [B] (all True without `sample_mask`).
+    """
+    x = tf.convert_to_tensor(embeddings)
     labels = tf.convert_to_tensor(labels)
+    es, ls = x.shape, labels.shape
+    if es.rank is not None and es.rank != 2:
+        raise ValueError(f"{embeddings_name} must have rank 2 [B, d], got shape {es}")
+    x = _compute_float(x, embeddings_name, keep_float64)
+    b = es[0] if es.rank is not None else None
+
+    def check_rows(name, shape, rank, layout, size_word):
+        if shape.rank is not None and shape.rank != rank:
+            raise ValueError(f"{name} must have rank {rank} {layout}, got shape {shape}")
+        if shape.rank is not None and b is not None and shape[0] is not None and shape[0] != b:
+            raise ValueError(
+                f"{name} has {size_word} {shape[0]} but {embeddings_name} has {b} rows")
+
+    check_rows("labels", ls, 1, "[B]", "length")
     if target_neighbors is not None:
         target_neighbors = tf.convert_to_tensor(target_neighbors)
-    if sample_mask is not None:
-        sample_mask = tf.convert_to_tensor(sample_mask)
-    _static_checks(embeddings, labels, target_neighbors, sample_mask)
-    x = tf.cast(embeddings, tf.float32)
-    b = tf.shape(x)[0]
+        check_rows("target_neighbors", target_neighbors.shape, 2, "[B, k]", "rows")
+        if not target_neighbors.dtype.is_integer:
+            raise ValueError(f"target_neighbors must be integer, got {target_neighbors.dtype}")
     if sample_mask is None:
-        mask = tf.ones([b], tf.bool)
+        mask = tf.ones(tf.shape(x)[:1], tf.bool)
     else:
-        mask = tf.cast(sample_mask, tf.bool)
-    return x, labels, target_neighbors, mask
+        mask = tf.cast(tf.convert_to_tensor(sample_mask), tf.bool)
+        check_rows("sample_mask", mask.shape, 1, "[B]", "length")
+    return x, labels, mask, target_neighbors
+
+
+def _compute_float(x: tf.Tensor, name: str, keep_float64: bool) -> tf.Tensor:
+    """`x` cast to float32 (float64 kept when `keep_float64`); ValueError if not float."""
+    if not x.dtype.is_floating:
+        raise ValueError(f"{name} must be floating point, got {x.dtype}")
+    if keep_float64 and x.dtype == tf.float64:
+        return x
+    return tf.cast(x, tf.float32)
 
 
 def _triplet_terms(x, labels, target_neighbors, mask):
@@ -166,7 +189,7 @@ def sst_loss(
         raise ValueError(f"scale must be > 0, got {scale!r}")
     if imposters not in SST_IMPOSTERS:
         raise ValueError(f"imposters must be one of {SST_IMPOSTERS}, got {imposters!r}")
-    x, labels, t, mask = _prepare(embeddings, labels, target_neighbors, sample_mask)
+    x, labels, mask, t = _check_inputs(embeddings, labels, sample_mask, target_neighbors)
     d, d_at, d_ti, valid, count = _triplet_terms(x, labels, t, mask)
     z = scale * (d_at[:, :, None] - 0.5 * (d[:, None, :] + d_ti))  # [B, k, B]
     if imposters == "mean":
@@ -188,7 +211,7 @@ def triplet_loss(
     Returns:
       Scalar float32 tensor; 0.0 (with zero gradients) if there is no triplet.
     """
-    x, labels, t, mask = _prepare(embeddings, labels, target_neighbors, sample_mask)
+    x, labels, mask, t = _check_inputs(embeddings, labels, sample_mask, target_neighbors)
     d, d_at, _, valid, count = _triplet_terms(x, labels, t, mask)
     z = tf.nn.relu(d_at[:, :, None] + margin - d[:, None, :])  # [B, k, B]
     return _masked_mean(z, valid, count)
@@ -210,7 +233,7 @@ def contrastive_loss(embeddings, labels, margin: float = 0.5, sample_mask=None) 
     Returns:
       Scalar float32 tensor; 0.0 (with zero gradients) if no row is unmasked.
     """
-    x, labels, _, mask = _prepare(embeddings, labels, None, sample_mask)
+    x, labels, mask, _ = _check_inputs(embeddings, labels, sample_mask)
     d = pairwise_squared_distances(x)
     same = tf.equal(labels[:, None], labels[None, :])
     pair_ok = mask[:, None] & mask[None, :]
@@ -218,17 +241,24 @@ def contrastive_loss(embeddings, labels, margin: float = 0.5, sample_mask=None) 
     total = tf.reduce_sum(tf.where(pair_ok, per_pair, tf.zeros_like(per_pair)))
     return tf.math.divide_no_nan(total, tf.reduce_sum(tf.cast(mask, tf.float32)))
 
+
 # ---------------------------------------------------------------------------
 # tensorflow-addons-compatible losses (definitions of tensorflow-addons 0.23)
 # ---------------------------------------------------------------------------
 # tensorflow-addons reached end of life with TF 2.15; these re-implement its
-# metric-learning losses for Keras 3 with the same definitions, defaults and
-# argument order, and are checked against golden values recorded with
-# tensorflow-addons 0.23 (tests/test_tfa_parity.py, scripts/make_tfa_fixtures.py).
-# Differences from tensorflow-addons, all on inputs where it returned NaN or
-# had no notion of the argument:
+# metric-learning losses for Keras 3 with the same definitions and defaults,
+# checked against golden values recorded with tensorflow-addons 0.23
+# (tests/test_tfa_parity.py, scripts/make_tfa_fixtures.py). Differences from
+# tensorflow-addons:
+#   * the functions take (embeddings, labels, ...) like every loss of this
+#     module (tfa: labels first); the Keras `Loss` classes keep Keras'
+#     `(y_true, y_pred)` order, so `model.compile(loss=TripletSemiHardLoss())`
+#     code ports unchanged;
+#   * labels are [B] (tfa also took [B, 1]; the Keras classes still flatten
+#     `y_true`);
 #   * a batch with no valid pair returns 0.0 with zero gradients (tfa: NaN);
-#   * float16/bfloat16 inputs are computed and returned in float32;
+#   * float16/bfloat16 inputs are computed and returned in float32 (float64
+#     stays float64, as in tfa);
 #   * every function takes an optional `sample_mask` (bool [B]): False rows are
 #     padding and take no part in the loss (tfa had none).
 
@@ -280,35 +310,6 @@ def _distance_matrix(x: tf.Tensor, distance_metric) -> tf.Tensor:
     )
 
 
-def _tfa_inputs(labels, embeddings, sample_mask):
-    """Converts and checks (labels, embeddings, sample_mask) of the tfa-style losses.
-
-    Returns float embeddings (float32 for half types), [B] labels, [B] bool mask.
-    """
-    embeddings = tf.convert_to_tensor(embeddings)
-    labels = tf.convert_to_tensor(labels)
-    if embeddings.shape.rank is not None and embeddings.shape.rank != 2:
-        raise ValueError(f"embeddings must have rank 2 [B, d], got shape {embeddings.shape}")
-    if labels.shape.rank is not None and labels.shape.rank > 2:
-        raise ValueError(f"labels must have shape [B] or [B, 1], got shape {labels.shape}")
-    labels = tf.reshape(labels, [-1])
-    b_e, b_l = embeddings.shape[0], labels.shape[0]
-    if b_e is not None and b_l is not None and b_e != b_l:
-        raise ValueError(f"labels has length {b_l} but embeddings has {b_e} rows")
-    if not embeddings.dtype.is_floating:
-        raise ValueError(f"embeddings must be floating point, got {embeddings.dtype}")
-    if embeddings.dtype in (tf.float16, tf.bfloat16):
-        embeddings = tf.cast(embeddings, tf.float32)
-    if sample_mask is None:
-        mask = tf.ones(tf.shape(labels), tf.bool)
-    else:
-        mask = tf.reshape(tf.cast(tf.convert_to_tensor(sample_mask), tf.bool), [-1])
-        b_m = mask.shape[0]
-        if b_m is not None and b_l is not None and b_m != b_l:
-            raise ValueError(f"sample_mask has length {b_m} but labels has {b_l}")
-    return labels, embeddings, mask
-
-
 def _pair_masks(labels: tf.Tensor, mask: tf.Tensor):
     """Positive (same label, not self) and negative pair masks among valid rows."""
     valid = mask[:, None] & mask[None, :]
@@ -339,8 +340,8 @@ def _safe_divide(total, count):
 
 
 def triplet_semihard_loss(
-    labels,
     embeddings,
+    labels,
     margin: float = 1.0,
     distance_metric="L2",
     sample_mask=None,
@@ -353,8 +354,8 @@ def triplet_semihard_loss(
     Schroff et al., FaceNet, 2015.
 
     Args:
-      labels: int [B] (or [B, 1]) class labels.
       embeddings: float [B, d]; tfa recommends L2-normalised embeddings.
+      labels: int [B] class labels.
       margin: margin of the hinge.
       distance_metric: "L2", "squared-L2", "angular" (1 - cosine) or a callable
         mapping [B, d] embeddings to a [B, B] distance matrix.
@@ -363,7 +364,7 @@ def triplet_semihard_loss(
     Returns:
       Scalar loss (float32 for half-precision input); 0.0 without positive pairs.
     """
-    labels, x, mask = _tfa_inputs(labels, embeddings, sample_mask)
+    x, labels, mask, _ = _check_inputs(embeddings, labels, sample_mask, keep_float64=True)
     d = _distance_matrix(x, distance_metric)
     positives, negatives = _pair_masks(labels, mask)
     big = tf.constant(float("inf"), d.dtype)
@@ -381,8 +382,8 @@ def triplet_semihard_loss(
 
 
 def triplet_hard_loss(
-    labels,
     embeddings,
+    labels,
     margin: float = 1.0,
     soft: bool = False,
     distance_metric="L2",
@@ -396,8 +397,8 @@ def triplet_hard_loss(
     max(D_ap - D_an + margin, 0), or softplus(D_ap - D_an) when `soft`.
 
     Args:
-      labels: int [B] (or [B, 1]) class labels.
       embeddings: float [B, d].
+      labels: int [B] class labels.
       margin: margin of the hinge (unused when `soft`).
       soft: use the soft-margin form log(1 + exp(D_ap - D_an)).
       distance_metric: "L2", "squared-L2", "angular" or a callable.
@@ -406,7 +407,7 @@ def triplet_hard_loss(
     Returns:
       Scalar loss (float32 for half-precision input); 0.0 for an empty batch.
     """
-    labels, x, mask = _tfa_inputs(labels, embeddings, sample_mask)
+    x, labels, mask, _ = _check_inputs(embeddings, labels, sample_mask, keep_float64=True)
     d = _distance_matrix(x, distance_metric)
     positives, negatives = _pair_masks(labels, mask)
     big = tf.constant(float("inf"), d.dtype)
@@ -422,7 +423,7 @@ def triplet_hard_loss(
     return _safe_divide(tf.reduce_sum(losses), tf.reduce_sum(tf.cast(mask, d.dtype)))
 
 
-def lifted_struct_loss(labels, embeddings, margin: float = 1.0, sample_mask=None) -> tf.Tensor:
+def lifted_struct_loss(embeddings, labels, margin: float = 1.0, sample_mask=None) -> tf.Tensor:
     """Lifted structured loss (tensorflow-addons definition; Oh Song et al. 2016).
 
     With D the Euclidean distance, for each positive pair (i, j):
@@ -430,8 +431,8 @@ def lifted_struct_loss(labels, embeddings, margin: float = 1.0, sample_mask=None
     and the loss is 1 / (2 |P|) * sum over unordered positive pairs of max(J_ij, 0)^2.
 
     Args:
-      labels: int [B] (or [B, 1]) class labels.
       embeddings: float [B, d], not normalised (as tfa recommends).
+      labels: int [B] class labels.
       margin: margin term.
       sample_mask: optional bool [B]; False rows are padding (not in tfa).
 
@@ -439,7 +440,7 @@ def lifted_struct_loss(labels, embeddings, margin: float = 1.0, sample_mask=None
       Scalar loss (float32 for half-precision input); 0.0 without positive pairs
       and for pairs where neither row has a negative (tfa: NaN).
     """
-    labels, x, mask = _tfa_inputs(labels, embeddings, sample_mask)
+    x, labels, mask, _ = _check_inputs(embeddings, labels, sample_mask, keep_float64=True)
     d = _tfa_pairwise_distance(x, squared=False)
     positives, negatives = _pair_masks(labels, mask)
     has_neg = tf.reduce_any(negatives, axis=1)
@@ -462,16 +463,20 @@ def lifted_struct_loss(labels, embeddings, margin: float = 1.0, sample_mask=None
     return _safe_divide(0.5 * tf.reduce_sum(terms), num_positives)
 
 
-def npairs_loss(labels, similarity_matrix) -> tf.Tensor:
-    """N-pairs loss (tensorflow-addons definition; Sohn, NeurIPS 2016).
+def npairs_loss(similarity_matrix, labels) -> tf.Tensor:
+    """N-pairs loss of a similarity matrix (tensorflow-addons definition; Sohn, NeurIPS 2016).
 
     Each row of the [B, B] similarity matrix (e.g. anchors @ positives^T) is a
     vector of logits; its target distribution is uniform over the columns with
     the row's label. Loss = mean softmax cross-entropy over rows.
 
+    tensorflow-addons' raw form, kept for code that builds its own similarity
+    matrix; the arguments follow the module's order (tfa: labels first, as
+    `NpairsLoss` still does). `--loss=npairs` trains `batch_npairs_loss`.
+
     Args:
-      labels: int [B] (or [B, 1]) class labels.
       similarity_matrix: float [B, B] similarities.
+      labels: int [B] class labels.
 
     Returns:
       Scalar loss (float32 for half-precision input).
@@ -481,36 +486,34 @@ def npairs_loss(labels, similarity_matrix) -> tf.Tensor:
         s.shape.rank != 2 or (None not in s.shape and s.shape[0] != s.shape[1])
     ):
         raise ValueError(f"similarity_matrix must be square [B, B], got shape {s.shape}")
-    if s.dtype in (tf.float16, tf.bfloat16):
-        s = tf.cast(s, tf.float32)
-    labels = tf.reshape(tf.convert_to_tensor(labels), [-1])
-    if labels.shape[0] is not None and s.shape[0] is not None and labels.shape[0] != s.shape[0]:
-        raise ValueError(
-            f"labels has length {labels.shape[0]} but similarity_matrix has {s.shape[0]} rows"
-        )
+    s, labels, _, _ = _check_inputs(s, labels, embeddings_name="similarity_matrix",
+                                    keep_float64=True)
     target = tf.cast(tf.equal(labels[:, None], labels[None, :]), s.dtype)
     target /= tf.reduce_sum(target, axis=1, keepdims=True)
     return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=target, logits=s))
 
 
-def pairwise_contrastive_loss(y_true, distances, margin: float = 1.0) -> tf.Tensor:
+def pairwise_contrastive_loss(distances, pair_labels, margin: float = 1.0) -> tf.Tensor:
     """Contrastive loss of pairs (tensorflow-addons' `contrastive_loss`; Hadsell et al. 2006).
 
     Per pair: y * d^2 + (1 - y) * max(margin - d, 0)^2. Not to be confused with
     `contrastive_loss` of this module (the SST paper's batch form).
 
+    tensorflow-addons' raw, element-wise form, kept for code that forms its own
+    pairs; the arguments follow the module's order (tfa: labels first, as
+    `PairwiseContrastiveLoss` still does). `--loss=pairwise_contrastive`
+    trains `batch_pairwise_contrastive_loss`.
+
     Args:
-      y_true: [N] binary pair labels, 1 for a similar pair.
       distances: float [N] distances between the two embeddings of each pair.
+      pair_labels: [N] binary pair labels, 1 for a similar pair.
       margin: margin for dissimilar pairs.
 
     Returns:
       [N] per-pair losses (float32 for half-precision input).
     """
-    d = tf.convert_to_tensor(distances)
-    if d.dtype in (tf.float16, tf.bfloat16):
-        d = tf.cast(d, tf.float32)
-    y = tf.cast(y_true, d.dtype)
+    d = _compute_float(tf.convert_to_tensor(distances), "distances", keep_float64=True)
+    y = tf.cast(pair_labels, d.dtype)
     return y * tf.square(d) + (1.0 - y) * tf.square(tf.maximum(margin - d, 0.0))
 
 
@@ -531,7 +534,7 @@ def batch_npairs_loss(embeddings, labels, sample_mask=None) -> tf.Tensor:
     Returns:
       Scalar float32 loss; 0.0 when no row has a positive.
     """
-    x, labels, mask = _float_mask_inputs(embeddings, labels, sample_mask)
+    x, labels, mask, _ = _check_inputs(embeddings, labels, sample_mask)
     positives, _ = _pair_masks(labels, mask)
     eye = tf.eye(tf.shape(x)[0], dtype=tf.bool)
     candidates = mask[None, :] & ~eye
@@ -561,13 +564,13 @@ def batch_pairwise_contrastive_loss(embeddings, labels, margin: float = 1.0,
     Returns:
       Scalar float32 loss; 0.0 with fewer than two valid rows.
     """
-    x, labels, mask = _float_mask_inputs(embeddings, labels, sample_mask)
+    x, labels, mask, _ = _check_inputs(embeddings, labels, sample_mask)
     d = _tfa_pairwise_distance(x, squared=False)
     same = tf.equal(labels[:, None], labels[None, :])
     b = tf.shape(x)[0]
     upper = tf.linalg.band_part(tf.ones([b, b]), 0, -1) - tf.eye(b)
     pairs = (upper > 0) & mask[:, None] & mask[None, :]
-    per_pair = pairwise_contrastive_loss(tf.cast(same, tf.float32), d, margin)
+    per_pair = pairwise_contrastive_loss(d, tf.cast(same, tf.float32), margin)
     total = tf.reduce_sum(tf.where(pairs, per_pair, tf.zeros_like(per_pair)))
     return _safe_divide(total, tf.reduce_sum(tf.cast(pairs, tf.float32)))
 
@@ -576,6 +579,11 @@ def _serializable_metric(distance_metric):
     if callable(distance_metric):
         return keras.saving.serialize_keras_object(distance_metric)
     return distance_metric
+
+
+def _flat_labels(y_true) -> tf.Tensor:
+    """Keras' `y_true` ([B] or [B, 1], as tensorflow-addons accepted) as [B] labels."""
+    return tf.reshape(tf.convert_to_tensor(y_true), [-1])
 
 
 def per_replica(loss: tf.Tensor) -> tf.Tensor:
@@ -603,7 +611,9 @@ class TripletSemiHardLoss(keras.losses.Loss):
         self.distance_metric = distance_metric
 
     def call(self, y_true, y_pred):  # noqa: D102
-        return per_replica(triplet_semihard_loss(y_true, y_pred, self.margin, self.distance_metric))
+        loss = triplet_semihard_loss(y_pred, _flat_labels(y_true), self.margin,
+                                     self.distance_metric)
+        return per_replica(loss)
 
     def get_config(self):  # noqa: D102
         return {"name": self.name, "margin": self.margin,
@@ -623,7 +633,8 @@ class TripletHardLoss(keras.losses.Loss):
         self.distance_metric = distance_metric
 
     def call(self, y_true, y_pred):  # noqa: D102
-        loss = triplet_hard_loss(y_true, y_pred, self.margin, self.soft, self.distance_metric)
+        loss = triplet_hard_loss(y_pred, _flat_labels(y_true), self.margin, self.soft,
+                                 self.distance_metric)
         return per_replica(loss)
 
     def get_config(self):  # noqa: D102
@@ -641,7 +652,7 @@ class LiftedStructLoss(keras.losses.Loss):
         self.margin = margin
 
     def call(self, y_true, y_pred):  # noqa: D102
-        return per_replica(lifted_struct_loss(y_true, y_pred, self.margin))
+        return per_replica(lifted_struct_loss(y_pred, _flat_labels(y_true), self.margin))
 
     def get_config(self):  # noqa: D102
         return {"name": self.name, "margin": self.margin}
@@ -655,7 +666,7 @@ class NpairsLoss(keras.losses.Loss):
         super().__init__(name=name, reduction="none", dtype=kwargs.get("dtype"))
 
     def call(self, y_true, y_pred):  # noqa: D102
-        return per_replica(npairs_loss(y_true, y_pred))
+        return per_replica(npairs_loss(y_pred, _flat_labels(y_true)))
 
     def get_config(self):  # noqa: D102
         return {"name": self.name}
@@ -675,9 +686,8 @@ class PairwiseContrastiveLoss(keras.losses.Loss):
         self.margin = margin
 
     def call(self, y_true, y_pred):  # noqa: D102
-        y_true = tf.reshape(y_true, [-1])
-        y_pred = tf.reshape(y_pred, [-1])
-        return pairwise_contrastive_loss(y_true, y_pred, self.margin)
+        return pairwise_contrastive_loss(tf.reshape(y_pred, [-1]), _flat_labels(y_true),
+                                         self.margin)
 
     def get_config(self):  # noqa: D102
         return {"name": self.name, "margin": self.margin, "reduction": self.reduction}
@@ -709,25 +719,6 @@ def _masked_logsumexp(x: tf.Tensor, mask: tf.Tensor, axis: int) -> tf.Tensor:
     m = tf.squeeze(m, axis=axis)
     has = tf.squeeze(has, axis=axis)
     return tf.where(has, m + tf.math.log(tf.where(has, s, tf.ones_like(s))), neg)
-
-
-def _float_mask_inputs(embeddings, labels, sample_mask, name="embeddings"):
-    x = tf.convert_to_tensor(embeddings)
-    if x.shape.rank is not None and x.shape.rank != 2:
-        raise ValueError(f"{name} must have rank 2 [B, d], got shape {x.shape}")
-    labels = tf.convert_to_tensor(labels)
-    if labels.shape.rank is not None and labels.shape.rank != 1:
-        raise ValueError(f"labels must have rank 1 [B], got shape {labels.shape}")
-    if x.shape[0] is not None and labels.shape[0] is not None and x.shape[0] != labels.shape[0]:
-        raise ValueError(f"labels has length {labels.shape[0]} but {name} has {x.shape[0]} rows")
-    x = tf.cast(x, tf.float32)
-    if sample_mask is None:
-        mask = tf.ones(tf.shape(labels), tf.bool)
-    else:
-        mask = tf.cast(tf.convert_to_tensor(sample_mask), tf.bool)
-        if mask.shape.rank is not None and mask.shape.rank != 1:
-            raise ValueError(f"sample_mask must have rank 1 [B], got shape {mask.shape}")
-    return x, labels, mask
 
 
 def multi_similarity_loss(
@@ -763,7 +754,7 @@ def multi_similarity_loss(
     Returns:
       Scalar float32 loss; 0.0 when no anchor has mined pairs.
     """
-    x, labels, mask = _float_mask_inputs(embeddings, labels, sample_mask)
+    x, labels, mask, _ = _check_inputs(embeddings, labels, sample_mask)
     x = tf.math.l2_normalize(x, axis=1)
     s = tf.matmul(x, x, transpose_b=True)
     positives, negatives = _pair_masks(labels, mask)
@@ -807,7 +798,7 @@ def proxy_anchor_loss(
     Returns:
       Scalar float32 loss.
     """
-    x, labels, mask = _float_mask_inputs(embeddings, labels, sample_mask)
+    x, labels, mask, _ = _check_inputs(embeddings, labels, sample_mask)
     p = tf.convert_to_tensor(proxies)
     if p.shape.rank is not None and p.shape.rank != 2:
         raise ValueError(f"proxies must have rank 2 [C, d], got shape {p.shape}")
@@ -918,20 +909,17 @@ def make_loss(name: str, margin: float | None = None, proxy_anchor=None,
     spec = loss_registry.spec(name)  # an unknown name: ValueError naming every loss
     margin = spec.margin if margin is None else margin
     params = dict(spec.params)
-    tfa_margin = margin
     simple = {
         "triplet_semihard": lambda e, y, t, k: triplet_semihard_loss(
-            y, e, tfa_margin, sample_mask=k),
-        "triplet_hard": lambda e, y, t, k: triplet_hard_loss(
-            y, e, tfa_margin, sample_mask=k),
+            e, y, margin, sample_mask=k),
+        "triplet_hard": lambda e, y, t, k: triplet_hard_loss(e, y, margin, sample_mask=k),
         "triplet_hard_soft": lambda e, y, t, k: triplet_hard_loss(
-            y, e, tfa_margin, soft=True, sample_mask=k),
-        "lifted_struct": lambda e, y, t, k: lifted_struct_loss(
-            y, e, tfa_margin, sample_mask=k),
+            e, y, margin, soft=True, sample_mask=k),
+        "lifted_struct": lambda e, y, t, k: lifted_struct_loss(e, y, margin, sample_mask=k),
         "npairs": lambda e, y, t, k: batch_npairs_loss(e, y, sample_mask=k)
         + _embedding_l2(e, k, params.get("l2_penalty", 0.0)),
         "pairwise_contrastive": lambda e, y, t, k: batch_pairwise_contrastive_loss(
-            e, y, tfa_margin, sample_mask=k),
+            e, y, margin, sample_mask=k),
         "multi_similarity": lambda e, y, t, k: multi_similarity_loss(
             e, y, sample_mask=k, **params),
     }

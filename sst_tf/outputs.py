@@ -18,6 +18,9 @@
   output of ours is replaced only where the caller allows it (``--overwrite``).
 * `check_output_file`: the same rule for a single output file, recognised as
   ours by its content.
+* `read_json_object`: reads back a JSON object sst_tf wrote (a run's
+  ``config.json`` or ``metrics.json``, an export's record), with one message
+  shape for a damaged file.
 """
 
 from __future__ import annotations
@@ -253,3 +256,27 @@ def write_text_atomic(path: str, text: str) -> None:
 def write_json_atomic(path: str, obj) -> None:
     """Writes `obj` as indented, key-sorted JSON to `path` atomically (see above)."""
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json_object(path: str, named_by: str) -> dict:
+    """Reads a JSON object sst_tf wrote (a run's config.json or metrics.json, an export's record).
+
+    Args:
+      path: the file. Callers check first that it exists: what its absence
+        means depends on the file.
+      named_by: what the user gave that led to the file, e.g.
+        ``--model_dir=runs/cub``; every message starts with it.
+
+    Raises:
+      ValueError: ``NAMED_BY: PATH is not valid JSON (DETAIL): truncated or edited
+        by hand?``, or ``NAMED_BY: PATH does not hold a JSON object``.
+    """
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except ValueError as e:
+        raise ValueError(
+            f"{named_by}: {path} is not valid JSON ({e}): truncated or edited by hand?") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{named_by}: {path} does not hold a JSON object")
+    return data

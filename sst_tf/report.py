@@ -10,13 +10,13 @@ at the end.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 from absl import flags
 
 from sst_tf import cli
+from sst_tf.outputs import read_json_object
 from sst_tf.run_state import RunFolder
 
 PROG = "sst_tf.report"
@@ -98,37 +98,25 @@ def report(model_dir: str, dataset: str | None = None) -> str:
 
     Raises:
       FileNotFoundError: no metrics.json in `model_dir` (names the path).
-      ValueError: metrics.json or config.json unreadable, or ``dataset``
-        unknown (names the file or flag).
+      ValueError: metrics.json or config.json damaged (`read_json_object`), or
+        ``dataset`` unknown (names the file or flag).
     """
     if dataset is not None and dataset not in DATASETS:
         raise ValueError(f"--dataset={dataset} is unknown; choose from {', '.join(DATASETS)}")
     path = RunFolder(model_dir).metrics
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found: has the run finished its evaluation?")
-    metrics = _read_json(path)
-    if not isinstance(metrics, dict) or not any(
-        isinstance(metrics.get(k), dict) for k in ("before", "after")
-    ):
+    named_by = f"--model_dir={model_dir}"
+    metrics = read_json_object(path, named_by)
+    if not any(isinstance(metrics.get(k), dict) for k in ("before", "after")):
         raise ValueError(f"{path} holds no 'before'/'after' metrics: not a metrics.json of sst_tf")
     cfg = RunFolder(model_dir).config
-    trained_on = _read_json(cfg).get("dataset") if os.path.isfile(cfg) else None
+    trained_on = read_json_object(cfg, named_by).get("dataset") if os.path.isfile(cfg) else None
     if dataset is not None and trained_on and dataset != trained_on:
         print(f"{PROG}: warning: the run trained on {trained_on} ({cfg}), not on "
               f"--dataset={dataset}: its numbers are not comparable with {dataset}'s published "
               "ones", file=sys.stderr)
     return format_table(metrics, dataset or trained_on or "?")
-
-
-def _read_json(path: str):
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except ValueError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}): truncated or edited by hand?") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} does not hold a JSON object")
-    return data
 
 
 FLAGS = flags.FLAGS
@@ -146,12 +134,7 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
 @cli.entry_point(PROG)
 def main(argv) -> int:
     """Prints the table of `--model_dir`."""
-    if len(argv) > 1:
-        raise cli.UsageError(f"unexpected arguments {' '.join(argv[1:])!r} (flags need --)")
-    if not FLAGS.model_dir:
-        raise cli.UsageError("--model_dir is required")
-    if not os.path.isdir(FLAGS.model_dir):
-        raise cli.UsageError(f"--model_dir={FLAGS.model_dir} is not a folder")
+    cli.check_usage(argv, FLAGS, required=["model_dir"], folders=["model_dir"])
     try:
         print(report(FLAGS.model_dir, FLAGS.dataset))
     except (FileNotFoundError, ValueError) as e:

@@ -175,11 +175,7 @@ def _export_for(index: dict) -> tuple[str, str]:
 @cli.entry_point(PROG, tensorflow=True, quiet_info=True)
 def main(argv: Sequence[str]) -> int:
     """Entry point."""
-    if len(argv) > 1:
-        raise cli.UsageError(f"unexpected arguments {' '.join(argv[1:])!r} (flags need --)")
-    for name in ("index", "query"):
-        if not getattr(FLAGS, name):
-            raise cli.UsageError(f"--{name} is required")
+    cli.check_usage(argv, FLAGS, required=["index", "query"])
     if FLAGS.top_k < 1:
         raise cli.UsageError(f"--top_k must be >= 1, got {FLAGS.top_k}")
     try:

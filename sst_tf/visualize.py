@@ -24,6 +24,7 @@ import numpy as np
 from absl import flags, logging
 
 from sst_tf import cli
+from sst_tf import data as data_lib
 from sst_tf.outputs import check_output_dir, write_marker
 from sst_tf.projector import thumbnails
 from sst_tf.run_state import RunFolder
@@ -260,7 +261,7 @@ def embed_split(model, split, spec, batch_size: int = 256) -> np.ndarray:
     """Embeds a data split through the evaluation pipeline -> ``[N, d]`` float32."""
     import tensorflow as tf
 
-    from sst_tf import pipeline
+    from sst_tf import pipeline  # deferred: loads TensorFlow; --help stays fast
 
     ds = pipeline.eval_dataset(split, spec.image_options(), batch_size)
     fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
@@ -282,8 +283,7 @@ def visualize_run(
       ``{"retrieval": path, "tsne": path}`` under ``out_dir``
       (default ``MODEL_DIR/figures``).
     """
-    from sst_tf import data as data_lib
-    from sst_tf import export
+    from sst_tf import export  # deferred: loads TensorFlow; --help stays fast
 
     out_dir = out_dir or RunFolder(model_dir).figures
     # Before the slow part:
@@ -327,10 +327,7 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
 def main(argv: Sequence[str]) -> int:
     """Entry point: ``python -m sst_tf.visualize --model_dir=RUN``."""
     f = FLAGS
-    if len(argv) > 1:
-        raise cli.UsageError(f"unexpected arguments {' '.join(argv[1:])!r} (flags need --)")
-    if not f.model_dir:
-        raise cli.UsageError("--model_dir is required")
+    cli.check_usage(argv, f, required=["model_dir"])
     if not 1 <= f.num_queries <= MAX_QUERIES:
         raise cli.UsageError(
             f"--num_queries={f.num_queries} must be in 1..{MAX_QUERIES} (one figure row of "

@@ -100,9 +100,9 @@ with strategy.scope():
                        loss=losses_lib.TripletSemiHardLoss(margin=1.0))
 mirrored_b.fit(tf.data.Dataset.from_tensors((images, labels_only)), epochs=1, verbose=0)
 with tf.GradientTape() as tape:
-    parts = [losses_lib.triplet_semihard_loss(labels_only[r * 20:(r + 1) * 20],
-                                              single_b(images[r * 20:(r + 1) * 20],
-                                                       training=True))
+    parts = [losses_lib.triplet_semihard_loss(single_b(images[r * 20:(r + 1) * 20],
+                                                       training=True),
+                                              labels_only[r * 20:(r + 1) * 20])
              for r in range(2)]
     mean_b = (parts[0] + parts[1]) / 2
 grads = tape.gradient(mean_b, single_b.trainable_variables)

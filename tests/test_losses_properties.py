@@ -317,7 +317,7 @@ CASES = {
         lambda x, lab, m, t: losses.contrastive_loss(x, lab, sample_mask=m),
         lambda x, lab, m, t: ref_contrastive(x, lab, m), _sq),
     "lifted_struct_loss": (
-        lambda x, lab, m, t: losses.lifted_struct_loss(lab, x, sample_mask=m),
+        lambda x, lab, m, t: losses.lifted_struct_loss(x, lab, sample_mask=m),
         lambda x, lab, m, t: ref_lifted(x, lab, m), _lin),
     "batch_npairs_loss": (
         lambda x, lab, m, t: losses.batch_npairs_loss(x, lab, sample_mask=m),
@@ -336,12 +336,12 @@ METRIC_UNIT = {"L2": _lin, "squared-L2": _sq, "angular": _one}
 for _metric in ("L2", "squared-L2", "angular"):
     CASES[f"triplet_semihard_loss[{_metric}]"] = (
         lambda x, lab, m, t, mt=_metric: losses.triplet_semihard_loss(
-            lab, x, distance_metric=mt, sample_mask=m),
+            x, lab, distance_metric=mt, sample_mask=m),
         lambda x, lab, m, t, mt=_metric: ref_semihard(x, lab, m, mt), METRIC_UNIT[_metric])
     for _soft in (False, True):
         CASES[f"triplet_hard_loss[{_metric},soft={_soft}]"] = (
             lambda x, lab, m, t, mt=_metric, sf=_soft: losses.triplet_hard_loss(
-                lab, x, soft=sf, distance_metric=mt, sample_mask=m),
+                x, lab, soft=sf, distance_metric=mt, sample_mask=m),
             lambda x, lab, m, t, mt=_metric, sf=_soft: ref_hard(x, lab, m, mt, sf),
             METRIC_UNIT[_metric])
 
@@ -384,7 +384,7 @@ def test_npairs_loss_matches_float64_reference(scale):
     x, labels, _ = make_batch(7, scale)
     x, labels = x[:N_VALID], labels[:N_VALID]
     check_against_reference(
-        lambda e: losses.npairs_loss(labels, tf.matmul(e, e, transpose_b=True)),
+        lambda e: losses.npairs_loss(tf.matmul(e, e, transpose_b=True), labels),
         lambda e: ref_npairs(labels, e @ e.T),
         x, scale_value(scale) ** 2,
     )
@@ -398,11 +398,11 @@ def test_pairwise_contrastive_loss_matches_float64_reference(scale):
     dist = np.sqrt(np.sum((a - b) ** 2, axis=1)).astype(np.float32)
     dist[:3] *= 1e-3  # some pairs well inside the margin at every scale
     y = (rng.random(12) < 0.5).astype(np.float32)
-    out = losses.pairwise_contrastive_loss(y, dist).numpy()
+    out = losses.pairwise_contrastive_loss(dist, y).numpy()
     want = ref_pair_contrastive(y, dist.astype(np.float64))
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6 * max(scale * scale, 1.0))
     check_against_reference(
-        lambda d: losses.pairwise_contrastive_loss(y, d),
+        lambda d: losses.pairwise_contrastive_loss(d, y),
         lambda d: float(np.sum(ref_pair_contrastive(y, d))),
         dist, max(scale * scale, 1.0),
     )
@@ -470,7 +470,7 @@ def test_lifted_struct_with_overflowing_masked_exp():
     x = np.random.default_rng(0).normal(size=(8, 64)).astype(np.float32) * 10
     labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
     mask = np.ones(8, bool)
-    check_against_reference(lambda e: losses.lifted_struct_loss(labels, e),
+    check_against_reference(lambda e: losses.lifted_struct_loss(e, labels),
                             lambda e: ref_lifted(e, labels, mask), x, 10.0)
 
 

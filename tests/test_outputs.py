@@ -56,3 +56,17 @@ def test_output_files(tmp_path):
         ad.check_output_file(str(p), "--output=R", lambda _: False)
     with pytest.raises(UsageError, match="is a folder"):
         ad.check_output_file(str(tmp_path), "--output=T", lambda _: True)
+
+
+def test_read_json_object_names_what_led_to_a_damaged_file(tmp_path):
+    good = tmp_path / "metrics.json"
+    ad.write_json_atomic(str(good), {"before": {}})
+    assert ad.read_json_object(str(good), "--model_dir=R") == {"before": {}}
+    (tmp_path / "cut.json").write_text('{"before": ')
+    with pytest.raises(ValueError) as e:
+        ad.read_json_object(str(tmp_path / "cut.json"), "--model_dir=R")
+    assert str(e.value).startswith(f"--model_dir=R: {tmp_path / 'cut.json'} is not valid JSON (")
+    assert str(e.value).endswith("): truncated or edited by hand?")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="^--model_dir=R: .*list.json does not hold a JSON obj"):
+        ad.read_json_object(str(tmp_path / "list.json"), "--model_dir=R")

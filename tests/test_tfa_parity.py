@@ -46,15 +46,15 @@ def run(c, x, labels=None, sample_mask=None):
     kw = {} if sample_mask is None else {"sample_mask": sample_mask}
     name = c["loss"]
     if name == "triplet_semihard_loss":
-        return losses.triplet_semihard_loss(labels, x, c["margin"], c["metric"], **kw)
+        return losses.triplet_semihard_loss(x, labels, c["margin"], c["metric"], **kw)
     if name == "triplet_hard_loss":
-        return losses.triplet_hard_loss(labels, x, c["margin"], c["soft"], c["metric"], **kw)
+        return losses.triplet_hard_loss(x, labels, c["margin"], c["soft"], c["metric"], **kw)
     if name == "lifted_struct_loss":
-        return losses.lifted_struct_loss(labels, x, c["margin"], **kw)
+        return losses.lifted_struct_loss(x, labels, c["margin"], **kw)
     if name == "npairs_loss":
-        return losses.npairs_loss(labels, x)
+        return losses.npairs_loss(x, labels)
     if name == "contrastive_loss":
-        return losses.pairwise_contrastive_loss(labels, x, c["margin"])
+        return losses.pairwise_contrastive_loss(x, labels, c["margin"])
     raise AssertionError(name)
 
 
@@ -144,9 +144,9 @@ def test_half_precision_inputs_computed_in_float32():
     c = case(next(n for n in FINITE if str(DATA[f"{n}/loss"]) == "triplet_semihard_loss"
                   and str(DATA[f"{n}/metric"]) == "L2"))
     x16 = tf.cast(c["x"], tf.bfloat16)
-    v = losses.triplet_semihard_loss(c["labels"], x16, c["margin"])
+    v = losses.triplet_semihard_loss(x16, c["labels"], c["margin"])
     assert v.dtype == tf.float32
-    ref = losses.triplet_semihard_loss(c["labels"], tf.cast(x16, tf.float32), c["margin"])
+    ref = losses.triplet_semihard_loss(tf.cast(x16, tf.float32), c["labels"], c["margin"])
     np.testing.assert_allclose(v.numpy(), ref.numpy(), rtol=1e-6)
 
 
@@ -154,26 +154,26 @@ def test_compiles_with_xla():
     c = case(next(n for n in FINITE if str(DATA[f"{n}/loss"]) == "triplet_semihard_loss"))
 
     @tf.function(jit_compile=True)
-    def f(labels, x):
-        return (losses.triplet_semihard_loss(labels, x, c["margin"])
-                + losses.triplet_hard_loss(labels, x) + losses.lifted_struct_loss(labels, x))
+    def f(x, labels):
+        return (losses.triplet_semihard_loss(x, labels, c["margin"])
+                + losses.triplet_hard_loss(x, labels) + losses.lifted_struct_loss(x, labels))
 
-    eager = (losses.triplet_semihard_loss(c["labels"], c["x"], c["margin"])
-             + losses.triplet_hard_loss(c["labels"], c["x"])
-             + losses.lifted_struct_loss(c["labels"], c["x"]))
-    np.testing.assert_allclose(f(c["labels"], c["x"]).numpy(), eager.numpy(), rtol=1e-5)
+    eager = (losses.triplet_semihard_loss(c["x"], c["labels"], c["margin"])
+             + losses.triplet_hard_loss(c["x"], c["labels"])
+             + losses.lifted_struct_loss(c["x"], c["labels"]))
+    np.testing.assert_allclose(f(c["x"], c["labels"]).numpy(), eager.numpy(), rtol=1e-5)
 
 
 def test_bad_arguments_raise_naming_them():
     x = np.zeros((4, 3), np.float32)
     with pytest.raises(ValueError, match="distance_metric"):
-        losses.triplet_semihard_loss([0, 0, 1, 1], x, distance_metric="cosine")
+        losses.triplet_semihard_loss(x, [0, 0, 1, 1], distance_metric="cosine")
     with pytest.raises(ValueError, match="labels"):
-        losses.triplet_hard_loss([0, 0, 1], x)
+        losses.triplet_hard_loss(x, [0, 0, 1])
     with pytest.raises(ValueError, match="embeddings"):
-        losses.lifted_struct_loss([0, 0, 1, 1], x[0])
+        losses.lifted_struct_loss(x[0], [0, 0, 1, 1])
     with pytest.raises(ValueError, match="similarity_matrix"):
-        losses.npairs_loss([0, 1, 2, 3], x)
+        losses.npairs_loss(x, [0, 1, 2, 3])
 
 
 def test_keras_fit_with_tfa_style_loss():
@@ -187,7 +187,7 @@ def test_keras_fit_with_tfa_style_loss():
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss=losses.TripletSemiHardLoss())
     history = model.fit(x, y, batch_size=32, epochs=3, verbose=0, shuffle=False)
     first, last = history.history["loss"][0], history.history["loss"][-1]
-    expected = losses.triplet_semihard_loss(y, model(x)).numpy()
+    expected = losses.triplet_semihard_loss(model(x), y).numpy()
     assert np.isfinite(first) and last < first
     np.testing.assert_allclose(model.evaluate(x, y, batch_size=32, verbose=0), expected,
                                rtol=1e-5)

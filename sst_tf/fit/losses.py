@@ -10,7 +10,10 @@ tensor per batch, `y = [labels | mask | targets]` of shape [B, 2 + k]:
 
 `pack_targets` / `unpack_targets` convert. `MetricLoss(name)` is the loss
 named as the trainer's `--loss` (`LOSSES`), computed by the pure functions of
-`sst_tf.losses` in float32 whatever the model's dtype policy.
+`sst_tf.losses` in float32 whatever the model's dtype policy. Those functions
+take `(embeddings, labels, targets, mask)`; the classes here keep Keras'
+`(y_true, y_pred)` and pass `y_pred` as the embeddings, the unpacked `y_true`
+as the rest.
 
 Under a `tf.distribute` strategy each replica computes the loss of its own
 batch. Keras sums the replicas' gradients, so, like Keras' own losses, the
@@ -104,8 +107,27 @@ def loss_function(name: str, margin: float | None = None,
     return losses.make_loss(name, margin, sst_options=sst_options)
 
 
+class _NamedLoss:
+    """What `MetricLoss` and `LossValue` share: a loss by name, applied to Keras' arguments."""
+
+    def _set_loss(self, loss: str, margin: float | None, sst_options: dict | None) -> None:
+        self.loss = loss
+        self.margin = margin
+        self.sst_options = dict(sst_options) if sst_options else None
+        self._fn = loss_function(loss, margin, self.sst_options)
+
+    def _batch_loss(self, y_true, y_pred) -> tf.Tensor:
+        """The loss of one batch: Keras' (y_true, y_pred) as (embeddings, labels, targets, mask)."""
+        labels, targets, mask = unpack_targets(y_true)
+        return self._fn(tf.cast(y_pred, tf.float32), labels, targets, mask)
+
+    def get_config(self) -> dict:  # noqa: D102
+        return {"loss": self.loss, "margin": self.margin, "name": self.name,
+                "sst_options": self.sst_options}
+
+
 @keras.saving.register_keras_serializable(package="sst_tf")
-class MetricLoss(keras.losses.Loss):
+class MetricLoss(_NamedLoss, keras.losses.Loss):
     """A metric-learning loss of the project for `model.fit`.
 
     `y_true` is the packed int32 [B, 2 + k] of `pack_targets` (what
@@ -130,10 +152,7 @@ class MetricLoss(keras.losses.Loss):
             the value is always a per-replica scalar in float32).
         """
         super().__init__(name=name or loss, reduction="none", dtype="float32")
-        self.loss = loss
-        self.margin = margin
-        self.sst_options = dict(sst_options) if sst_options else None
-        self._fn = loss_function(loss, margin, self.sst_options)
+        self._set_loss(loss, margin, sst_options)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         """The batch loss divided by the replicas in sync (scalar float32)."""
@@ -145,16 +164,11 @@ class MetricLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         """The batch loss (not divided by the replicas)."""
-        labels, targets, mask = unpack_targets(y_true)
-        return self._fn(tf.cast(y_pred, tf.float32), labels, targets, mask)
-
-    def get_config(self) -> dict:  # noqa: D102
-        return {"loss": self.loss, "margin": self.margin, "name": self.name,
-                "sst_options": self.sst_options}
+        return self._batch_loss(y_true, y_pred)
 
 
 @keras.saving.register_keras_serializable(package="sst_tf")
-class LossValue(keras.metrics.Mean):
+class LossValue(_NamedLoss, keras.metrics.Mean):
     """The batch loss as a metric: its mean over the epoch's steps, without regularisation.
 
     Keras' logged `loss` includes regularisation terms (`add_weight_decay`);
@@ -168,22 +182,13 @@ class LossValue(keras.metrics.Mean):
                  name: str | None = None, sst_options: dict | None = None, **kwargs):
         """Creates the metric (`loss`, `margin` as `MetricLoss`; name default `<loss>_loss`)."""
         super().__init__(name=name or f"{loss}_loss", dtype="float32")
-        self.loss = loss
-        self.margin = margin
-        self.sst_options = dict(sst_options) if sst_options else None
-        self._fn = loss_function(loss, margin, self.sst_options)
+        self._set_loss(loss, margin, sst_options)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         """Adds one batch's loss (sample weights are not supported)."""
         if sample_weight is not None:
             raise ValueError(f"{self.name}: sample weights are not supported.")
-        labels, targets, mask = unpack_targets(y_true)
-        return super().update_state(self._fn(tf.cast(y_pred, tf.float32), labels, targets,
-                                             mask))
-
-    def get_config(self) -> dict:  # noqa: D102
-        return {"loss": self.loss, "margin": self.margin, "name": self.name,
-                "sst_options": self.sst_options}
+        return super().update_state(self._batch_loss(y_true, y_pred))
 
 
 @keras.saving.register_keras_serializable(package="sst_tf")
