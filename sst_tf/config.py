@@ -1,23 +1,27 @@
 """Run configuration: the plain dataclass the entry point fills from flags.
 
-Imports no TensorFlow, so bad flags are reported in a second.
+Every field of `TrainConfig` declares its command-line flag (`flag_field`):
+help text and, for a choice, the one tuple of allowed values. The entry point
+defines its flags from these declarations (`sst_tf.config_flags`), so a new
+field is a new flag. Imports no TensorFlow, so bad flags are reported in a
+second.
+
+The choice tuples live here unless the module implementing the choices can be
+imported without TensorFlow: the losses come from `sst_tf.loss_registry`, the
+data sources from `sst_tf.datasets`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from sst_tf import data as data_lib
 from sst_tf import loss_registry
+from sst_tf.datasets import DATA_SOURCES
+from sst_tf.loss_registry import LOSSES, TARGET_LOSSES
 
-LOSSES = (
-    "sst", "triplet", "contrastive",
-    # tensorflow-addons' losses (batch forms) and modern baselines.
-    "triplet_semihard", "triplet_hard", "triplet_hard_soft", "lifted_struct", "npairs",
-    "pairwise_contrastive", "multi_similarity", "proxy_anchor",
-)
-TARGET_LOSSES = ("sst", "triplet")  # losses over triplets: need target tables
-SST_IMPOSTERS = ("mean", "softmax")  # sst_tf.losses.SST_IMPOSTERS
+SST_IMPOSTERS = ("mean", "softmax")  # sst_tf.losses.sst_loss(imposters=...)
 # --sst_scale / --sst_imposters when unset: the paper's loss (1, "mean") on raw
 # embeddings; on L2-normalised ones (squared distances <= 4) scale 1 leaves
 # softplus nearly linear with vanishing gradients and training collapsed on
@@ -25,76 +29,184 @@ SST_IMPOSTERS = ("mean", "softmax")  # sst_tf.losses.SST_IMPOSTERS
 # validation split (docs/sst_study.md).
 NORMALIZED_SST_SCALE = 16.0
 NORMALIZED_SST_IMPOSTERS = "softmax"
-SAMPLERS = ("local", "random", "class_balanced")
-# Local sampler neighbourhoods; "original" is the paper's rule.
+SAMPLERS = ("local", "random", "class_balanced")  # sst_tf.sampling.make_sampler
+# Local sampler neighbourhoods (sst_tf.sampling.neighborhoods); "original" is the paper's rule.
 NEIGHBORHOODS = ("classes", "mixed", "original", "balanced")
-BACKBONES = ("inception_v3", "mobilenet_v2", "small_cnn")
-STRATEGIES = ("default", "mirrored", "multi_worker")
-PRECISIONS = ("none", "bfloat16", "float16")
-REFRESH_MODES = ("full", "memory")
-KMEANS_METHODS = ("sklearn", "tf")
+BACKBONES = ("inception_v3", "mobilenet_v2", "small_cnn")  # sst_tf.model.build_model
+STRATEGIES = ("default", "mirrored", "multi_worker")  # sst_tf.distribute.make_strategy
+PRECISIONS = ("none", "bfloat16", "float16")  # sst_tf.step.precision_policy
+REFRESH_MODES = ("full", "memory")  # sst_tf.trainer's refresh of the embeddings
+KMEANS_METHODS = ("sklearn", "tf")  # sst_tf.kmeans.kmeans(method=...)
+
+__all__ = [
+    "BACKBONES", "DATA_SOURCES", "KMEANS_METHODS", "LOSSES", "NEIGHBORHOODS",
+    "NORMALIZED_SST_IMPOSTERS", "NORMALIZED_SST_SCALE", "PRECISIONS", "REFRESH_MODES",
+    "SAMPLERS", "SST_IMPOSTERS", "STRATEGIES", "TARGET_LOSSES", "TrainConfig", "flag_field",
+]
+
+
+def flag_field(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    choices: tuple[str, ...] = (),
+    enum_flag: bool = False,
+    flag_default: Any = dataclasses.MISSING,
+) -> Any:
+    """A `TrainConfig` field that declares its flag (read by `sst_tf.config_flags`).
+
+    Args:
+      default: the field's default; none: a required field (its flag
+        defaults to None).
+      help: the flag's help text.
+      choices: the allowed values of a string field.
+      enum_flag: with `choices`, let absl reject other values while parsing
+        (``flag --x=y: value should be one of <...>``); otherwise the flag is a
+        plain string and `TrainConfig.validate` rejects them (``--x must be
+        one of ...``).
+      flag_default: the flag's default when it differs from the field's (the
+        entry point then derives the value, e.g. `resize_size`).
+    """
+    metadata = {"help": help, "choices": choices, "enum_flag": enum_flag}
+    if flag_default is not dataclasses.MISSING:
+        metadata["flag_default"] = flag_default
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass
 class TrainConfig:
     """Everything a training run needs (the flags of `sst_tf.train`)."""
 
-    model_dir: str
-    dataset: str = "digits"
-    data_dir: str | None = None
-    data_source: str = "files"
-    check_counts: bool = True
-    check_images: bool = True
-    strict_images: bool = False
-    backbone: str = "inception_v3"
-    pretrained: bool = True
-    embedding_dim: int = 512
-    normalize: bool | None = None  # None: the loss's default (loss_registry)
-    image_size: int = 224
-    resize_size: int | None = 256
-    random_flip: bool = True
-    loss: str = "sst"
-    margin: float | None = None  # None: the loss's default (loss_registry)
+    model_dir: str = flag_field(help="Output folder: checkpoints, events, metrics.json.")
+    dataset: str = flag_field(
+        "digits", help="Data set: digits (bundled), cub, cars196, sop, folder.")
+    data_dir: str | None = flag_field(
+        None, help="Folder holding the data set (not needed for digits).")
+    data_source: str = flag_field(
+        "files", choices=DATA_SOURCES, enum_flag=True,
+        help="Where cub/sop come from: files (official layout in --data_dir) or tfds "
+             "(TFDS builder; --data_dir is then TFDS's data dir, optional).")
+    check_counts: bool = flag_field(
+        True, help="Check the official image/class counts of cub, cars196, sop "
+                   "(--nocheck_counts: a deliberate subset).")
+    check_images: bool = flag_field(
+        True, help="Decode every image once before training (cached) and skip, with a "
+                   "warning and a count, those that fail.")
+    strict_images: bool = flag_field(
+        False, help="Stop with an error naming the file on the first undecodable image.")
+    backbone: str = flag_field("inception_v3", choices=BACKBONES, help="Backbone network.")
+    pretrained: bool = flag_field(
+        True, help="Start from ImageNet weights (--nopretrained: random).")
+    embedding_dim: int = flag_field(512, help="Embedding size d.")
+    normalize: bool | None = flag_field(
+        None, help="L2-normalise the embeddings (training and evaluation on unit vectors); "
+                   "unset: the loss's default (docs/baselines.md).")
+    image_size: int = flag_field(224, help="Side of the square model input (the crop).")
+    resize_size: int | None = flag_field(
+        256, flag_default=None,
+        help="Side images are resized to before cropping (default: image_size*256/224).")
+    random_flip: bool = flag_field(True, help="Random horizontal flips in training.")
+    loss: str = flag_field(
+        "sst", choices=LOSSES,
+        help="Loss: the paper's first three, then tensorflow-addons' batch forms, then "
+             "two modern baselines (docs/baselines.md).")
+    margin: float | None = flag_field(
+        None, help="Margin of the losses that have one; unset: the loss's default "
+                   "(triplet 0.2, contrastive 0.5, tensorflow-addons' losses 1.0).")
     # SST loss options (sst_tf.losses.sst_loss): scale s of the margin variable
     # and how the imposters of an (anchor, target) pair are combined.
-    sst_scale: float | None = None  # None: 1, or NORMALIZED_SST_SCALE with normalize
-    sst_imposters: str | None = None  # None: "mean", or NORMALIZED_SST_IMPOSTERS
-    sampler: str | None = None  # None: the loss's default (loss_registry)
-    samples_per_class: int = 4
-    proxy_lr_multiplier: float = 100.0
-    loss_lr_multiplier: float | None = None  # None: the loss's default (loss_registry)
-    batch_size: int = 200
-    num_targets: int = 5
-    refresh_every: int = 1
-    neighborhoods: str = "classes"
-    local_share: float = 0.5
-    min_classes: int = 4
-    warmup_epochs: int = 0
-    members_per_class: int | None = None  # None: the loss's default (loss_registry)
-    epochs: int = 150
-    lr: float = 1e-4
-    head_lr_multiplier: float = 10.0
-    weight_decay: float = 1e-4
-    decoupled_weight_decay: bool = False
-    lr_patience: int = 5
-    lr_factor: float = 0.5
-    early_stop_patience: int = 15
-    eval_every: int = 0
-    eval_batch_size: int = 256
-    recall_ks: tuple[int, ...] = (1, 2, 4, 8)
-    seed: int = 0
-    deterministic: bool = True
-    keep_checkpoints: int = 3
-    progress: bool = True
-    export: bool = True
-    max_consecutive_nonfinite: int = 10
-    allow_flag_changes: bool = False
+    sst_scale: float | None = flag_field(
+        None, help="SST: scale s of the margin variable, "
+                   "softplus(s * (D_at - (D_ai + D_ti)/2)). "
+                   "Default: 1 (the paper's) without --normalize, 16 with it.")
+    sst_imposters: str | None = flag_field(
+        None, choices=SST_IMPOSTERS, enum_flag=True,
+        help="SST: mean over all triplets (the paper's), or per (anchor, target) pair "
+             "log(1 + sum over imposters of exp(s z)) (hard imposters weigh more). "
+             "Default: mean without --normalize, softmax with it.")
+    sampler: str | None = flag_field(
+        None, choices=SAMPLERS,
+        help="Batch sampler: neighbourhood batches (local, see --neighborhoods), random "
+             "batches, or P classes x K images, each image at most once per epoch "
+             "(class_balanced); unset: the loss's default (local for "
+             "sst/triplet/contrastive).")
+    samples_per_class: int = flag_field(
+        4, help="K images per class in class_balanced batches (batch_size = P * K).")
+    proxy_lr_multiplier: float = flag_field(
+        100.0, help="Proxy-Anchor: the proxies' learning rate is lr times this.")
+    loss_lr_multiplier: float | None = flag_field(
+        None, help="Every learning rate of the run is --lr times this; unset: the loss's "
+                   "default (1, except 0.25 for the batch-hard triplet losses).")
+    batch_size: int = flag_field(200, help="Batch size B (>= 2).")
+    num_targets: int = flag_field(5, help="Target neighbours k per anchor (>= 1).")
+    refresh_every: int = flag_field(
+        1, help="Re-embed the train split and re-cluster every N epochs.")
+    neighborhoods: str = flag_field(
+        "classes", choices=NEIGHBORHOODS, enum_flag=True,
+        help="Local sampler batches: neighbouring classes with random members each "
+             "(classes), a k-means neighbourhood + random images with a class guarantee "
+             "(mixed), one k-means cluster per batch, the paper's rule (original), or "
+             "k-means clusters split/packed into full batches using every image (balanced).")
+    local_share: float = flag_field(
+        0.5, help="--neighborhoods=mixed: share of each batch taken from its neighbourhood.")
+    min_classes: int = flag_field(
+        4, help="--neighborhoods=mixed: classes with >= 2 members guaranteed per batch.")
+    warmup_epochs: int = flag_field(
+        0, help="Local sampler: random batches for this many epochs before the first "
+                "neighbourhood batches.")
+    members_per_class: int | None = flag_field(
+        None, help="--neighborhoods=classes: images per class in a batch; unset: the "
+                   "loss's default (4 for sst, 10 otherwise).")
+    epochs: int = flag_field(150, help="Maximum number of epochs.")
+    lr: float = flag_field(1e-4, help="Adam learning rate of the backbone.")
+    head_lr_multiplier: float = flag_field(
+        10.0, help="The head's learning rate is lr times this.")
+    weight_decay: float = flag_field(
+        1e-4, help="Weight decay (L2 added to the gradients, as Adam's).")
+    decoupled_weight_decay: bool = flag_field(
+        False, help="Use AdamW's decoupled weight decay instead.")
+    lr_patience: int = flag_field(
+        5, help="Multiply the learning rates by --lr_factor after N epochs w/o improvement.")
+    lr_factor: float = flag_field(
+        0.5, help="Factor of the learning rates after --lr_patience epochs w/o improvement "
+                  "(0.5: halve them).")
+    early_stop_patience: int = flag_field(15, help="Stop after N epochs without improvement.")
+    eval_every: int = flag_field(
+        0, help="Also evaluate every N epochs (0: before and after only).")
+    eval_batch_size: int = flag_field(256, help="Batch size of embedding passes.")
+    recall_ks: tuple[int, ...] = flag_field((1, 2, 4, 8), help="K values of Recall@K.")
+    seed: int = flag_field(0, help="Seed of weights, sampling, augmentation and k-means.")
+    deterministic: bool = flag_field(
+        True, help="Enable TF op determinism (same seed -> same result).")
+    keep_checkpoints: int = flag_field(3, help="Checkpoints kept in model_dir/checkpoints.")
+    progress: bool = flag_field(True, help="Show a progress bar per epoch.")
+    export: bool = flag_field(
+        True, help="After training, write MODEL_DIR/export (SavedModel) and "
+                   "MODEL_DIR/projector (TensorBoard projector of the test embeddings).")
+    max_consecutive_nonfinite: int = flag_field(
+        10, help="Stop after N steps in a row with a non-finite loss or gradient (each "
+                 "such step is skipped); the last good checkpoint is kept.")
+    allow_flag_changes: bool = flag_field(
+        False, help="Resume a run although optimisation flags (lr, loss, batch size, seed, "
+                    "...) differ from the ones it started with; model/data flags always "
+                    "must match.")
     # Scale and speed (docs/scaling.md).
-    strategy: str = "default"
-    mixed_precision: str = "none"
-    jit_compile: bool = False
-    refresh: str = "full"
-    kmeans: str = "sklearn"
+    strategy: str = flag_field(
+        "default", choices=STRATEGIES, enum_flag=True,
+        help="Distribution: one device, MirroredStrategy over the local GPUs, or "
+             "MultiWorkerMirroredStrategy configured by TF_CONFIG.")
+    mixed_precision: str = flag_field(
+        "none", choices=PRECISIONS, enum_flag=True,
+        help="Mixed precision of the backbone (head and loss stay float32; float16 "
+             "uses loss scaling).")
+    jit_compile: bool = flag_field(False, help="XLA-compile the forward + backward pass.")
+    refresh: str = flag_field(
+        "full", choices=REFRESH_MODES, enum_flag=True,
+        help="Refresh embeddings by an inference pass (full) or reuse the previous epochs' "
+             "training forward passes (memory: no extra pass).")
+    kmeans: str = flag_field(
+        "sklearn", choices=KMEANS_METHODS, enum_flag=True,
+        help="k-means of the refresh: scikit-learn (CPU) or TensorFlow (GPU when present).")
 
     def reader_options(self) -> dict:
         """The data-set options of this config that the chosen reader accepts."""
@@ -134,10 +246,18 @@ class TrainConfig:
         """
         return loss_registry.resolve(self)
 
+    def _choice_check(self, name: str) -> tuple[bool, str, object]:
+        """(ok, message, value) of choice field `name`: one of its choices (None if unset)."""
+        field = CONFIG_FIELDS[name]
+        choices, value = field.metadata["choices"], getattr(self, name)
+        ok = value in choices or (value is None and field.default is None)
+        return ok, f"--{name} must be one of {'|'.join(choices)}", value
+
     def validate(self) -> None:
         """Checks values (unset loss defaults resolved); raises ValueError naming the flag."""
-        if self.loss not in LOSSES:
-            raise ValueError(f"--loss must be one of {'|'.join(LOSSES)}, got {self.loss!r}.")
+        ok, message, value = self._choice_check("loss")
+        if not ok:
+            raise ValueError(f"{message}, got {value!r}.")
         c = self.resolved()  # check the values the run will use
         data_lib.check_dataset_args(self.dataset, self.data_dir, self.data_source)
         checks = [
@@ -156,8 +276,7 @@ class TrainConfig:
              c.proxy_lr_multiplier),
             (c.embedding_dim >= 1, "--embedding_dim must be >= 1", c.embedding_dim),
             (c.epochs >= 0, "--epochs must be >= 0", c.epochs),
-            (c.neighborhoods in NEIGHBORHOODS,
-             f"--neighborhoods must be one of {'|'.join(NEIGHBORHOODS)}", c.neighborhoods),
+            c._choice_check("neighborhoods"),
             (0.0 <= c.local_share <= 1.0, "--local_share must be in [0, 1]",
              c.local_share),
             (c.min_classes >= 0, "--min_classes must be >= 0", c.min_classes),
@@ -176,8 +295,7 @@ class TrainConfig:
             (c.margin is None or loss_registry.spec(c.loss).margin is not None,
              f"--margin does not apply to --loss={c.loss} (it has no margin)", c.margin),
             (c.sst_scale is None or c.sst_scale > 0, "--sst_scale must be > 0", c.sst_scale),
-            (c.sst_imposters is None or c.sst_imposters in SST_IMPOSTERS,
-             f"--sst_imposters must be one of {'|'.join(SST_IMPOSTERS)}", c.sst_imposters),
+            c._choice_check("sst_imposters"),
             # On raw embeddings a scale s only rescales the embeddings (s z(x) =
             # z(sqrt(s) x)), and the softmax form was not measured there.
             (c.loss != "sst" or c.normalize or (
@@ -186,27 +304,25 @@ class TrainConfig:
              "embeddings a scale only rescales them, and the softmax form was not measured "
              "there; docs/sst_study.md)",
              (c.sst_scale, c.sst_imposters)),
-            (c.sampler in SAMPLERS,
-             f"--sampler must be one of {'|'.join(SAMPLERS)}", c.sampler),
-            (c.backbone in BACKBONES,
-             f"--backbone must be one of {'|'.join(BACKBONES)}", c.backbone),
+            c._choice_check("sampler"),
+            c._choice_check("backbone"),
             (len(c.recall_ks) > 0 and min(c.recall_ks) >= 1,
              "--recall_ks must be positive integers", c.recall_ks),
             (bool(c.model_dir), "--model_dir is required", c.model_dir),
             (c.max_consecutive_nonfinite >= 1, "--max_consecutive_nonfinite must be >= 1",
              c.max_consecutive_nonfinite),
-            (c.strategy in STRATEGIES,
-             f"--strategy must be one of {'|'.join(STRATEGIES)}", c.strategy),
-            (c.mixed_precision in PRECISIONS,
-             f"--mixed_precision must be one of {'|'.join(PRECISIONS)}", c.mixed_precision),
-            (c.refresh in REFRESH_MODES,
-             f"--refresh must be one of {'|'.join(REFRESH_MODES)}", c.refresh),
+            c._choice_check("strategy"),
+            c._choice_check("mixed_precision"),
+            c._choice_check("refresh"),
             (not (c.jit_compile and c.deterministic),
              "--jit_compile needs --nodeterministic (XLA has no deterministic kernels for "
              "some gradients, e.g. MaxPool)", c.jit_compile),
-            (c.kmeans in KMEANS_METHODS,
-             f"--kmeans must be one of {'|'.join(KMEANS_METHODS)}", c.kmeans),
+            c._choice_check("kmeans"),
         ]
         for ok, message, value in checks:
             if not ok:
                 raise ValueError(f"{message}, got {value!r}.")
+
+
+# TrainConfig's fields by name (with their flag declarations in `metadata`).
+CONFIG_FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}

@@ -102,8 +102,7 @@ def check_dataset_args(name: str, data_dir: str | None, data_source: str = "file
             f"--dataset={name!r} is unknown; choose one of {', '.join(sorted(DATASETS))}."
         )
     info = DATASETS[name]
-    if data_source not in ("files", "tfds"):
-        raise ValueError(f"--data_source must be files or tfds, got {data_source!r}.")
+    datasets.check_data_source(data_source)
     if data_source == "tfds":
         builders = tfds_source.BUILDERS
         if name not in builders:

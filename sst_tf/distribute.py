@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-STRATEGIES = ("default", "mirrored", "multi_worker")
+from sst_tf.config import STRATEGIES
 
 
 def make_strategy(name: str, devices: list[str] | None = None) -> tf.distribute.Strategy:

@@ -47,10 +47,12 @@ import numpy as np
 import tensorflow as tf
 from sklearn.cluster import KMeans
 
+from sst_tf.config import KMEANS_METHODS
+
 # Elements of the largest [rows, N] or [rows, k] float32 block (32 Mi floats = 128 MiB).
 _BLOCK_ELEMENTS = 1 << 25
 
-METHODS = ("sklearn", "tf")
+METHODS = KMEANS_METHODS  # the --kmeans choices
 
 
 @dataclasses.dataclass

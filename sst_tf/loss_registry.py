@@ -145,6 +145,12 @@ LOSS_SPECS: Mapping[str, LossSpec] = MappingProxyType({
                  "proxy_lr_multiplier": f"{PROXY}: proxies learn 100x faster"}),
 })
 
+# The --loss choices, in the order above (the paper's three, tensorflow-addons'
+# batch forms, modern baselines).
+LOSSES = tuple(LOSS_SPECS)
+# Losses over (anchor, target, imposter) triplets: their plans need target tables.
+TARGET_LOSSES = ("sst", "triplet")
+
 # Fields of a run's configuration that a loss can default -> LossSpec fields.
 DEFAULTED_FIELDS = {"normalize": "normalize", "sampler": "sampler", "margin": "margin",
                     "loss_lr_multiplier": "lr_multiplier",

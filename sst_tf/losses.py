@@ -43,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from sst_tf import loss_registry
+from sst_tf.config import SST_IMPOSTERS
 from sst_tf.neighbors import pairwise_squared_distances
 
 
@@ -141,9 +142,6 @@ def _triplet_terms(x, labels, target_neighbors, mask):
 def _masked_mean(values, valid, count):
     total = tf.reduce_sum(tf.where(valid, values, tf.zeros_like(values)))
     return tf.math.divide_no_nan(total, count)
-
-
-SST_IMPOSTERS = ("mean", "softmax")
 
 
 def sst_loss(

@@ -27,14 +27,18 @@ from collections.abc import Callable, Iterable
 import keras
 import tensorflow as tf
 
+from sst_tf.config import PRECISIONS
+
 __all__ = ["DynamicLossScale", "NonFiniteError", "TrainStep", "all_finite", "apply_if",
            "DtypePolicy", "precision_policy"]
 
 
 def precision_policy(mixed_precision: str) -> str:
-    """Keras dtype policy name of a --mixed_precision value."""
-    return {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[
-        mixed_precision]
+    """Keras dtype policy name of a --mixed_precision value (one of `PRECISIONS`)."""
+    if mixed_precision not in PRECISIONS:
+        raise ValueError(f"--mixed_precision must be one of {'|'.join(PRECISIONS)}, "
+                         f"got {mixed_precision!r}.")
+    return "float32" if mixed_precision == "none" else f"mixed_{mixed_precision}"
 
 
 class DtypePolicy:

@@ -12,6 +12,16 @@ from __future__ import annotations
 from sst_tf.datasets import cars196, cub, folder, sop, tfds_source
 from sst_tf.datasets.splits import Dataset
 
+# The --data_source choices: a local folder in the official layout, or a TFDS builder.
+DATA_SOURCES = ("files", "tfds")
+
+
+def check_data_source(data_source: str) -> None:
+    """Raises ValueError naming --data_source unless it is one of `DATA_SOURCES`."""
+    if data_source not in DATA_SOURCES:
+        raise ValueError(
+            f"--data_source must be {' or '.join(DATA_SOURCES)}, got {data_source!r}.")
+
 
 def load(
     name: str,
@@ -44,8 +54,7 @@ def load(
     counts = "official" if check_counts else None
     if data_source == "tfds":
         return tfds_source.load(name, data_dir, expected_counts=counts, **options)
-    if data_source != "files":
-        raise ValueError(f"--data_source must be files or tfds, got {data_source!r}.")
+    check_data_source(data_source)
     if name == "folder":
         return folder.load(data_dir, **options)
     readers = {"cub": cub, "cars196": cars196, "sop": sop}

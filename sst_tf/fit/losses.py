@@ -35,13 +35,11 @@ import numpy as np
 import tensorflow as tf
 
 from sst_tf import losses
+from sst_tf.config import LOSSES as TRAINER_LOSSES
+from sst_tf.config import TARGET_LOSSES  # noqa: F401 - re-exported: need target tables
 
-# The trainer's loss names; the first two need target tables in the plans.
-LOSSES = (
-    "sst", "triplet", "contrastive", "triplet_semihard", "triplet_hard", "triplet_hard_soft",
-    "lifted_struct", "npairs", "pairwise_contrastive", "multi_similarity",
-)
-TARGET_LOSSES = ("sst", "triplet")
+# The trainer's --loss names but proxy_anchor, whose proxies `ProxyAnchorModel` owns.
+LOSSES = tuple(name for name in TRAINER_LOSSES if name != "proxy_anchor")
 
 
 def pack_targets(labels, targets, mask) -> tf.Tensor:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-NEIGHBORHOODS = ("classes", "mixed", "original", "balanced")
+from sst_tf.config import NEIGHBORHOODS
 
 
 def _check(embeddings: np.ndarray | None, clusters: np.ndarray, batch_size: int) -> np.ndarray:
