@@ -38,7 +38,7 @@ import tensorflow as tf  # noqa: E402
 from sklearn.cluster import KMeans  # noqa: E402
 from sklearn.metrics import normalized_mutual_info_score  # noqa: E402
 
-from sst_tf import evaluation, losses, neighbors  # noqa: E402
+from sst_tf import distribute, evaluation, losses, neighbors  # noqa: E402
 from sst_tf import kmeans as kmeans_lib  # noqa: E402
 
 
@@ -441,15 +441,15 @@ def bench_step(args) -> str:
     side, batch, classes = args.step_size, args.step_batch, 20
     t = _trainer(side, batch, classes=classes)
     b = _batch(t, batch, classes)
-    sst_fn = t.loss_fn
+    sst_fn = t.step.loss_fn
 
     def trivial(e, y, tg, m):  # the cheapest loss that still back-propagates
         return tf.reduce_mean(tf.square(e))
 
     fns = {}
     for name, loss in (("sst", sst_fn), ("trivial", trivial)):
-        t.loss_fn = loss
-        fns[name] = tf.function(lambda batch: t.distributed_step(batch))
+        t.step.loss_fn = loss  # traced below, with this loss
+        fns[name] = tf.function(distribute.cross_replica_step(t.strategy, t.step))
         fns[name](b)  # trace
         fns[name](b)
     times = {"sst": [], "trivial": []}
@@ -484,11 +484,12 @@ def bench_step(args) -> str:
         f"### Train step overhead: InceptionV3 (random init) at {side}x{side}, batch {batch}, "
         f"{classes} classes x {batch // classes}, d=512, k=5",
         "",
-        "Both variants run the trainer's own per-replica step (`distributed_step`: forward, "
-        "loss, gradients, two Adam optimizers with the head multiplier, weight decay) on the "
-        "same batch; only the loss differs. Runs alternate between the two; medians of "
-        f"{args.step_repeats} each" + ("" if gpu else f" (CPU: input {side}x{side} instead of "
-                                        "224 to keep the run short)") + ".",
+        "Both variants run the trainer's own step (`distribute.cross_replica_step` of "
+        "`step.TrainStep`: forward, loss, gradients, two Adam optimizers with the head "
+        "multiplier, weight decay) on the same batch; only the loss differs. Runs alternate "
+        f"between the two; medians of {args.step_repeats} each"
+        + ("" if gpu else f" (CPU: input {side}x{side} instead of 224 to keep the run short)")
+        + ".",
         "",
         "| loss | median wall s / step | median CPU s / step | images/s (wall) |",
         "|---|---|---|---|",
@@ -630,7 +631,7 @@ def bench_input(args) -> str:
     # Demand: images/s of the train step (InceptionV3, step_size crop, batch 32) here.
     t = _trainer(args.step_size, 32, classes=8)
     b = _batch(t, 32, 8)
-    demand = 32 / statistics.median(timed(lambda: float(t._step_fn(b)), 3, warmup=1))
+    demand = 32 / statistics.median(timed(lambda: float(t.step_fn(b)), 3, warmup=1))
     crop_small = args.step_size
     return "\n".join([
         f"### Input pipeline on JPEG files ({n} synthetic {side_file}x{int(side_file * .75)} "
@@ -656,8 +657,6 @@ def _scaling_child(args) -> dict:
     """In a fresh process with 2 logical CPUs: 1 device vs MirroredStrategy(2)."""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from sst_tf import distribute
-
     side, batch = args.step_size, args.scaling_batch
     classes = max(2, batch // 4)
     single = _trainer(side, batch, classes=classes)
@@ -700,7 +699,7 @@ def _scaling_child(args) -> dict:
         return (l1 + l2) / 2
 
     t_single = timed(lambda: float(single_step()), args.step_repeats)
-    t_mirror = timed(lambda: float(mirrored._step_fn(next(it))), args.step_repeats)
+    t_mirror = timed(lambda: float(mirrored.step_fn(next(it))), args.step_repeats)
     return {"loss_single": float(ls), "loss_mirrored": float(lm), "grad_max_abs_diff": grad_diff,
             "grad_max_abs": scale, "single_s": statistics.median(t_single),
             "mirrored_s": statistics.median(t_mirror), "batch": batch, "side": side}

@@ -97,8 +97,8 @@ def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
         stats = trainer.train_epoch(epoch, refresh)
         train_seconds += time.perf_counter() - start
         if not math.isnan(stats["loss"]):
-            trainer.update_plateau(stats["loss"])
-        trainer.epoch.assign(epoch + 1)
+            trainer.plateau.update(stats["loss"])
+        trainer.state.epoch.assign(epoch + 1)
         if (epoch + 1) % eval_every == 0 or epoch + 1 == cfg.epochs:
             result = trainer.evaluate()
             curve.append((train_seconds, epoch + 1, result))
@@ -106,7 +106,7 @@ def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
                          cfg.sampler, seed, epoch + 1, train_seconds, result["map@r"],
                          before["map@r"])
     os.makedirs(cfg.model_dir, exist_ok=True)
-    trainer.manager.save(checkpoint_number=cfg.epochs)
+    trainer.checkpoints.manager.save(checkpoint_number=cfg.epochs)
     after = curve[-1][2]
     metrics = {"before": before, "after": after,
                "settings": loss_registry.settings(trainer.config),

@@ -148,7 +148,7 @@ def probe(trainer, epoch: int, num_batches: int, threshold: float) -> dict:
         with tf.GradientTape(persistent=True) as tape:
             pooled, head, emb = inner(images, training=False)
             tape.watch(emb)
-            loss = trainer.loss_fn(emb, labels, tgt, mask)
+            loss = trainer.step.loss_fn(emb, labels, tgt, mask)
         grads = tape.gradient(loss, variables)
         g_emb = tape.gradient(loss, emb)
         del tape
@@ -182,7 +182,7 @@ def run_cell(base, name: str, overrides: dict, seed: int, out_dir: str) -> dict:
     test = trainer.dataset.test
     before = trainer.evaluate()
     start = time.perf_counter()
-    trainer._refresh(0)  # the first plan, to probe the untrained model on it
+    trainer.refresh_sampler(0)  # the first plan, to probe the untrained model on it
     seconds = time.perf_counter() - start
     curve = [{"epoch": 0, "seconds": 0.0, "map@r": before["map@r"]}]
     curve[0].update(probe(trainer, 0, FLAGS.probe_batches, FLAGS.active_threshold))
@@ -194,8 +194,8 @@ def run_cell(base, name: str, overrides: dict, seed: int, out_dir: str) -> dict:
         stats = trainer.train_epoch(epoch, refresh)
         seconds += time.perf_counter() - start
         if not math.isnan(stats["loss"]):
-            trainer.update_plateau(stats["loss"])
-        trainer.epoch.assign(epoch + 1)
+            trainer.plateau.update(stats["loss"])
+        trainer.state.epoch.assign(epoch + 1)
         if (epoch + 1) % FLAGS.curve_every == 0 or epoch + 1 == cfg.epochs:
             point = {"epoch": epoch + 1, "seconds": seconds, "loss": float(stats["loss"]),
                      "sst_at_refresh": float(stats.get("sampler/sst_at_refresh", math.nan))}

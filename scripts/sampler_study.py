@@ -77,8 +77,8 @@ def _loop(trainer, epochs: int) -> list[dict]:
         refresh = epoch == 0 or epoch % trainer.config.refresh_every == 0
         stats = trainer.train_epoch(epoch, refresh)
         if not math.isnan(stats["loss"]):
-            trainer.update_plateau(stats["loss"])
-        trainer.epoch.assign(epoch + 1)
+            trainer.plateau.update(stats["loss"])
+        trainer.state.epoch.assign(epoch + 1)
         history.append({k: float(v) for k, v in stats.items()})
     return history
 

@@ -52,13 +52,13 @@ def main(argv):
     bias = model.get_layer("head").bias
     step = 0
     for epoch in range(cfg.epochs):
-        trainer._refresh(epoch)
+        trainer.refresh_sampler(epoch)
         plan = trainer.sampler.plan(epoch)
         ds = pipeline.train_dataset(trainer.dataset.train, plan, trainer.image_options,
                                     seed=cfg.seed, epoch=epoch)
         for images, labels, targets, mask in ds:
             pooled, head, emb = (t.numpy() for t in inner(images, training=False))
-            loss = float(trainer._step_fn((images, labels, targets, mask)))
+            loss = float(trainer.step_fn((images, labels, targets, mask)))
             if step < 12 or step % 5 == 0:
                 spread = np.linalg.norm(emb - emb.mean(0), axis=1).mean()
                 print(f"epoch {epoch + 1} step {step:3d}: loss {loss:.4f}, "

@@ -18,6 +18,11 @@
   the batches. `sampling.pad_plan` first pads an epoch plan with fully masked batches
   so every replica of every worker gets the same number of steps (a masked
   batch has no triplet: zero loss, zero gradient).
+* The training step across replicas: `cross_replica_step` runs a per-replica
+  step (`sst_tf.step.TrainStep`) on every replica's batch (`strategy.run`)
+  and reduces the losses to their mean; `cross_replica_step_with_embeddings`
+  also gathers every replica's embeddings and training indices (for
+  `--refresh=memory`).
 * `distributed_embed`: an inference pass over a split with every replica
   embedding its share, gathered (`strategy.gather`) back into split order on
   every worker, so all workers build the same epoch plan.
@@ -28,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -147,6 +153,54 @@ def distribute_batches(strategy: tf.distribute.Strategy, dataset: tf.data.Datase
 
     options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
     return strategy.distribute_datasets_from_function(fn, options)
+
+
+def cross_replica_step(strategy: tf.distribute.Strategy, replica_step: Callable) -> Callable:
+    """The step over all replicas: fn(batch) -> the mean of the replicas' losses.
+
+    Args:
+      strategy: the strategy.
+      replica_step: fn(images, labels, targets, mask) -> (loss, embeddings),
+        run on each replica's batch (e.g. `sst_tf.step.TrainStep`).
+
+    Returns:
+      fn(batch), where `batch` is (images, labels, targets, mask) per replica
+      (`distribute_batches`); wrap it in `tf.function`.
+    """
+    def step(batch):
+        loss, _ = strategy.run(replica_step, args=batch)
+        return strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None)
+
+    return step
+
+
+def cross_replica_step_with_embeddings(
+    strategy: tf.distribute.Strategy, replica_step: Callable
+) -> Callable:
+    """`cross_replica_step` that also returns every replica's embeddings.
+
+    Args:
+      strategy: the strategy.
+      replica_step: fn(images, labels, targets, mask) -> (loss, embeddings).
+
+    Returns:
+      fn(batch) with `batch` (images, labels, targets, mask, indices) per
+      replica -> (mean loss, embeddings [R*B, d], training indices [R*B], -1
+      on padding rows), gathered from all replicas of all workers; wrap it in
+      `tf.function`.
+    """
+    def per_replica(images, labels, targets, mask, indices):
+        loss, embeddings = replica_step(images, labels, targets, mask)
+        return loss, embeddings, tf.where(mask, indices, tf.constant(-1, indices.dtype))
+
+    def step(batch):
+        loss, emb, idx = strategy.run(per_replica, args=batch)
+        loss = strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None)
+        if strategy.num_replicas_in_sync > 1:
+            emb, idx = strategy.gather(emb, axis=0), strategy.gather(idx, axis=0)
+        return loss, emb, idx
+
+    return step
 
 
 def indexed_eval_batches(

@@ -12,6 +12,9 @@ in ``assets/sst_tf_export.json`` next to the embedding size, so a user needs
 nothing but the folder. The folder is written to a temporary sibling and
 renamed into place at the end: a crash never leaves a half export behind.
 
+At the end of training `export_trained_run` writes the run's SavedModel and
+its projector files (`ExportError` names what failed and how to retry).
+
 Entry point: ``python -m sst_tf.export --model_dir=RUN`` exports the latest
 (or a chosen) checkpoint of a training run to ``RUN/export``. It never writes
 over a folder it did not write, and replaces an earlier export only with
@@ -58,10 +61,13 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from sst_tf import model as model_lib  # noqa: E402
-from sst_tf import pipeline  # noqa: E402
+from sst_tf import pipeline, projector  # noqa: E402
 from sst_tf.config import TrainConfig  # noqa: E402
+from sst_tf.datasets.splits import Split  # noqa: E402
 from sst_tf.outputs import (  # noqa: E402
+    DiskFullError,
     check_output_dir,
+    disk_full_guard,
     read_json_object,
     replace_dir,
     temp_dir_for,
@@ -292,7 +298,7 @@ def export_saved_model(
             json.dump(record, f, indent=2, sort_keys=True)
         write_marker(tmp, "export", PROG)
         if verify:
-            _verify(model, tmp, spec)
+            verify_export(model, tmp, spec)
         replace_dir(tmp, export_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -308,8 +314,12 @@ def legacy_export(folder: str) -> str | None:
     return None
 
 
-def _verify(model: keras.Model, path: str, spec: PreprocessingSpec) -> None:
-    """Reloads ``path`` and checks ``serve_images`` against ``model``."""
+def verify_export(model: keras.Model, path: str, spec: PreprocessingSpec) -> None:
+    """Reloads ``path`` and checks ``serve_images`` against ``model``.
+
+    Raises:
+      RuntimeError: the reloaded export's embeddings differ from the model's.
+    """
     rng = np.random.default_rng(0)
     side = spec.resize_size or spec.image_size
     images = rng.uniform(0, 255, size=(2, side, side, 3)).astype(np.float32)
@@ -461,6 +471,71 @@ def run_metadata(config, checkpoint_path: str | None) -> dict[str, Any]:
         "checkpoint": os.path.basename(checkpoint_path) if checkpoint_path else None,
         "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "model_dir"},
     }
+
+
+class ExportError(RuntimeError):
+    """The end-of-training export failed; metrics.json and the checkpoints are written.
+
+    Attributes:
+      metrics: the run's metrics (as in metrics.json), set by `Trainer.fit`.
+    """
+
+    metrics: dict | None = None
+
+
+def export_trained_run(
+    model: keras.Model,
+    config,
+    test_split: Split,
+    test_embeddings: np.ndarray,
+    checkpoint_path: str | None,
+) -> None:
+    """Writes MODEL_DIR/export (SavedModel) and MODEL_DIR/projector (test split).
+
+    The SavedModel computes in float32 whatever --mixed_precision was
+    (`float32_model`).
+
+    Args:
+      model: the trained model.
+      config: the run's `TrainConfig`.
+      test_split: the test split (the projector's points).
+      test_embeddings: its embeddings by `model`, [N, d].
+      checkpoint_path: the checkpoint the model holds (recorded in the export).
+
+    Raises:
+      ExportError: either part failed (one line: what, and how to retry).
+      outputs.DiskFullError: the disk is full (naming the folder).
+    """
+    folder = RunFolder(config.model_dir)
+    export_dir = folder.export
+    kept = (f"metrics.json and the checkpoints in {folder.checkpoints} are kept; "
+            f"retry the export with: python -m sst_tf.export --model_dir={config.model_dir}")
+    try:
+        with disk_full_guard(export_dir):
+            export_saved_model(model, export_dir, spec_for_config(config),
+                               metadata=run_metadata(config, checkpoint_path))
+    except DiskFullError:
+        raise
+    except Exception as e:
+        raise ExportError(
+            f"training finished but the SavedModel export to {export_dir} failed "
+            f"({_first_line(e)}); {kept}") from e
+    proj_dir = folder.projector
+    try:
+        with disk_full_guard(proj_dir):
+            projector.write_split_projector(proj_dir, test_split, test_embeddings, seed=config.seed)
+    except DiskFullError:
+        raise
+    except Exception as e:
+        raise ExportError(
+            f"training finished but writing the projector files to {proj_dir} failed "
+            f"({_first_line(e)}); metrics.json, the checkpoints and {export_dir} are "
+            "kept") from e
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 @cli.entry_point(PROG, quiet_info=True)

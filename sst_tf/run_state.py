@@ -1,23 +1,27 @@
 """A run's state: its folder layout, resuming with other flags, and signals.
 
+* `RunFolder`: the layout of a training run's folder (`--model_dir`), in one
+  place. Everything a run writes lives under it; the trainer, the
+  checkpoints, the export, the report and the figures find the pieces there:
+
+    config.json     the run's flags and split sizes (resume checks read it)
+    metrics.json    "before" / "after" / per-epoch metrics and the run's settings
+    checkpoints/    tf.train checkpoints (interrupted/: the one a signal wrote)
+    train/, eval/   TensorBoard events
+    export/         the SavedModel written at the end of training
+    projector/      the TensorBoard projector files (a folder of their own)
+    figures/        retrieval grid and t-SNE plot (`sst_tf.visualize`)
+
 * `GracefulSignals`: SIGTERM / SIGINT set a flag that the training loop checks
   after every step (it then writes a checkpoint and raises `Interrupted`); a
   second SIGINT interrupts at once.
-* `check_resume_config`: compares the flags a run was started with (saved in
-  `model_dir/config.json`) with the flags of the resuming command.
+* `run_record`: what `config.json` holds (the flags and the sizes of the data
+  splits); `check_resume_config` compares the record a run was started with to
+  the one of the resuming command.
 
-The layout of a training run's folder (`--model_dir`), in one place.
-
-Everything a run writes lives under its folder; the trainer, the export, the
-report and the figures find the pieces through `RunFolder`:
-
-  config.json     the run's flags and split sizes (resume checks read it)
-  metrics.json    "before" / "after" / per-epoch metrics and the run's settings
-  checkpoints/    tf.train checkpoints (interrupted/: the one a signal wrote)
-  train/, eval/   TensorBoard events
-  export/         the SavedModel written at the end of training
-  projector/      the TensorBoard projector files (a folder of their own)
-  figures/        retrieval grid and t-SNE plot (`sst_tf.visualize`)
+No TensorFlow here (`sst_tf.train` imports this module before TensorFlow
+loads): the checkpoints themselves, and finding and writing them, are
+`sst_tf.checkpoints`.
 """
 
 from __future__ import annotations
@@ -159,6 +163,19 @@ DATA_KEYS = ("num_train_images", "num_test_images")
 
 class IncompatibleRunError(ValueError):
     """Resuming a run with flags that do not fit its checkpoints."""
+
+
+def run_record(config, dataset) -> dict:
+    """What config.json holds: the flags plus the sizes of the data splits.
+
+    Args:
+      config: the run's resolved `TrainConfig`.
+      dataset: its `Dataset` (train and test splits).
+    """
+    record = dataclasses.asdict(config)
+    record["num_train_images"] = len(dataset.train)
+    record["num_test_images"] = len(dataset.test)
+    return record
 
 
 def _norm(value):

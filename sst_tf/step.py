@@ -16,6 +16,13 @@ Called in replica context (inside `strategy.run`, or directly on one device):
 4. every optimizer applies its gradients, or none does (under float16 the
    scale is halved on a skipped step and doubled after a run of good ones).
 
+Learning-rate groups: one Adam optimizer for the backbone (lr) and one for the
+head (lr * head_lr_multiplier). Two optimizers rather than gradient scaling,
+because Adam is invariant to gradient scale (a 10x gradient would not give a
+10x step). Weight decay is coupled L2 (wd * w added to the gradient), as
+PyTorch's `Adam(weight_decay=...)` of the original did; `decoupled_weight_decay`
+gives AdamW instead.
+
 Build it inside `strategy.scope()`: the optimizers are built there.
 """
 
@@ -115,10 +122,11 @@ class TrainStep:
         if self.loss_vars:
             self.loss_optimizer = self.make_optimizer(lr * loss_lr_multiplier)
             self.loss_optimizer.build(self.loss_vars)
-        # XLA for forward + backward only (never apply_gradients; Keras 3
-        # turns XLA off under tf.distribute otherwise).
-        self._grad_fn = (tf.function(self.compute_gradients, jit_compile=True)
-                         if jit_compile else self.compute_gradients)
+        # The forward + backward that __call__ runs: XLA for it only (never
+        # apply_gradients; Keras 3 turns XLA off under tf.distribute otherwise).
+        # Same signature and results as `compute_gradients`.
+        self.grad_fn = (tf.function(self.compute_gradients, jit_compile=True)
+                        if jit_compile else self.compute_gradients)
 
     def make_optimizer(self, lr: float) -> keras.optimizers.Optimizer:
         """Adam (or AdamW) that takes gradients already summed over replicas."""
@@ -173,7 +181,7 @@ class TrainStep:
           (the loss, or NaN when the step was skipped; this replica's
           embeddings [B, d]).
         """
-        loss, grads, embeddings = self._grad_fn(images, labels, targets, mask)
+        loss, grads, embeddings = self.grad_fn(images, labels, targets, mask)
         grads = _sum_over_replicas(grads)
         finite = all_finite(loss, grads)
         if self.loss_scale is not None:

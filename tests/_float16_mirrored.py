@@ -17,7 +17,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 from _tiny_data import tiny_digits  # noqa: E402
 
-from sst_tf import pipeline, sampling  # noqa: E402
+from sst_tf import distribute, pipeline, sampling  # noqa: E402
 from sst_tf.trainer import TrainConfig, Trainer  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def main():
                          progress=False, export=False)
     t = Trainer(config, dataset=tiny, strategy=strategy)
     poison = tf.Variable(False, trainable=False)
-    grad_fn = t.step._grad_fn
+    grad_fn = t.step.grad_fn
 
     def poisoned(images, labels, targets, mask):
         loss, grads, emb = grad_fn(images, labels, targets, mask)
@@ -50,12 +50,12 @@ def main():
         bad = tf.where(hit, tf.constant(np.inf, grads[0].dtype), tf.zeros([], grads[0].dtype))
         return loss, [grads[0] + bad, *grads[1:]], emb  # one backbone gradient, replica 1
 
-    t.step._grad_fn = poisoned
+    t.step.grad_fn = poisoned
     s = sampling.RandomSampler(tiny.train.labels, 25, num_targets=3, seed=0,
                                compute_targets=False)
     s.refresh(None, 0)
     batches = list(pipeline.train_dataset(tiny.train, s.plan(0), t.image_options).take(2))
-    dist = next(iter(t._distribute(tf.data.Dataset.from_tensor_slices(
+    dist = next(iter(distribute.distribute_batches(t.strategy, tf.data.Dataset.from_tensor_slices(
         tuple(tf.stack(parts) for parts in zip(*batches, strict=True))))))
 
     groups = {"backbone": t.step.backbone_vars, "head": t.step.head_vars,
@@ -82,13 +82,13 @@ def main():
     out = {"replicas": t.num_replicas, "scale0": scale()}
     s0 = state()
     poison.assign(True)
-    out["poisoned_loss"] = float(t._step_fn(dist))
+    out["poisoned_loss"] = float(t.step_fn(dist))
     s1 = state()
     out["changed_after_poison"] = changed(s0, s1)
     out["scale_after_poison"] = scale()
     out["iterations_after_poison"] = {n: int(o.iterations.numpy()) for n, o in optimizers.items()}
     poison.assign(False)
-    out["clean_loss"] = float(t._step_fn(dist))
+    out["clean_loss"] = float(t.step_fn(dist))
     s2 = state()
     out["changed_after_clean"] = changed(s1, s2)
     out["scale_after_clean"] = scale()

@@ -64,7 +64,7 @@ ds_m = distribute.distribute_batches(
     mirrored.strategy, tf.data.Dataset.from_tensor_slices(
         tuple(tf.stack([b[i] for b in batches]) for i in range(4))))
 for step, batch in enumerate(ds_m):
-    out["mirrored"].append(float(mirrored._step_fn(batch)))
+    out["mirrored"].append(float(mirrored.step_fn(batch)))
     b1, b2 = batches[2 * step], batches[2 * step + 1]
     out["single"].append(float(mean_step(single, b1, b2, "mean")))
     mean_step(summed, b1, b2, "sum")

@@ -21,5 +21,5 @@ cfg = TrainConfig(model_dir=sys.argv[1], backbone="small_cnn", pretrained=False,
 trainer = Trainer(cfg, dataset=tiny, strategy=strategy)
 metrics = trainer.fit()
 np.savez(sys.argv[2], chief=trainer.is_chief, replicas=trainer.num_replicas,
-         epochs=int(trainer.epoch.numpy()), after=bool(metrics.get("after")),
+         epochs=int(trainer.state.epoch.numpy()), after=bool(metrics.get("after")),
          **{f"w{i}": w.numpy() for i, w in enumerate(trainer.model.weights)})

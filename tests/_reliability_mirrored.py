@@ -16,7 +16,7 @@ tf.config.set_logical_device_configuration(
 
 from _tiny_data import tiny_digits  # noqa: E402
 
-from sst_tf import pipeline, sampling  # noqa: E402
+from sst_tf import distribute, pipeline, sampling  # noqa: E402
 from sst_tf.trainer import TrainConfig, Trainer  # noqa: E402
 
 
@@ -38,8 +38,9 @@ def main():
     def one(*batches):
         # Each replica trains on one whole batch (a neighbourhood is never split).
         stacked = tuple(tf.stack(parts) for parts in zip(*batches, strict=True))
-        dist = t._distribute(tf.data.Dataset.from_tensor_slices(stacked))
-        return float(t._step_fn(next(iter(dist))))
+        dist = distribute.distribute_batches(t.strategy,
+                                             tf.data.Dataset.from_tensor_slices(stacked))
+        return float(t.step_fn(next(iter(dist))))
 
     w0 = [w.numpy().copy() for w in t.model.weights]
     nan_loss = np.isnan(one(clean, bad))

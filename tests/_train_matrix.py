@@ -41,14 +41,14 @@ def main():
         return made[name]
 
     distribute.make_strategy = recording
-    verify = export._verify
+    verify = export.verify_export
 
     def failing(*args, **kwargs):
         raise RuntimeError("export verification failed: injected by the test\nsecond line")
 
     results = {}
     for run in runs:
-        export._verify = failing if run.get("fail_export") else verify
+        export.verify_export = failing if run.get("fail_export") else verify
         FLAGS.unparse_flags()
         argv = FLAGS(["sst_tf.train", *run["flags"]])
         err = io.StringIO()

@@ -89,3 +89,25 @@ def test_default_strategy_roles(tmp_path):
     assert distribute.is_chief(s) and distribute.worker_dir(str(tmp_path), s) == str(tmp_path)
     with pytest.raises(ValueError, match="--strategy"):
         distribute.make_strategy("tpu")
+
+
+def _replica_step(images, labels, targets, mask):
+    """A stand-in for `step.TrainStep`: (loss, embeddings) of one replica's batch."""
+    embeddings = tf.reduce_mean(images, axis=[1, 2])
+    return tf.reduce_mean(embeddings), embeddings
+
+
+def test_cross_replica_step_on_one_device():
+    s = distribute.make_strategy("default")
+    images = tf.reshape(tf.range(4 * 2 * 2 * 3, dtype=tf.float32), [4, 2, 2, 3])
+    labels, targets = tf.zeros([4], tf.int32), tf.zeros([4, 1], tf.int32)
+    mask = tf.constant([True, True, False, True])
+    want_loss, want_emb = _replica_step(images, labels, targets, mask)
+    step = tf.function(distribute.cross_replica_step(s, _replica_step))
+    assert float(step((images, labels, targets, mask))) == pytest.approx(float(want_loss))
+    with_embeddings = tf.function(distribute.cross_replica_step_with_embeddings(s, _replica_step))
+    indices = tf.constant([7, 8, 9, 10], tf.int64)
+    loss, emb, idx = with_embeddings((images, labels, targets, mask, indices))
+    assert float(loss) == pytest.approx(float(want_loss))
+    np.testing.assert_allclose(emb.numpy(), want_emb.numpy())
+    np.testing.assert_array_equal(idx.numpy(), [7, 8, -1, 10])  # -1: the padding row

@@ -115,7 +115,7 @@ def test_export_is_atomic(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("crash in the middle of an export")
 
-    monkeypatch.setattr(ex, "_verify", boom)
+    monkeypatch.setattr(ex, "verify_export", boom)
     with pytest.raises(RuntimeError, match="crash"):
         ex.export_saved_model(tiny_model(dim=5), str(dst), spec)
     # The old export is whole and nothing half-written is left next to it.
@@ -156,6 +156,28 @@ def test_mixed_precision_model_is_exported_in_float32(tmp_path):
     low = mixed(ex.preprocess_images(x, spec)).numpy()
     assert np.max(np.abs(low - want)) > 10 * TOL
     assert ex.float32_model(reference) is reference  # float32 models are exported as they are
+
+
+def test_export_trained_run_writes_both_and_names_what_failed(tmp_path, tiny, monkeypatch):
+    from sst_tf.config import TrainConfig
+
+    config = TrainConfig(model_dir=str(tmp_path), image_size=16, resize_size=16)
+    model = tiny_model(dim=4)
+    embeddings = np.random.default_rng(0).normal(size=(len(tiny.test), 4)).astype(np.float32)
+    ex.export_trained_run(model, config, tiny.test, embeddings, str(tmp_path / "ckpt-3"))
+    assert ex.load_export_info(str(tmp_path / "export"))["metadata"]["checkpoint"] == "ckpt-3"
+    assert os.path.isfile(tmp_path / "projector" / "metadata.tsv")
+
+    def broken(*args, **kwargs):
+        raise OSError("no permission\nsecond line")
+
+    monkeypatch.setattr(ex.projector, "write_split_projector", broken)
+    with pytest.raises(ex.ExportError) as info:
+        ex.export_trained_run(model, config, tiny.test, embeddings, None)
+    assert str(info.value) == (
+        f"training finished but writing the projector files to {tmp_path / 'projector'} "
+        f"failed (OSError: no permission); metrics.json, the checkpoints and "
+        f"{tmp_path / 'export'} are kept")
 
 
 # -- through a real (tiny) training run ------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sst_tf import data, outputs, pipeline, run_state, sampling, step
+from sst_tf import checkpoints, data, outputs, pipeline, run_state, sampling, step
 from sst_tf.trainer import TrainConfig, Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,7 +63,7 @@ def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, ti
     ref_metrics = ref.fit()
 
     t = Trainer(_config(tmp_path / "run"), dataset=tiny)
-    step_fn, calls = t._step_fn, []
+    step_fn, calls = t.step_fn, []
 
     def step_then_signal(batch):
         calls.append(1)
@@ -71,37 +71,38 @@ def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, ti
             os.kill(os.getpid(), signal.SIGTERM)
         return step_fn(batch)
 
-    t._step_fn = step_then_signal
+    t.step_fn = step_then_signal
     with pytest.raises(run_state.Interrupted, match="SIGTERM") as info:
         t.fit()
     assert info.value.exit_code == 143
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler removed again
     saved = info.value.checkpoint
     assert os.path.exists(saved + ".index")
-    assert Trainer._progress_of(saved) == (1, 2)  # epoch 2 (0-based 1), 2 steps done
+    assert checkpoints.progress_of(saved) == (1, 2)  # epoch 2 (0-based 1), 2 steps done
 
     again = Trainer(_config(tmp_path / "run"), dataset=tiny)
-    assert again.latest_checkpoint() == saved
+    assert again.checkpoints.latest_checkpoint() == saved
     metrics = again.fit()
     assert int(again.step.head_optimizer.iterations.numpy()) == 2 * 4
-    _assert_same_weights(ref.manager.latest_checkpoint, again.manager.latest_checkpoint)
+    _assert_same_weights(ref.checkpoints.manager.latest_checkpoint,
+                         again.checkpoints.manager.latest_checkpoint)
     assert metrics["after"] == ref_metrics["after"]
     assert metrics["train"]["final_loss"] == ref_metrics["train"]["final_loss"]
     # The epoch checkpoint superseded the interrupted one.
-    assert not os.path.exists(again.interrupt_dir)
+    assert not os.path.exists(again.checkpoints.interrupt_dir)
 
 
 def test_learning_rate_and_plateau_counters_survive_a_restart(tmp_path, tiny):
     t = Trainer(_config(tmp_path, lr_patience=1), dataset=tiny)
-    t.update_plateau(1.0)
-    t.update_plateau(2.0)  # no improvement: halves the learning rates
-    t.epoch.assign(1)
-    t._save_epoch_checkpoint(1)
+    t.plateau.update(1.0)
+    t.plateau.update(2.0)  # no improvement: halves the learning rates
+    t.state.epoch.assign(1)
+    t.checkpoints.save_epoch(1)
     u = Trainer(_config(tmp_path, lr_patience=1), dataset=tiny)
-    u.checkpoint.restore(u.latest_checkpoint())
-    assert u.learning_rates == pytest.approx(t.learning_rates)
-    assert u.learning_rates[0] == pytest.approx(0.5e-3)
-    assert float(u.best_loss.numpy()) == 1.0 and int(u.stale_epochs.numpy()) == 1
+    u.checkpoints.restore(u.checkpoints.latest_checkpoint())
+    assert u.step.learning_rates == pytest.approx(t.step.learning_rates)
+    assert u.step.learning_rates[0] == pytest.approx(0.5e-3)
+    assert float(u.state.best_loss.numpy()) == 1.0 and int(u.state.stale_epochs.numpy()) == 1
 
 
 # -- run flags ---------------------------------------------------------------------
@@ -128,7 +129,7 @@ def test_incompatible_flags_are_refused_and_harmless_ones_allowed(tmp_path, tiny
                         allow_flag_changes=True), dataset=tiny)
     assert t.changed_flags == ["eval_every", "lr"]
     t.fit()  # nothing left to train: restores, applies the new rate, evaluates
-    assert t.learning_rates[0] == pytest.approx(5e-4)
+    assert t.step.learning_rates[0] == pytest.approx(5e-4)
     with pytest.raises(run_state.IncompatibleRunError, match="--embedding_dim"):
         Trainer(_config(tmp_path, sampler="random", embedding_dim=4,
                         allow_flag_changes=True), dataset=tiny)
@@ -161,20 +162,20 @@ def test_nan_batch_is_skipped_on_device_and_counted(tmp_path, tiny):
     bad = (tf.tensor_scatter_nd_update(images, [[3, 0, 0, 0]], [np.nan]), labels, targets, mask)
     before = [w.numpy().copy() for w in t.model.weights]
     opt_before = [v.numpy().copy() for v in t.step.head_optimizer.variables]
-    assert np.isnan(float(t._step_fn(bad)))
+    assert np.isnan(float(t.step_fn(bad)))
     for a, w in zip(before, t.model.weights, strict=True):
         np.testing.assert_array_equal(a, w.numpy())
     for a, v in zip(opt_before, t.step.head_optimizer.variables, strict=True):
         np.testing.assert_array_equal(a, v.numpy())  # moments and step count untouched
     assert int(t.step.head_optimizer.iterations.numpy()) == 0
-    loss = float(t._step_fn(batch))
+    loss = float(t.step_fn(batch))
     assert np.isfinite(loss) and int(t.step.head_optimizer.iterations.numpy()) == 1
     assert any(not np.array_equal(a, w.numpy()) for a, w in zip(before, t.model.weights,
                                                                strict=True))
 
 
 def _inject_nan(trainer, which):
-    step_fn, calls = trainer._step_fn, []
+    step_fn, calls = trainer.step_fn, []
 
     def step(batch):
         calls.append(1)
@@ -183,7 +184,7 @@ def _inject_nan(trainer, which):
             images = images * np.float32(np.nan)
         return step_fn((images, labels, targets, mask))
 
-    trainer._step_fn = step
+    trainer.step_fn = step
 
 
 def test_skipped_steps_are_counted_and_too_many_stop_keeping_the_last_good_checkpoint(
@@ -204,11 +205,11 @@ def test_skipped_steps_are_counted_and_too_many_stop_keeping_the_last_good_check
     message = str(info.value)
     assert "3 consecutive steps" in message and "lower learning rate" in message
     assert "ckpt-1" in message
-    assert t.latest_checkpoint().endswith("ckpt-1")
-    after = _variables(t.latest_checkpoint())
+    assert t.checkpoints.latest_checkpoint().endswith("ckpt-1")
+    after = _variables(t.checkpoints.latest_checkpoint())
     for k in good:
         np.testing.assert_array_equal(good[k], after[k], err_msg=k)
-    assert int(t.nonfinite_steps.numpy()) == 2 + 3  # counted in the run, not yet saved
+    assert int(t.state.nonfinite_steps.numpy()) == 2 + 3  # counted in the run, not yet saved
 
 
 @pytest.mark.slow
@@ -247,20 +248,6 @@ def test_json_writes_are_atomic_and_disk_full_names_the_path(tmp_path, monkeypat
     with open(path) as f:
         assert json.load(f) == {"a": 1}  # the old file is intact
     assert os.listdir(tmp_path) == ["metrics.json"]  # no temporary file left
-
-
-def test_disk_full_on_checkpoint_save_names_the_folder(tmp_path, tiny, monkeypatch):
-    t = Trainer(_config(tmp_path), dataset=tiny)
-
-    def full(*args, **kwargs):
-        raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
-
-    monkeypatch.setattr(t.manager, "save", full)
-    with pytest.raises(outputs.DiskFullError, match=str(tmp_path / "checkpoints")):
-        t._save_epoch_checkpoint(1)
-    with pytest.raises(ValueError, match="other"):  # other errors pass through unchanged
-        with outputs.disk_full_guard("x"):
-            raise ValueError("other")
 
 
 # -- the CLI ---------------------------------------------------------------------------
@@ -423,7 +410,7 @@ def test_an_image_lost_during_training_stops_with_its_name_and_keeps_progress(tm
     assert lost in message and "epoch 1" in message and "Progress is saved in" in message
     saved = message.split("Progress is saved in ")[1].split(":")[0]
     assert os.path.exists(saved + ".index")
-    epoch, steps = Trainer._progress_of(saved)
+    epoch, steps = checkpoints.progress_of(saved)
     assert epoch == 0 and 0 <= steps < 4
 
 

@@ -1,8 +1,9 @@
+import dataclasses
 import json
 import os
 
 from sst_tf import export
-from sst_tf.run_state import RunFolder, interrupted_dir
+from sst_tf.run_state import RunFolder, interrupted_dir, run_record
 from sst_tf.trainer import TrainConfig, Trainer
 
 
@@ -25,3 +26,12 @@ def test_a_run_writes_where_the_layout_says_and_export_reads_it_there(tmp_path, 
     assert export.load_run_config(str(tmp_path)).embedding_dim == 8
     assert export.find_checkpoint(str(tmp_path), None).startswith(folder.checkpoints)
     assert interrupted_dir(folder.checkpoints) == os.path.join(folder.checkpoints, "interrupted")
+
+
+def test_run_record_is_the_flags_and_the_split_sizes(tiny):
+    record = run_record(TrainConfig(model_dir="runs/x", batch_size=64), tiny)
+    assert set(record) == {f.name for f in dataclasses.fields(TrainConfig)} | {
+        "num_train_images", "num_test_images"}
+    assert record["batch_size"] == 64 and record["model_dir"] == "runs/x"
+    assert (record["num_train_images"], record["num_test_images"]) == (len(tiny.train),
+                                                                     len(tiny.test))

@@ -18,7 +18,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from sst_tf import data as data_lib, pipeline
+    from sst_tf import data as data_lib, distribute, pipeline
     from sst_tf.config import LOSSES, TrainConfig
     from sst_tf.losses import make_loss
     from sst_tf.trainer import Trainer
@@ -51,10 +51,10 @@ MIRRORED_SCRIPT = textwrap.dedent(
         start = time.perf_counter()
         trainer = trainers.get(loss, trainers["sst"])
         if loss != "proxy_anchor":
-            trainer.loss_fn = make_loss(loss, None)
+            trainer.step.loss_fn = make_loss(loss, None)
         watched = trainer.step.head_vars + trainer.step.loss_vars
         before = [v.numpy().copy() for v in watched]
-        value = float(tf.function(trainer.distributed_step)(batch))
+        value = float(tf.function(distribute.cross_replica_step(strategy, trainer.step))(batch))
         changed = [bool(np.any(v.numpy() != b)) for v, b in zip(watched, before)]
         out[loss] = {"loss": value, "changed": changed,
                      "replicas": strategy.num_replicas_in_sync,

@@ -35,42 +35,28 @@ def test_one_train_step_lowers_the_loss(tmp_path, tiny):
     images, labels, targets, mask = batch
 
     def loss_now():
-        return float(t.loss_fn(t.model(images, training=False), labels, targets, mask))
+        return float(t.step.loss_fn(t.model(images, training=False), labels, targets, mask))
 
     t.model(images, training=True)  # settle BatchNorm statistics on this batch first
     before = loss_now()
-    step_loss = float(t._step_fn(batch))
+    step_loss = float(t.step_fn(batch))
     assert math.isfinite(step_loss) and step_loss > 0
     assert loss_now() < before
     assert int(t.step.head_optimizer.iterations.numpy()) == 1
     # Head learning rate = lr x multiplier.
-    lr, head_lr = t.learning_rates
+    lr, head_lr = t.step.learning_rates
     assert head_lr == pytest.approx(2.0 * lr)
-
-
-def test_plateau_halves_then_stops(tmp_path, tiny):
-    t = Trainer(_config(tmp_path, lr_patience=2, early_stop_patience=5), dataset=tiny)
-    lr0, _ = t.learning_rates
-    history = []
-    for loss in [1.0, 0.9, 0.95, 0.95, 0.95, 0.95, 0.95]:
-        history.append((t.update_plateau(loss), t.learning_rates[0]))
-    stops = [s for s, _ in history]
-    lrs = [lr for _, lr in history]
-    assert stops == [False] * 6 + [True]
-    assert lrs[:3] == [lr0] * 3
-    assert lrs[3] == pytest.approx(lr0 / 2) and lrs[5] == pytest.approx(lr0 / 4)
-    assert t.learning_rates[1] == pytest.approx(2 * lrs[-1])
 
 
 def test_checkpoint_round_trip(tmp_path, tiny):
     t = Trainer(_config(tmp_path), dataset=tiny)
-    t._step_fn(_fixed_batch(t))
-    t.update_plateau(0.5)
-    t.epoch.assign(3)
-    t.manager.save(checkpoint_number=3)
+    t.step_fn(_fixed_batch(t))
+    t.plateau.update(0.5)
+    t.state.epoch.assign(3)
+    t.checkpoints.manager.save(checkpoint_number=3)
     u = Trainer(_config(tmp_path), dataset=tiny)
-    u.checkpoint.restore(t.manager.latest_checkpoint).assert_existing_objects_matched()
-    assert int(u.epoch.numpy()) == 3 and float(u.best_loss.numpy()) == 0.5
+    u.checkpoints.restore(t.checkpoints.manager.latest_checkpoint)
+    assert int(u.state.epoch.numpy()) == 3 and float(u.state.best_loss.numpy()) == 0.5
     assert int(u.step.head_optimizer.iterations.numpy()) == 1
     for a, b in zip(t.model.weights, u.model.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -117,7 +103,7 @@ def test_rerun_continues_from_the_latest_checkpoint(tmp_path, tiny):
     assert first["train"]["epochs_run"] == 1 and second["train"]["epochs_run"] == 2
     assert second["before"] == first["before"]  # not re-measured on the trained model
     assert int(again.step.head_optimizer.iterations.numpy()) == 2 * 4  # 200 images / 50 per batch
-    assert again.manager.latest_checkpoint.endswith("ckpt-2")
+    assert again.checkpoints.manager.latest_checkpoint.endswith("ckpt-2")
 
 
 def test_a_failed_export_keeps_the_metrics_and_says_how_to_retry(tmp_path, tiny, monkeypatch):
@@ -126,7 +112,7 @@ def test_a_failed_export_keeps_the_metrics_and_says_how_to_retry(tmp_path, tiny,
     def fail(*args, **kwargs):
         raise RuntimeError("export verification failed: differs by 0.01\nsecond line")
 
-    monkeypatch.setattr(export, "_verify", fail)
+    monkeypatch.setattr(export, "verify_export", fail)
     t = Trainer(_config(tmp_path, epochs=0, sampler="random"), dataset=tiny)
     with pytest.raises(ExportError) as info:
         t.fit()
@@ -136,7 +122,7 @@ def test_a_failed_export_keeps_the_metrics_and_says_how_to_retry(tmp_path, tiny,
     with open(tmp_path / "metrics.json") as f:
         assert json.load(f) == info.value.metrics
     assert set(info.value.metrics["after"]) == set(info.value.metrics["before"])
-    assert t.manager.latest_checkpoint
+    assert t.checkpoints.manager.latest_checkpoint
     assert not (tmp_path / "export").exists()
     monkeypatch.undo()
     # The retry the message names works from the kept checkpoint.

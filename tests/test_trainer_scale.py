@@ -53,20 +53,20 @@ def test_float16_step_unscales_once_and_checkpoints_the_loss_scale(tmp_path, tin
     _, scaled, _ = t.step.compute_gradients(*batch)  # loss x 256 through the float16 backward
     variables = t.step.backbone_vars + t.step.head_vars
     want = [g.numpy() / 256.0 + 0.01 * v.numpy() for g, v in zip(scaled, variables, strict=True)]
-    assert np.isfinite(float(t._step_fn(batch)))
+    assert np.isfinite(float(t.step_fn(batch)))
     # Adam's first moment after one step is (1 - beta_1) x the applied gradient:
     # the summed gradient, unscaled once, plus the coupled L2 term.
     moments = [m.numpy() / 0.1 for opt in (t.step.backbone_optimizer, t.step.head_optimizer)
-               for m in opt._momentums]
+               for m in opt.variables if m.name.endswith("_momentum")]
     for got, w in zip(moments, want, strict=True):
         np.testing.assert_allclose(got, w, rtol=1e-3, atol=1e-6 * np.abs(w).max())
     assert float(t.step.loss_scale.scale.numpy()) == 256.0
     assert int(t.step.loss_scale.finite_steps.numpy()) == 1
 
     t.step.loss_scale.scale.assign(512.0)
-    t.manager.save()
+    t.checkpoints.manager.save()
     u = Trainer(_float16_config(tmp_path, weight_decay=0.01), dataset=tiny)
-    u.checkpoint.restore(t.manager.latest_checkpoint).assert_existing_objects_matched()
+    u.checkpoints.restore(t.checkpoints.manager.latest_checkpoint)
     assert float(u.step.loss_scale.scale.numpy()) == 512.0
     assert int(u.step.loss_scale.finite_steps.numpy()) == 1
 
@@ -75,7 +75,7 @@ def test_float16_overflow_steps_are_skipped_counted_and_halve_the_scale(tmp_path
     small = data.Dataset("digits", data.subset(tiny.train, range(0, 200, 2)), tiny.test)
     t = Trainer(_float16_config(tmp_path, sampler="random"), dataset=small)
     calls = tf.Variable(0)
-    grad_fn = t.step._grad_fn
+    grad_fn = t.step.grad_fn
 
     def overflow_twice(*batch):  # the 2nd and 3rd steps overflow
         loss, grads, emb = grad_fn(*batch)
@@ -83,10 +83,10 @@ def test_float16_overflow_steps_are_skipped_counted_and_halve_the_scale(tmp_path
         bad = tf.where((calls >= 2) & (calls <= 3), np.float32(np.inf), np.float32(0.0))
         return loss, [grads[0] + tf.cast(bad, grads[0].dtype), *grads[1:]], emb
 
-    t.step._grad_fn = overflow_twice
+    t.step.grad_fn = overflow_twice
     stats = t.train_epoch(0, refresh=True)
     assert stats["sampler/num_batches"] == 4 and stats["nonfinite_steps"] == 2
-    assert int(t.nonfinite_steps.numpy()) == 2
+    assert int(t.state.nonfinite_steps.numpy()) == 2
     assert math.isfinite(stats["loss"])
     assert float(t.step.loss_scale.scale.numpy()) == 2.0**15 / 4
     assert int(t.step.loss_scale.finite_steps.numpy()) == 1  # the 4th step
@@ -146,7 +146,7 @@ def test_memory_refresh_reuses_training_embeddings(tmp_path, tiny):
     plan = t.sampler.plan(0)
     used = np.unique(plan.indices[plan.mask])
     unused = np.setdiff1d(np.arange(len(tiny.train)), used)
-    memory = t._memory
+    memory = t.memory
     # Rows trained on this epoch hold training-mode embeddings; the others
     # keep the inference-pass values.
     assert not np.allclose(memory[used], first[used])

@@ -5,7 +5,8 @@ import pytest
 
 from sst_tf import losses
 from sst_tf.config import NORMALIZED_SST_IMPOSTERS, NORMALIZED_SST_SCALE, TrainConfig
-from sst_tf.trainer import COLLAPSE_SPREAD, CollapseError, Trainer, relative_spread
+from sst_tf.monitors import COLLAPSE_SPREAD, CollapseError, relative_spread
+from sst_tf.trainer import Trainer
 
 
 def _config(tmp_path, **kw):
@@ -47,16 +48,7 @@ def test_trainer_loss_is_sst_loss_with_the_options(tmp_path, tiny):
     tgt = np.array([[(i // 3) * 3 + (i + 1) % 3] for i in range(12)], np.int32)
     m = np.ones(12, bool)
     want = losses.sst_loss(x, y, tgt, scale=NORMALIZED_SST_SCALE, imposters="softmax")
-    np.testing.assert_allclose(float(t.loss_fn(x, y, tgt, m)), float(want), rtol=1e-6)
-
-
-def test_relative_spread():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(50, 4))
-    want = np.mean([np.linalg.norm(r - x.mean(0)) for r in x]) / np.mean(
-        [np.linalg.norm(r) for r in x])
-    assert relative_spread(x) == pytest.approx(want)
-    assert relative_spread(np.ones((5, 3))) == 0.0
+    np.testing.assert_allclose(float(t.step.loss_fn(x, y, tgt, m)), float(want), rtol=1e-6)
 
 
 def test_collapsed_embeddings_stop_the_run_with_a_reason(tmp_path, tiny):
@@ -66,9 +58,9 @@ def test_collapsed_embeddings_stop_the_run_with_a_reason(tmp_path, tiny):
     spread = point + 1e-4 * np.random.default_rng(0).normal(size=point.shape)
     assert relative_spread(spread) < COLLAPSE_SPREAD
     t.embed = lambda split, distributed=False: spread.astype(np.float32)
-    t._refresh(0)  # the untrained model is not checked
+    t.refresh_sampler(0)  # the untrained model is not checked
     with pytest.raises(CollapseError, match="collapsed after epoch 2.*--sst_scale"):
-        t._refresh(2)  # the refresh before the third epoch
+        t.refresh_sampler(2)  # the refresh before the third epoch
     t.embed = lambda split, distributed=False: np.random.default_rng(1).normal(
         size=(n, 8)).astype(np.float32)
-    t._refresh(2)  # spread out: no error
+    t.refresh_sampler(2)  # spread out: no error
