@@ -20,7 +20,7 @@ import sys
 import numpy as np
 from absl import flags, logging
 
-from sst_tf import cli, config_flags, loss_registry
+from sst_tf import cli, config_flags, loss_registry, outputs, run_state
 from sst_tf import data as data_lib
 from sst_tf.config import TrainConfig
 from sst_tf.outputs import check_output_dir, write_marker
@@ -76,7 +76,7 @@ def check_model_dir(config) -> None:
     Raises:
       cli.UsageError: naming the folder.
     """
-    from sst_tf import export, projector
+    from sst_tf import export, projector  # deferred: loads TensorFlow; --help stays fast
 
     model_dir = config.model_dir
     check_output_dir(model_dir, f"--model_dir={model_dir}", "model_dir", legacy=_legacy_run)
@@ -129,7 +129,8 @@ def main(argv):
         print(dry_run_summary(ds))
         print(_settings_line(config))
         return
-    from sst_tf import distribute, outputs, pipeline, run_state
+    # deferred: these load TensorFlow; --help and flag errors stay fast
+    from sst_tf import distribute, pipeline
     from sst_tf import step as step_lib
     from sst_tf.trainer import CollapseError, ExportError, Trainer
 
