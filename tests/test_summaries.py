@@ -48,7 +48,8 @@ def test_log_plan_describes_the_batches(caplog):
     sampler = sampling.RandomSampler(labels, 10, num_targets=2, seed=0)
     sampler.refresh(np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32), 0)
     plan = sampler.plan(0)
-    with caplog.at_level("INFO"):
+    # The absl logger's own level too: an earlier test may have lowered its verbosity.
+    with caplog.at_level("INFO", logger="absl"):
         summaries.log_plan(1, True, plan, 0.25)
     first, second = [r.getMessage() for r in caplog.records][-2:]
     assert first.startswith(f"Epoch 2 refresh: 0.25s, {plan.num_batches} batches, coverage ")
