@@ -19,7 +19,8 @@ the table and left out of the statistics and the plot.
 
 Writes to --out_dir: `compare.md` (Markdown table: mean ± std over the passed
 seeds of MAP@R, R-Precision, Recall@1, NMI, the untrained model's MAP@R, the
-failed runs), `compare.png` (MAP@R against epoch and final MAP@R per loss),
+failed runs), `compare.png` (MAP@R against epoch and against training seconds, final
+MAP@R per loss),
 `compare.json` (every run with its curve and settings) and one model_dir per
 run (`<loss>-<sampler>-seed<seed>/`, final checkpoint and metrics.json).
 `--from_json=a/compare.json,b/compare.json` trains nothing and writes the
