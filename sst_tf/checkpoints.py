@@ -22,7 +22,6 @@ non-chief workers into a temporary folder deleted after each save
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import shutil
@@ -149,8 +148,7 @@ def check_resume(folder: RunFolder, strategy: tf.distribute.Strategy, record: di
             tf.train.latest_checkpoint(directory)
             or tf.train.latest_checkpoint(interrupted_dir(directory)))):
         return []
-    with open(folder.config) as f:
-        saved = json.load(f)
+    saved = outputs.read_json_object(folder.config, f"--model_dir={folder.root}")
     return check_resume_config(saved, record, allow_changes)
 
 

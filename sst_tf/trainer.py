@@ -21,7 +21,6 @@ replica), `checkpoints` (loop state, checkpoints, exact resume, signals),
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -50,7 +49,7 @@ from sst_tf.checkpoints import LoopState, RunCheckpoints, check_resume, resume_l
 from sst_tf.config import LOSSES, TARGET_LOSSES, TrainConfig
 from sst_tf.export import ExportError
 from sst_tf.monitors import COLLAPSE_SPREAD, CollapseError, relative_spread
-from sst_tf.outputs import write_json_atomic
+from sst_tf.outputs import read_json_object, write_json_atomic
 from sst_tf.run_state import RunFolder
 from sst_tf.summaries import Summaries, log_plan
 
@@ -342,8 +341,7 @@ class Trainer:
         if latest:
             self.checkpoints.restore(latest)
             if os.path.exists(self.folder.metrics):
-                with open(self.folder.metrics) as f:
-                    metrics = json.load(f)
+                metrics = read_json_object(self.folder.metrics, f"--model_dir={cfg.model_dir}")
             metrics.pop("after", None)
             logging.info("Resuming from %s (epoch %d, step %d).", latest,
                          int(state.epoch.numpy()) + 1, int(state.step_in_epoch.numpy()))

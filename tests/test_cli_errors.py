@@ -71,6 +71,9 @@ def world(tmp_path_factory):
     with open(data, "r+b") as f:
         f.truncate(os.path.getsize(data) // 2)
     (base / "badcfg" / "config.json").write_text('{"dataset": "dig')
+    # A run with a checkpoint to resume whose config.json was cut short.
+    shutil.copytree(run / "checkpoints", base / "resumebadcfg" / "checkpoints")
+    (base / "resumebadcfg" / "config.json").write_text('{"dataset": "dig')
     shutil.copy(run / "config.json", base / "nockpt" / "config.json")
     os.makedirs(base / "badmetrics")
     (base / "badmetrics" / "metrics.json").write_text('{"before": {"recall@1": 0.')
@@ -278,6 +281,10 @@ CASES = [
     ("train-export-folder-of-user", "train",
      [DIGITS, "--model_dir={tmp}/userexport", "--epochs=1"], 2,
      ["{tmp}/userexport/export", "written at the end of training", "did not write"], [], []),
+    ("train-resume-corrupt-config", "train",
+     [DIGITS, "--model_dir={tmp}/resumebadcfg", "--epochs=1"], 2,
+     ["--model_dir={tmp}/resumebadcfg: {tmp}/resumebadcfg/config.json is not valid JSON (",
+      "): truncated or edited by hand?"], [], []),
     ("train-bad-enum", "train", [DIGITS, "--model_dir={tmp}/t1", "--strategy=gpu"], 2,
      ["--strategy", "gpu"], [], []),
     # scripts/prepare_data.py
