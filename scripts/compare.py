@@ -97,9 +97,7 @@ def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
         start = time.perf_counter()
         stats = trainer.train_epoch(epoch, refresh)
         train_seconds += time.perf_counter() - start
-        if not math.isnan(stats["loss"]):
-            trainer.plateau.update(stats["loss"])
-        trainer.state.epoch.assign(epoch + 1)
+        trainer.end_epoch(epoch, stats["loss"])
         if (epoch + 1) % eval_every == 0 or epoch + 1 == cfg.epochs:
             result = trainer.evaluate()
             curve.append((train_seconds, epoch + 1, result))

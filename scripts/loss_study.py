@@ -193,9 +193,7 @@ def run_cell(base, name: str, overrides: dict, seed: int, out_dir: str) -> dict:
         start = time.perf_counter()
         stats = trainer.train_epoch(epoch, refresh)
         seconds += time.perf_counter() - start
-        if not math.isnan(stats["loss"]):
-            trainer.plateau.update(stats["loss"])
-        trainer.state.epoch.assign(epoch + 1)
+        trainer.end_epoch(epoch, stats["loss"])
         if (epoch + 1) % FLAGS.curve_every == 0 or epoch + 1 == cfg.epochs:
             point = {"epoch": epoch + 1, "seconds": seconds, "loss": float(stats["loss"]),
                      "sst_at_refresh": float(stats.get("sampler/sst_at_refresh", math.nan))}

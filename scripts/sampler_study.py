@@ -76,9 +76,7 @@ def _loop(trainer, epochs: int) -> list[dict]:
     for epoch in range(epochs):
         refresh = epoch == 0 or epoch % trainer.config.refresh_every == 0
         stats = trainer.train_epoch(epoch, refresh)
-        if not math.isnan(stats["loss"]):
-            trainer.plateau.update(stats["loss"])
-        trainer.state.epoch.assign(epoch + 1)
+        trainer.end_epoch(epoch, stats["loss"])
         history.append({k: float(v) for k, v in stats.items()})
     return history
 

@@ -304,6 +304,18 @@ class Trainer:
             stats["loss_over_log2"] = stats["loss"] / math.log(2.0)
         return stats
 
+    def end_epoch(self, epoch: int, loss: float) -> bool:
+        """Closes epoch `epoch` (0-based): the plateau schedule sees its loss, the count advances.
+
+        A NaN loss (no finite step in the epoch) leaves the schedule alone.
+
+        Returns:
+          True when early stopping says to stop.
+        """
+        stop = not math.isnan(loss) and self.plateau.update(loss)
+        self.state.epoch.assign(epoch + 1)
+        return stop
+
     # -- the run --------------------------------------------------------------
 
     def _write_json(self, path: str, obj) -> None:
@@ -378,8 +390,7 @@ class Trainer:
             logging.info("Epoch %d/%d: loss %.4f, %.0f images/s, lr %.3g (head %.3g)",
                          epoch + 1, cfg.epochs, stats["loss"], stats["images_per_second"],
                          lr, head_lr)
-            stop = not math.isnan(stats["loss"]) and self.plateau.update(stats["loss"])
-            state.epoch.assign(epoch + 1)
+            stop = self.end_epoch(epoch, stats["loss"])
             if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
                 result = self.evaluate()
                 metrics["epochs"][str(epoch + 1)] = result

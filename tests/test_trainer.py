@@ -62,6 +62,19 @@ def test_checkpoint_round_trip(tmp_path, tiny):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+def test_end_epoch_advances_the_count_and_feeds_the_plateau_only_finite_losses(tmp_path, tiny):
+    t = Trainer(_config(tmp_path, lr_patience=1, early_stop_patience=2), dataset=tiny)
+    lr0 = t.step.learning_rates[0]
+    assert t.end_epoch(0, 0.5) is False and int(t.state.epoch.numpy()) == 1
+    assert float(t.state.best_loss.numpy()) == 0.5
+    assert t.end_epoch(1, math.nan) is False  # no finite step: the schedule is untouched
+    assert int(t.state.epoch.numpy()) == 2 and int(t.state.stale_epochs.numpy()) == 0
+    assert t.end_epoch(2, 0.7) is False  # no improvement, patience 1: rates halved
+    assert t.step.learning_rates[0] == pytest.approx(lr0 * t.config.lr_factor)
+    assert t.end_epoch(3, 0.6) is True  # second epoch without improvement: stop
+    assert int(t.state.epoch.numpy()) == 4
+
+
 # The paper's losses with every sampler; the baselines of LOSSES[3:] are trained
 # (one step each, under MirroredStrategy) in test_train_baselines.py.
 @pytest.mark.parametrize("loss,sampler", list(itertools.product(LOSSES[:3], SAMPLERS)))
