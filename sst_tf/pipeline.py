@@ -62,8 +62,8 @@ class ImageOptions:
             )
 
 
-def _loader(split: Split):
-    """Returns fn(index int64) -> uint8 [H, W, 3] for a split."""
+def image_loader(split: Split):
+    """Returns fn(index int64) -> uint8 [H, W, 3] for a split (in memory or image files)."""
     if split.in_memory:
         images = tf.constant(split.images)
         return lambda i: tf.gather(images, i)
@@ -135,7 +135,7 @@ def train_dataset(
     labels = np.where(flat_mask, split.labels[flat_idx], -1).astype(np.int32)
     targets = plan.targets.reshape(-1, k).astype(np.int32)
     positions = np.arange(nb * b, dtype=np.int32)
-    load = _loader(split)
+    load = image_loader(split)
     base = tf.constant([seed % (2**31 - 1), epoch % (2**31 - 1)], tf.int32)
 
     def _map(i, label, target, mask, pos):
@@ -153,7 +153,7 @@ def train_dataset(
 
 def eval_dataset(split: Split, options: ImageOptions, batch_size: int = 256) -> tf.data.Dataset:
     """The whole split in order, no augmentation: (images, labels) batches."""
-    load = _loader(split)
+    load = image_loader(split)
     idx = np.arange(len(split), dtype=np.int64)
     labels = split.labels.astype(np.int32)
     ds = tf.data.Dataset.from_tensor_slices((idx, labels))

@@ -44,7 +44,6 @@ import tensorflow as tf
 from absl import logging
 
 from sst_tf import pipeline
-from sst_tf.datasets.images import decode_image_file
 from sst_tf.datasets.splits import Split
 from sst_tf.fit.losses import pack_targets
 
@@ -59,15 +58,6 @@ class _EpochRows:
     targets: np.ndarray
     mask: np.ndarray
     positions: np.ndarray
-
-
-def _loader(split: Split):
-    """fn(index int64) -> uint8 [H, W, 3] of a split (memory or files)."""
-    if split.in_memory:
-        images = tf.constant(split.images)
-        return lambda i: tf.gather(images, i)
-    paths = tf.constant(list(split.paths), tf.string)
-    return lambda i: decode_image_file(tf.gather(paths, i))
 
 
 class SamplerDataset:
@@ -191,7 +181,7 @@ class SamplerDataset:
         rows = self._rows
         g = rows.indices.shape[1]
         k = rows.targets.shape[-1]
-        load = _loader(self.split)
+        load = pipeline.image_loader(self.split)
         options = self.image_options
         seed = self.seed % (2**31 - 1)
 
