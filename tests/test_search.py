@@ -3,6 +3,7 @@ import os
 import numpy as np
 import pytest
 
+from sst_tf import search
 from sst_tf.search import chunked_top_k, search_results
 
 
@@ -20,6 +21,21 @@ def test_chunked_top_k_matches_brute_force(qc, ic):
     want_d, want_i = brute_force(q, x, 6)
     np.testing.assert_array_equal(i, want_i)
     np.testing.assert_allclose(d, want_d, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("rerank_floats", [1 << 24, 1000])  # 1000: the exact step in blocks
+def test_a_vector_in_the_index_is_at_distance_zero(monkeypatch, rerank_floats):
+    # Embedding-sized vectors (norm ~500): |q|^2 - 2 q.x + |x|^2 alone cancels to
+    # a few float32 ulps of 250,000, i.e. distances up to ~0.4 between identical rows.
+    monkeypatch.setattr(search, "_RERANK_FLOATS", rerank_floats)
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(200, 64)) * 500 / 8).astype(np.float32)
+    d, i = chunked_top_k(x, x, 3, query_chunk=64, index_chunk=50)
+    np.testing.assert_array_equal(i[:, 0], np.arange(200))
+    np.testing.assert_array_equal(d[:, 0], 0.0)
+    want_d, want_i = brute_force(x, x, 3)
+    np.testing.assert_array_equal(i, want_i)
+    np.testing.assert_allclose(d, want_d, rtol=1e-5)
 
 
 def test_k_larger_than_index_and_ties():
