@@ -3,7 +3,9 @@
     python -m sst_tf.search --index=embeddings.npz --query=photo.jpg --top_k=5
 
 ``--query`` is an image file, a folder or a glob; the queries are embedded
-with the export recorded in the index (or ``--export_dir``). Results are
+with the export recorded in the index (or ``--export_dir``) and the index's
+batch size, so a query that is in the index embeds exactly to its own row
+(see `sst_tf.embed.Embedder`). Results are
 printed as a table (rank, Euclidean distance between embeddings, path), and
 written as JSON with ``--output`` (``--json`` prints JSON instead of the
 table). ``--exclude_self`` leaves a query's own file out of its results when
@@ -206,7 +208,7 @@ def main(argv: Sequence[str]) -> int:
         index = load_index(FLAGS.index)
         export_dir, export_name = _export_for(index)
         queries = list_images(FLAGS.query, "--query")
-        embedder = Embedder(export_dir, export_name)
+        embedder = Embedder(export_dir, export_name, batch_size=index["batch_size"])
     except (FileNotFoundError, ValueError) as e:
         raise cli.UsageError(str(e)) from e
     if embedder.embedding_dim != index["embeddings"].shape[1]:
@@ -214,7 +216,7 @@ def main(argv: Sequence[str]) -> int:
             f"{export_name} ({export_dir}) gives {embedder.embedding_dim}-d embeddings but "
             f"--index={FLAGS.index} holds {index['embeddings'].shape[1]}-d ones"
         )
-    kept, q_emb, failed = embed_files(embedder, queries, progress=False)
+    kept, q_emb, failed = embed_files(embedder, queries, embedder.batch_size, progress=False)
     if not kept:
         raise cli.RunError(f"none of the {len(queries)} query images of --query={FLAGS.query} "
                            "could be decoded")

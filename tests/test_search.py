@@ -98,7 +98,7 @@ def test_cli_embed_then_search_finds_the_query_itself(tmp_path):
             f"--export_dir={export_dir}",
             f"--images={folder}",
             f"--output={index}",
-            "--batch_size=4",
+            "--batch_size=3",
         ],
         capture_output=True,
         text=True,
@@ -109,6 +109,8 @@ def test_cli_embed_then_search_finds_the_query_itself(tmp_path):
     assert "wrote 8 embeddings of size 8" in r.stdout and "skipped 1" in r.stdout
     z = np.load(index)
     assert list(z["failed"]) == [str(folder / "broken.jpg")]
+    assert int(z["batch_size"]) == 3  # the queries are embedded in batches of 3 too
+    norm = float(np.linalg.norm(z["embeddings"][list(z["paths"]).index(str(folder / "im3.png"))]))
 
     query = folder / "im3.png"
     out = tmp_path / "res.json"
@@ -131,5 +133,6 @@ def test_cli_embed_then_search_finds_the_query_itself(tmp_path):
     res = json.loads(out.read_text())
     assert len(res) == 1 and len(res[0]["neighbors"]) == 3
     first = res[0]["neighbors"][0]
-    assert first["path"] == str(query) and first["distance"] < 1e-3
+    # In the index im3.png shared a batch with im2 and im4; alone it is padded to 3.
+    assert first["path"] == str(query) and first["distance"] <= 1e-6 * norm
     assert str(query) in r.stdout.splitlines()[1]
