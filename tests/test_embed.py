@@ -67,3 +67,114 @@ def test_index_round_trip(tmp_path):
     assert os.listdir(out.parent) == ["emb.npz"]
     with pytest.raises(FileNotFoundError, match="--index="):
         embed.load_index(str(tmp_path / "none.npz"))
+
+
+def test_embed_files_embeds_the_rest_of_a_batch_together(tmp_path):
+    paths = write_images(tmp_path, n=4)
+    calls = []
+
+    def picky_embed(encoded):
+        calls.append(len(encoded))
+        bad = {i: "not a decodable image" for i, b in enumerate(encoded) if b == b"bad"}
+        if bad:
+            raise embed.UndecodableImagesError(bad)
+        return fake_embed(encoded)
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"bad")
+    kept, emb, failed = embed.embed_files(picky_embed, [paths[0], str(bad)] + paths[1:],
+                                          batch_size=5, progress=False)
+    assert kept == paths and [p for p, _ in failed] == [str(bad)]
+    assert calls == [5, 4]  # the batch, then its 4 good files in one call
+    np.testing.assert_allclose(emb, fake_embed([open(p, "rb").read() for p in paths]))
+
+
+# -- a query embeds exactly as in the index --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_export(tmp_path_factory):
+    """The project's small CNN (random weights) with a flatten + dense head, 20 -> 16 px.
+
+    The head's matrix product (2048 inputs) sums in an order that depends on
+    the batch size: embedded in batches of 1, 5 or 12 an image's embedding
+    differs by ~1e-6 of its norm, so the tests below see whether a query
+    really goes through the same computation as its index row.
+    """
+    import keras
+
+    from sst_tf import model as model_lib
+    from sst_tf.export import PreprocessingSpec, export_saved_model
+
+    keras.utils.set_random_seed(0)
+    backbone = model_lib.build_model("small_cnn", weights=None, embedding_dim=8,
+                                     image_size=16).get_layer(model_lib.BACKBONE_LAYER)
+    inputs = keras.Input((16, 16, 3))
+    x = model_lib.preprocessing("small_cnn")(inputs)
+    x = keras.layers.Dense(8)(keras.layers.Flatten()(backbone(x)))
+    return export_saved_model(keras.Model(inputs, x), str(tmp_path_factory.mktemp("small") /
+                                                          "export"),
+                              PreprocessingSpec(image_size=16, resize_size=20), verify=False)
+
+
+@pytest.fixture(scope="module")
+def every_format(tmp_path_factory):
+    """Two random images per extension the embed tool reads, of assorted sizes."""
+    from sst_tf.datasets.common import IMAGE_EXTENSIONS
+
+    folder = tmp_path_factory.mktemp("formats")
+    rng = np.random.default_rng(3)
+    for ext in IMAGE_EXTENSIONS:
+        for i in range(2):
+            h, w = rng.integers(18, 40, 2)
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+                folder / f"{ext[1:]}{i}{ext}")
+    return embed.list_images(str(folder))
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 12])  # 12: the whole index; 5: a short last batch
+def test_a_query_embeds_to_its_own_index_row(small_export, every_format, tmp_path, batch_size):
+    from sst_tf.search import search_results
+
+    assert len(every_format) == 12
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff truncated")
+    embedder = embed.Embedder(small_export, batch_size=batch_size)
+    kept, index, failed = embed.embed_files(embedder, every_format + [str(broken)], batch_size,
+                                            progress=False)
+    assert kept == every_format and [p for p, _ in failed] == [str(broken)]
+    norms = np.linalg.norm(index, axis=1)
+    assert norms.min() > 0 and len(np.unique(index.round(4), axis=0)) == 12
+    data = [open(p, "rb").read() for p in every_format]
+    alone = np.concatenate([embedder([b]) for b in data])
+    # The query goes through the very computation its index row did.
+    np.testing.assert_array_equal(alone, index)
+    # Whatever batch-mates it has and wherever it sits among them.
+    mixed = embedder([data[3], data[0], data[7]])
+    np.testing.assert_array_equal(mixed, index[[3, 0, 7]])
+    results = search_results(every_format, alone, kept, index, top_k=2)
+    for r, n in zip(results, norms, strict=True):
+        assert r["neighbors"][0]["path"] == r["query"]
+        assert r["neighbors"][0]["distance"] <= 1e-6 * n
+        assert r["neighbors"][1]["distance"] > 1e-3 * n
+
+
+def test_batch_size_changes_embeddings_only_by_round_off(small_export, every_format):
+    data = [open(p, "rb").read() for p in every_format]
+    one = embed.Embedder(small_export, batch_size=1)(data)
+    for bs in (5, 12):
+        other = embed.Embedder(small_export, batch_size=bs)(data)
+        rel = np.linalg.norm(other - one, axis=1) / np.linalg.norm(one, axis=1)
+        assert rel.max() < 1e-5
+
+
+def test_embedder_names_undecodable_positions(small_export):
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(png, "PNG")
+    embedder = embed.Embedder(small_export, batch_size=2)
+    with pytest.raises(embed.UndecodableImagesError) as e:
+        embedder([png.getvalue(), b"GIF89a garbage", png.getvalue(), b""])
+    assert sorted(e.value.reasons) == [1, 3]
+    assert embedder([]).shape == (0, 8)
+    with pytest.raises(ValueError, match="batch_size"):
+        embed.Embedder(small_export, batch_size=0)

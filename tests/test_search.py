@@ -3,6 +3,7 @@ import os
 import numpy as np
 import pytest
 
+from sst_tf import search
 from sst_tf.search import chunked_top_k, search_results
 
 
@@ -20,6 +21,21 @@ def test_chunked_top_k_matches_brute_force(qc, ic):
     want_d, want_i = brute_force(q, x, 6)
     np.testing.assert_array_equal(i, want_i)
     np.testing.assert_allclose(d, want_d, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("rerank_floats", [1 << 24, 1000])  # 1000: the exact step in blocks
+def test_a_vector_in_the_index_is_at_distance_zero(monkeypatch, rerank_floats):
+    # Embedding-sized vectors (norm ~500): |q|^2 - 2 q.x + |x|^2 alone cancels to
+    # a few float32 ulps of 250,000, i.e. distances up to ~0.4 between identical rows.
+    monkeypatch.setattr(search, "_RERANK_FLOATS", rerank_floats)
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(200, 64)) * 500 / 8).astype(np.float32)
+    d, i = chunked_top_k(x, x, 3, query_chunk=64, index_chunk=50)
+    np.testing.assert_array_equal(i[:, 0], np.arange(200))
+    np.testing.assert_array_equal(d[:, 0], 0.0)
+    want_d, want_i = brute_force(x, x, 3)
+    np.testing.assert_array_equal(i, want_i)
+    np.testing.assert_allclose(d, want_d, rtol=1e-5)
 
 
 def test_k_larger_than_index_and_ties():
@@ -82,7 +98,7 @@ def test_cli_embed_then_search_finds_the_query_itself(tmp_path):
             f"--export_dir={export_dir}",
             f"--images={folder}",
             f"--output={index}",
-            "--batch_size=4",
+            "--batch_size=3",
         ],
         capture_output=True,
         text=True,
@@ -93,6 +109,8 @@ def test_cli_embed_then_search_finds_the_query_itself(tmp_path):
     assert "wrote 8 embeddings of size 8" in r.stdout and "skipped 1" in r.stdout
     z = np.load(index)
     assert list(z["failed"]) == [str(folder / "broken.jpg")]
+    assert int(z["batch_size"]) == 3  # the queries are embedded in batches of 3 too
+    norm = float(np.linalg.norm(z["embeddings"][list(z["paths"]).index(str(folder / "im3.png"))]))
 
     query = folder / "im3.png"
     out = tmp_path / "res.json"
@@ -115,5 +133,6 @@ def test_cli_embed_then_search_finds_the_query_itself(tmp_path):
     res = json.loads(out.read_text())
     assert len(res) == 1 and len(res[0]["neighbors"]) == 3
     first = res[0]["neighbors"][0]
-    assert first["path"] == str(query) and first["distance"] < 1e-3
+    # In the index im3.png shared a batch with im2 and im4; alone it is padded to 3.
+    assert first["path"] == str(query) and first["distance"] <= 1e-6 * norm
     assert str(query) in r.stdout.splitlines()[1]
