@@ -215,7 +215,8 @@ def triplet_loss(
     return _masked_mean(z, valid, count)
 
 
-def contrastive_loss(embeddings, labels, margin: float = 0.5, sample_mask=None) -> tf.Tensor:
+def contrastive_loss(embeddings, labels, margin: float = 0.5, sample_mask=None, *,
+                     ref_embeddings=None, ref_labels=None, ref_mask=None) -> tf.Tensor:
     """Contrastive baseline of the original code (docs/method.md#losses).
 
     Over all ordered pairs (x, y) of unmasked rows, self-pairs included:
@@ -227,17 +228,58 @@ def contrastive_loss(embeddings, labels, margin: float = 0.5, sample_mask=None) 
       labels: [B] labels.
       margin: margin on the squared distance for different-label pairs.
       sample_mask: optional [B] bool, False on padding rows.
+      ref_embeddings: optional [R, d] reference set: the anchors (the rows of
+        `embeddings`) are paired with its rows instead of the batch's (e.g.
+        the global batch of all replicas, which must then contain the anchors
+        themselves, so that self-pairs count as in the batch form).
+      ref_labels: [R] labels of the reference set (with `ref_embeddings`).
+      ref_mask: optional [R] bool, False on the reference set's padding rows.
 
     Returns:
       Scalar float32 tensor; 0.0 (with zero gradients) if no row is unmasked.
     """
+    total, count = contrastive_parts(embeddings, labels, margin, sample_mask,
+                                     ref_embeddings=ref_embeddings, ref_labels=ref_labels,
+                                     ref_mask=ref_mask)
+    return tf.math.divide_no_nan(total, count)
+
+
+def contrastive_parts(embeddings, labels, margin: float = 0.5, sample_mask=None, *,
+                      ref_embeddings=None, ref_labels=None, ref_mask=None):
+    """(sum over the anchors' pair terms, number of anchors) of `contrastive_loss`.
+
+    The sum decomposes over anchors: splitting a batch into parts, each
+    paired with the whole batch as reference set, the parts' totals and counts
+    add up to the whole batch's.
+    """
     x, labels, mask, _ = _check_inputs(embeddings, labels, sample_mask)
-    d = pairwise_squared_distances(x)
-    same = tf.equal(labels[:, None], labels[None, :])
-    pair_ok = mask[:, None] & mask[None, :]
+    r, ref_labels, ref_mask = _reference(x, labels, mask, ref_embeddings, ref_labels, ref_mask)
+    d = pairwise_squared_distances(x) if r is None else pairwise_squared_distances(x, r)
+    same = tf.equal(labels[:, None], ref_labels[None, :])
+    pair_ok = mask[:, None] & ref_mask[None, :]
     per_pair = tf.where(same, d, tf.nn.relu(margin - d))
     total = tf.reduce_sum(tf.where(pair_ok, per_pair, tf.zeros_like(per_pair)))
-    return tf.math.divide_no_nan(total, tf.reduce_sum(tf.cast(mask, tf.float32)))
+    return total, tf.reduce_sum(tf.cast(mask, tf.float32))
+
+
+def _reference(x, labels, mask, ref_embeddings, ref_labels, ref_mask):
+    """The reference set (candidates) of a loss: (r or None, labels, mask).
+
+    Without `ref_embeddings` the batch is its own reference set (r None, so the
+    callers keep their batch-only computation bit for bit).
+    """
+    if ref_embeddings is None:
+        if ref_labels is not None or ref_mask is not None:
+            raise ValueError("ref_labels / ref_mask need ref_embeddings")
+        return None, labels, mask
+    if ref_labels is None:
+        raise ValueError("ref_embeddings needs ref_labels")
+    r, ref_labels, ref_mask, _ = _check_inputs(ref_embeddings, ref_labels, ref_mask,
+                                               embeddings_name="ref_embeddings")
+    if r.shape[1] is not None and x.shape[1] is not None and r.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"ref_embeddings have dimension {r.shape[1]} but embeddings have {x.shape[1]}")
+    return r, tf.cast(ref_labels, labels.dtype), ref_mask
 
 
 # ---------------------------------------------------------------------------
