@@ -769,6 +769,11 @@ def multi_similarity_loss(
     base: float = 0.5,
     epsilon: float = 0.1,
     sample_mask=None,
+    *,
+    ref_embeddings=None,
+    ref_labels=None,
+    ref_mask=None,
+    ref_offset=None,
 ) -> tf.Tensor:
     """Multi-Similarity loss with its pair mining (Wang et al., CVPR 2019).
 
@@ -790,14 +795,46 @@ def multi_similarity_loss(
       base: similarity margin lambda.
       epsilon: mining margin.
       sample_mask: optional bool [B]; False rows are padding.
+      ref_embeddings: optional [R, d] reference set: P_i and N_i are taken
+        among its rows instead of the batch's.
+      ref_labels: [R] its labels (with `ref_embeddings`).
+      ref_mask: optional [R] bool, False on its padding rows.
+      ref_offset: anchor i is reference row `ref_offset + i` (excluded from
+        its own positives); None: the anchors are not in the reference set.
 
     Returns:
       Scalar float32 loss; 0.0 when no anchor has mined pairs.
     """
+    total, count = multi_similarity_parts(
+        embeddings, labels, alpha, beta, base, epsilon, sample_mask,
+        ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_mask=ref_mask,
+        ref_offset=ref_offset)
+    return _safe_divide(total, count)
+
+
+def multi_similarity_parts(embeddings, labels, alpha: float = 2.0, beta: float = 50.0,
+                           base: float = 0.5, epsilon: float = 0.1, sample_mask=None, *,
+                           ref_embeddings=None, ref_labels=None, ref_mask=None,
+                           ref_offset=None):
+    """(sum over anchors, number of valid anchors) of `multi_similarity_loss`."""
     x, labels, mask, _ = _check_inputs(embeddings, labels, sample_mask)
+    r, r_labels, r_mask = _reference(x, labels, mask, ref_embeddings, ref_labels, ref_mask)
     x = tf.math.l2_normalize(x, axis=1)
-    s = tf.matmul(x, x, transpose_b=True)
-    positives, negatives = _pair_masks(labels, mask)
+    if r is None:
+        s = tf.matmul(x, x, transpose_b=True)
+        positives, negatives = _pair_masks(labels, mask)
+    else:
+        s = tf.matmul(x, tf.math.l2_normalize(r, axis=1), transpose_b=True)
+        valid = mask[:, None] & r_mask[None, :]
+        same = tf.equal(labels[:, None], r_labels[None, :])
+        if ref_offset is None:
+            is_self = tf.zeros_like(same)
+        else:
+            cols = tf.range(tf.shape(r)[0])[None, :]
+            rows = tf.cast(ref_offset, tf.int32) + tf.range(tf.shape(x)[0])[:, None]
+            is_self = tf.equal(cols, rows)
+        positives = same & ~is_self & valid
+        negatives = ~same & valid
     s_ng = tf.stop_gradient(s)
     big = tf.constant(1e30, s.dtype)
     min_pos = tf.reduce_min(tf.where(positives, s_ng, big), axis=1, keepdims=True)
@@ -808,7 +845,7 @@ def multi_similarity_loss(
     pos_term = tf.nn.softplus(_masked_logsumexp(-alpha * (s - base), mined_pos, 1)) / alpha
     neg_term = tf.nn.softplus(_masked_logsumexp(beta * (s - base), mined_neg, 1)) / beta
     per_anchor = tf.where(use, pos_term + neg_term, tf.zeros_like(pos_term))
-    return _safe_divide(tf.reduce_sum(per_anchor), tf.reduce_sum(tf.cast(mask, s.dtype)))
+    return tf.reduce_sum(per_anchor), tf.reduce_sum(tf.cast(mask, s.dtype))
 
 
 def proxy_anchor_loss(

@@ -54,3 +54,26 @@ def test_reference_errors_name_the_argument():
     with pytest.raises(ValueError, match="dimension"):
         losses.contrastive_loss(x, [0, 1, 1], ref_embeddings=np.zeros((3, 4), np.float32),
                                 ref_labels=[0, 1, 1])
+
+
+def test_multi_similarity_halves_add_up_to_the_batch():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(12, 4)).astype(np.float32)
+    y = np.repeat(np.arange(4), 3)
+    mask = np.ones(12, bool)
+    mask[5] = False
+    xt = tf.Variable(x)
+    with tf.GradientTape(persistent=True) as tape:
+        whole = losses.multi_similarity_loss(xt, y, sample_mask=mask)
+        parts = [losses.multi_similarity_parts(xt[lo:hi], y[lo:hi], sample_mask=mask[lo:hi],
+                                               ref_embeddings=xt, ref_labels=y, ref_mask=mask,
+                                               ref_offset=lo)
+                 for lo, hi in ((0, 6), (6, 12))]
+        split = sum(p[0] for p in parts) / sum(p[1] for p in parts)
+    assert whole.numpy() > 0
+    np.testing.assert_allclose(split.numpy(), whole.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(tape.gradient(split, xt).numpy(),
+                               tape.gradient(whole, xt).numpy(), rtol=1e-5, atol=1e-7)
+    # Without ref_offset the anchor itself counts as its own positive: a different value.
+    no_offset = losses.multi_similarity_loss(x, y, ref_embeddings=x, ref_labels=y)
+    assert not np.isclose(no_offset.numpy(), losses.multi_similarity_loss(x, y).numpy())
