@@ -77,3 +77,23 @@ def test_multi_similarity_halves_add_up_to_the_batch():
     # Without ref_offset the anchor itself counts as its own positive: a different value.
     no_offset = losses.multi_similarity_loss(x, y, ref_embeddings=x, ref_labels=y)
     assert not np.isclose(no_offset.numpy(), losses.multi_similarity_loss(x, y).numpy())
+
+
+@pytest.mark.slow
+def test_two_replicas_with_the_global_batch_equal_one_device():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    here = os.path.dirname(__file__)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(here), here]))
+    out = subprocess.run([sys.executable, os.path.join(here, "_reference_mirrored_check.py")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert {r["loss"] for r in rows} == {"contrastive", "multi_similarity"}
+    for r in rows:
+        assert r["whole"] > 0, r
+        assert r["loss_diff"] <= 1e-5 * r["whole"], r
+        assert r["grad_rel"] <= 1e-5, r
