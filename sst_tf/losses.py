@@ -215,7 +215,8 @@ def triplet_loss(
     return _masked_mean(z, valid, count)
 
 
-def contrastive_loss(embeddings, labels, margin: float = 0.5, sample_mask=None) -> tf.Tensor:
+def contrastive_loss(embeddings, labels, margin: float = 0.5, sample_mask=None, *,
+                     ref_embeddings=None, ref_labels=None, ref_mask=None) -> tf.Tensor:
     """Contrastive baseline of the original code (docs/method.md#losses).
 
     Over all ordered pairs (x, y) of unmasked rows, self-pairs included:
@@ -227,17 +228,58 @@ def contrastive_loss(embeddings, labels, margin: float = 0.5, sample_mask=None) 
       labels: [B] labels.
       margin: margin on the squared distance for different-label pairs.
       sample_mask: optional [B] bool, False on padding rows.
+      ref_embeddings: optional [R, d] reference set: the anchors (the rows of
+        `embeddings`) are paired with its rows instead of the batch's (e.g.
+        the global batch of all replicas, which must then contain the anchors
+        themselves, so that self-pairs count as in the batch form).
+      ref_labels: [R] labels of the reference set (with `ref_embeddings`).
+      ref_mask: optional [R] bool, False on the reference set's padding rows.
 
     Returns:
       Scalar float32 tensor; 0.0 (with zero gradients) if no row is unmasked.
     """
+    total, count = contrastive_parts(embeddings, labels, margin, sample_mask,
+                                     ref_embeddings=ref_embeddings, ref_labels=ref_labels,
+                                     ref_mask=ref_mask)
+    return tf.math.divide_no_nan(total, count)
+
+
+def contrastive_parts(embeddings, labels, margin: float = 0.5, sample_mask=None, *,
+                      ref_embeddings=None, ref_labels=None, ref_mask=None):
+    """(sum over the anchors' pair terms, number of anchors) of `contrastive_loss`.
+
+    The sum decomposes over anchors: splitting a batch into parts, each
+    paired with the whole batch as reference set, the parts' totals and counts
+    add up to the whole batch's.
+    """
     x, labels, mask, _ = _check_inputs(embeddings, labels, sample_mask)
-    d = pairwise_squared_distances(x)
-    same = tf.equal(labels[:, None], labels[None, :])
-    pair_ok = mask[:, None] & mask[None, :]
+    r, ref_labels, ref_mask = _reference(x, labels, mask, ref_embeddings, ref_labels, ref_mask)
+    d = pairwise_squared_distances(x) if r is None else pairwise_squared_distances(x, r)
+    same = tf.equal(labels[:, None], ref_labels[None, :])
+    pair_ok = mask[:, None] & ref_mask[None, :]
     per_pair = tf.where(same, d, tf.nn.relu(margin - d))
     total = tf.reduce_sum(tf.where(pair_ok, per_pair, tf.zeros_like(per_pair)))
-    return tf.math.divide_no_nan(total, tf.reduce_sum(tf.cast(mask, tf.float32)))
+    return total, tf.reduce_sum(tf.cast(mask, tf.float32))
+
+
+def _reference(x, labels, mask, ref_embeddings, ref_labels, ref_mask):
+    """The reference set (candidates) of a loss: (r or None, labels, mask).
+
+    Without `ref_embeddings` the batch is its own reference set (r None, so the
+    callers keep their batch-only computation bit for bit).
+    """
+    if ref_embeddings is None:
+        if ref_labels is not None or ref_mask is not None:
+            raise ValueError("ref_labels / ref_mask need ref_embeddings")
+        return None, labels, mask
+    if ref_labels is None:
+        raise ValueError("ref_embeddings needs ref_labels")
+    r, ref_labels, ref_mask, _ = _check_inputs(ref_embeddings, ref_labels, ref_mask,
+                                               embeddings_name="ref_embeddings")
+    if r.shape[1] is not None and x.shape[1] is not None and r.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"ref_embeddings have dimension {r.shape[1]} but embeddings have {x.shape[1]}")
+    return r, tf.cast(ref_labels, labels.dtype), ref_mask
 
 
 # ---------------------------------------------------------------------------
@@ -727,6 +769,11 @@ def multi_similarity_loss(
     base: float = 0.5,
     epsilon: float = 0.1,
     sample_mask=None,
+    *,
+    ref_embeddings=None,
+    ref_labels=None,
+    ref_mask=None,
+    ref_offset=None,
 ) -> tf.Tensor:
     """Multi-Similarity loss with its pair mining (Wang et al., CVPR 2019).
 
@@ -748,14 +795,46 @@ def multi_similarity_loss(
       base: similarity margin lambda.
       epsilon: mining margin.
       sample_mask: optional bool [B]; False rows are padding.
+      ref_embeddings: optional [R, d] reference set: P_i and N_i are taken
+        among its rows instead of the batch's.
+      ref_labels: [R] its labels (with `ref_embeddings`).
+      ref_mask: optional [R] bool, False on its padding rows.
+      ref_offset: anchor i is reference row `ref_offset + i` (excluded from
+        its own positives); None: the anchors are not in the reference set.
 
     Returns:
       Scalar float32 loss; 0.0 when no anchor has mined pairs.
     """
+    total, count = multi_similarity_parts(
+        embeddings, labels, alpha, beta, base, epsilon, sample_mask,
+        ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_mask=ref_mask,
+        ref_offset=ref_offset)
+    return _safe_divide(total, count)
+
+
+def multi_similarity_parts(embeddings, labels, alpha: float = 2.0, beta: float = 50.0,
+                           base: float = 0.5, epsilon: float = 0.1, sample_mask=None, *,
+                           ref_embeddings=None, ref_labels=None, ref_mask=None,
+                           ref_offset=None):
+    """(sum over anchors, number of valid anchors) of `multi_similarity_loss`."""
     x, labels, mask, _ = _check_inputs(embeddings, labels, sample_mask)
+    r, r_labels, r_mask = _reference(x, labels, mask, ref_embeddings, ref_labels, ref_mask)
     x = tf.math.l2_normalize(x, axis=1)
-    s = tf.matmul(x, x, transpose_b=True)
-    positives, negatives = _pair_masks(labels, mask)
+    if r is None:
+        s = tf.matmul(x, x, transpose_b=True)
+        positives, negatives = _pair_masks(labels, mask)
+    else:
+        s = tf.matmul(x, tf.math.l2_normalize(r, axis=1), transpose_b=True)
+        valid = mask[:, None] & r_mask[None, :]
+        same = tf.equal(labels[:, None], r_labels[None, :])
+        if ref_offset is None:
+            is_self = tf.zeros_like(same)
+        else:
+            cols = tf.range(tf.shape(r)[0])[None, :]
+            rows = tf.cast(ref_offset, tf.int32) + tf.range(tf.shape(x)[0])[:, None]
+            is_self = tf.equal(cols, rows)
+        positives = same & ~is_self & valid
+        negatives = ~same & valid
     s_ng = tf.stop_gradient(s)
     big = tf.constant(1e30, s.dtype)
     min_pos = tf.reduce_min(tf.where(positives, s_ng, big), axis=1, keepdims=True)
@@ -766,7 +845,7 @@ def multi_similarity_loss(
     pos_term = tf.nn.softplus(_masked_logsumexp(-alpha * (s - base), mined_pos, 1)) / alpha
     neg_term = tf.nn.softplus(_masked_logsumexp(beta * (s - base), mined_neg, 1)) / beta
     per_anchor = tf.where(use, pos_term + neg_term, tf.zeros_like(pos_term))
-    return _safe_divide(tf.reduce_sum(per_anchor), tf.reduce_sum(tf.cast(mask, s.dtype)))
+    return tf.reduce_sum(per_anchor), tf.reduce_sum(tf.cast(mask, s.dtype))
 
 
 def proxy_anchor_loss(
