@@ -25,6 +25,20 @@ MAP@R per loss),
 run (`<loss>-<sampler>-seed<seed>/`, final checkpoint and metrics.json).
 `--from_json=a/compare.json,b/compare.json` trains nothing and writes the
 table and plot of earlier runs together.
+
+The suite (docs/devbench.md#the-benchmark-suite): `--benchmarks=name=dir,...`
+runs every loss x seed on each data set (`--pretrained_benchmarks` also from
+`--suite_weights`, with a smaller backbone and larger head rate), and
+`--budget_seconds` gives every run the same training time (whole epochs until
+the budget) instead of `--epochs`. compare.md then has one table per
+benchmark, the training seconds each loss needs to reach `--share` (0.9) of
+the benchmark's best mean MAP@R, and an aggregate (mean rank, mean gain over
+the floor = the model before training); compare.png one bar per benchmark and
+loss. `--quick` is the subset run in docs/sst_study.md:
+
+  taskset -c 1 python scripts/compare.py --flagfile=configs/glyphs.cfg --quick \
+      --suite_dir=data/suite --suite_weights=data/suite/small_cnn_han.weights.h5 \
+      --threads=1 --out_dir=runs/quick
 """
 
 from __future__ import annotations
