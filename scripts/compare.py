@@ -25,6 +25,20 @@ MAP@R per loss),
 run (`<loss>-<sampler>-seed<seed>/`, final checkpoint and metrics.json).
 `--from_json=a/compare.json,b/compare.json` trains nothing and writes the
 table and plot of earlier runs together.
+
+The suite (docs/devbench.md#the-benchmark-suite): `--benchmarks=name=dir,...`
+runs every loss x seed on each data set (`--pretrained_benchmarks` also from
+`--suite_weights`, with a smaller backbone and larger head rate), and
+`--budget_seconds` gives every run the same training time (whole epochs until
+the budget) instead of `--epochs`. compare.md then has one table per
+benchmark, the training seconds each loss needs to reach `--share` (0.9) of
+the benchmark's best mean MAP@R, and an aggregate (mean rank, mean gain over
+the floor = the model before training); compare.png one bar per benchmark and
+loss. `--quick` is the subset run in docs/sst_study.md:
+
+  taskset -c 1 python scripts/compare.py --flagfile=configs/glyphs.cfg --quick \
+      --suite_dir=data/suite --suite_weights=data/suite/small_cnn_han.weights.h5 \
+      --threads=1 --out_dir=runs/quick
 """
 
 from __future__ import annotations
@@ -55,6 +69,31 @@ flags.DEFINE_list("samplers", [], "Samplers to compare (--sampler values); empty
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; every (loss, sampler) runs once per seed.")
 flags.DEFINE_string("out_dir", None, "Output folder of the comparison.")
 flags.DEFINE_integer("compare_eval_every", 1, "Evaluate every N epochs for the curves.")
+flags.DEFINE_float("budget_seconds", 0.0, "Equal wall-clock budget per run: train whole epochs "
+                   "until this many training seconds (sampling + steps) have passed, then "
+                   "evaluate; 0: --epochs epochs.")
+flags.DEFINE_list("benchmarks", [], "The suite: name=data_dir pairs (e.g. typeface=data/suite/"
+                  "typeface); every loss x seed runs on each; one table per benchmark and an "
+                  "aggregate. Empty: the one data set of --data_dir.")
+flags.DEFINE_list("pretrained_benchmarks", [], "Benchmarks (names of --benchmarks) that also run "
+                  "from --suite_weights, as '<name>+pretrained', with lr x --pretrained_lr_scale "
+                  "and head_lr_multiplier --pretrained_head_lr_multiplier (the paper's shape: "
+                  "small backbone rate, larger head rate).")
+flags.DEFINE_string("suite_weights", None, "Backbone weights file of scripts/pretrain.py for "
+                    "--pretrained_benchmarks.")
+flags.DEFINE_float("pretrained_lr_scale", 0.25, "Backbone learning-rate factor of the "
+                   "pretrained runs.")
+flags.DEFINE_float("pretrained_head_lr_multiplier", 4.0, "Head learning-rate multiplier of the "
+                   "pretrained runs.")
+flags.DEFINE_float("share", 0.9, "Time to reach this share of a benchmark's best MAP@R (the "
+                   "best mean final MAP@R of any loss there) is reported per loss.")
+flags.DEFINE_integer("threads", 0, "TensorFlow intra- and inter-op threads (0: TensorFlow's "
+                     "choice); pin the process too, e.g. taskset -c 1.")
+flags.DEFINE_bool("quick", False, "The quick subset: --losses=sst,contrastive,multi_similarity "
+                  "--seeds=0 --budget_seconds=60 on the four benchmarks of --suite_dir, "
+                  "cross_script also pretrained from --suite_weights when given (under 20 "
+                  "minutes on 2 cores).")
+flags.DEFINE_string("suite_dir", "data/suite", "Folder of scripts/make_suite.py (--quick).")
 flags.DEFINE_list("from_json", [], "Train nothing: merge these compare.json files (earlier "
                   "runs with the same training flags as given here) and write their table "
                   "and plot to --out_dir.")
@@ -74,11 +113,14 @@ def _write_atomic(path: str, text: str | bytes) -> None:
 
 
 def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
-             eval_every: int) -> dict:
+             eval_every: int, budget_seconds: float = 0.0, benchmark: str | None = None) -> dict:
     """Trains one (loss, sampler, seed) run; returns its curve, metrics and settings.
 
     `sampler` None means the loss's default. "before" is the untrained model,
-    evaluated like "after" (the model's own output geometry).
+    evaluated like "after" (the model's own output geometry). With
+    `budget_seconds` > 0 the run trains whole epochs until its training
+    seconds reach the budget (the epoch that crosses it is finished), instead
+    of `base.epochs` epochs.
     """
     from sst_tf.trainer import Trainer
 
@@ -86,33 +128,41 @@ def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
     gc.collect()
     cfg = dataclasses.replace(base, loss=loss, sampler=sampler, seed=seed, eval_every=0,
                               progress=False).resolved()
+    name = f"{loss}-{cfg.sampler}-seed{seed}"
     cfg = dataclasses.replace(
-        cfg, model_dir=os.path.join(out_dir, f"{loss}-{cfg.sampler}-seed{seed}"))
+        cfg, model_dir=os.path.join(out_dir, *([benchmark] if benchmark else []), name))
     trainer = Trainer(cfg)
     before = trainer.evaluate()
     curve = [(0.0, 0, before)]
     train_seconds = 0.0
-    for epoch in range(cfg.epochs):
+    epoch = 0
+    while (train_seconds < budget_seconds) if budget_seconds > 0 else (epoch < cfg.epochs):
         refresh = epoch == 0 or epoch % cfg.refresh_every == 0
         start = time.perf_counter()
         stats = trainer.train_epoch(epoch, refresh)
         train_seconds += time.perf_counter() - start
         trainer.end_epoch(epoch, stats["loss"])
-        if (epoch + 1) % eval_every == 0 or epoch + 1 == cfg.epochs:
+        last = (train_seconds >= budget_seconds) if budget_seconds > 0 else (
+            epoch + 1 == cfg.epochs)
+        epoch += 1
+        if epoch % eval_every == 0 or last:
             result = trainer.evaluate()
-            curve.append((train_seconds, epoch + 1, result))
+            curve.append((train_seconds, epoch, result))
             logging.info("%s/%s seed %d epoch %d (%.1fs): MAP@R %.4f (untrained %.4f)", loss,
-                         cfg.sampler, seed, epoch + 1, train_seconds, result["map@r"],
+                         cfg.sampler, seed, epoch, train_seconds, result["map@r"],
                          before["map@r"])
     os.makedirs(cfg.model_dir, exist_ok=True)
-    trainer.checkpoints.manager.save(checkpoint_number=cfg.epochs)
+    trainer.checkpoints.manager.save(checkpoint_number=epoch)
     after = curve[-1][2]
     metrics = {"before": before, "after": after,
                "settings": loss_registry.settings(trainer.config),
                "curve": [{"train_seconds": t, "epoch": e, **m} for t, e, m in curve]}
     _write_atomic(os.path.join(cfg.model_dir, "metrics.json"), json.dumps(metrics, indent=2))
-    return {"loss": loss, "sampler": cfg.sampler, "seed": seed,
-            "train_seconds": train_seconds, **metrics}
+    out = {"loss": loss, "sampler": cfg.sampler, "seed": seed,
+           "train_seconds": train_seconds, "epochs": epoch, **metrics}
+    if benchmark:
+        out["benchmark"] = benchmark
+    return out
 
 
 def failure(run: dict) -> str | None:
@@ -176,6 +226,162 @@ def markdown_table(results: list[dict]) -> str:
                + cells + [untrained, seconds, failed])
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def by_benchmark(results: list[dict]) -> dict[str, list[dict]]:
+    """The runs of each benchmark, in order of first appearance ("-": no benchmark)."""
+    out: dict[str, list[dict]] = {}
+    for r in results:
+        out.setdefault(r.get("benchmark", "-"), []).append(r)
+    return out
+
+
+def _mean_final(group: dict) -> float:
+    """Mean final MAP@R of a summary's passed runs (nan when none passed)."""
+    finals = [r["after"]["map@r"] for r in group["passed"]]
+    return statistics.fmean(finals) if finals else math.nan
+
+
+def seconds_to_share(results: list[dict], share: float) -> dict[tuple[str, str], str]:
+    """Training seconds each (loss, sampler) needs to reach `share` of the best MAP@R.
+
+    The best is the highest mean final MAP@R of any (loss, sampler) in
+    `results` (one benchmark). A run reaches the target at the first
+    evaluation of its curve at or above it; the cell is the mean over the
+    passed runs that reached it ("a/b runs" added when not all did) or
+    "not reached".
+    """
+    groups = summarize(results)
+    finals = [m for m in (_mean_final(g) for g in groups) if not math.isnan(m)]
+    if not finals:
+        return {}
+    target = share * max(finals)
+    out = {}
+    for g in groups:
+        times = []
+        for r in g["passed"]:
+            hit = next((p["train_seconds"] for p in r["curve"] if p["map@r"] >= target), None)
+            if hit is not None:
+                times.append(hit)
+        if not times:
+            out[(g["loss"], g["sampler"])] = "not reached"
+        else:
+            cell = f"{statistics.fmean(times):.0f}"
+            if len(times) < len(g["passed"]):
+                cell += f" ({len(times)}/{len(g['passed'])} runs)"
+            out[(g["loss"], g["sampler"])] = cell
+    return out
+
+
+def aggregate(results: list[dict]) -> list[dict]:
+    """Per (loss, sampler) over the benchmarks: mean rank and mean gain over the floor.
+
+    On each benchmark the (loss, sampler) pairs are ranked by mean final MAP@R
+    of their passed runs (1 = best; a pair with no passed run shares the last
+    rank). The gain is the mean final MAP@R minus the mean "before" MAP@R (the
+    untrained or pretrained floor, same geometry) over its finished runs, so a
+    failed run counts with its (non-positive) gain.
+
+    Returns:
+      [{"loss", "sampler", "mean_rank", "mean_gain", "benchmarks", "failed"}]
+      sorted by mean rank.
+    """
+    ranks: dict[tuple[str, str], list[float]] = {}
+    gains: dict[tuple[str, str], list[float]] = {}
+    failed: dict[tuple[str, str], int] = {}
+    benches = by_benchmark(results)
+    for runs in benches.values():
+        groups = summarize(runs)
+        finals = [(_mean_final(g), (g["loss"], g["sampler"])) for g in groups]
+        ordered = sorted((m, k) for m, k in finals if not math.isnan(m))
+        ordered.sort(key=lambda mk: -mk[0])
+        for rank, (_, key) in enumerate(ordered, start=1):
+            ranks.setdefault(key, []).append(float(rank))
+        for m, key in finals:
+            if math.isnan(m):
+                ranks.setdefault(key, []).append(float(len(groups)))
+        for g in groups:
+            key = (g["loss"], g["sampler"])
+            finished = [r for r in g["runs"] if "error" not in r]
+            if finished:
+                gains.setdefault(key, []).append(statistics.fmean(
+                    r["after"]["map@r"] - r["before"]["map@r"] for r in finished))
+            failed[key] = failed.get(key, 0) + len(g["failed"])
+    out = [{"loss": k[0], "sampler": k[1], "mean_rank": statistics.fmean(v),
+            "mean_gain": statistics.fmean(gains[k]) if gains.get(k) else math.nan,
+            "benchmarks": len(v), "failed": failed.get(k, 0)} for k, v in ranks.items()]
+    return sorted(out, key=lambda a: (a["mean_rank"], -a["mean_gain"]))
+
+
+def suite_markdown(results: list[dict], share: float) -> str:
+    """One table per benchmark (with seconds to `share` of its best) and the aggregate."""
+    parts = []
+    for name, runs in by_benchmark(results).items():
+        parts.append(f"### {name}\n\n" + markdown_table(runs))
+        times = seconds_to_share(runs, share)
+        if times:
+            parts.append(f"Training seconds to {share:.0%} of this benchmark's best mean "
+                         "MAP@R: " + "; ".join(f"{loss}/{sampler} {t}"
+                                               for (loss, sampler), t in times.items()) + "\n")
+    lines = ["### aggregate\n", "| loss | sampler | mean rank | mean gain over floor (MAP@R) "
+             "| benchmarks | failed runs |", "|---|---|---|---|---|---|"]
+    for a in aggregate(results):
+        lines.append(f"| {a['loss']} | {a['sampler']} | {a['mean_rank']:.2f} | "
+                     f"{a['mean_gain']:+.3f} | {a['benchmarks']} | {a['failed']} |")
+    parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+def suite_plot(results: list[dict], path: str) -> None:
+    """Final MAP@R (mean ± std of passed seeds) per benchmark and loss, with each floor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    benches = by_benchmark(results)
+    keys = list(dict.fromkeys((r["loss"], r["sampler"]) for r in results))
+    colors = plt.get_cmap("tab10" if len(keys) <= 10 else "tab20")
+    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(benches)), 4.5))
+    width = 0.8 / max(len(keys), 1)
+    for b, runs in enumerate(benches.values()):
+        groups = {(g["loss"], g["sampler"]): g for g in summarize(runs)}
+        finished = [r for r in runs if "error" not in r]
+        if finished:
+            floor = statistics.fmean(r["before"]["map@r"] for r in finished)
+            ax.hlines(floor, b - 0.4, b + 0.4, colors="black", linestyles=":")
+        for i, key in enumerate(keys):
+            g = groups.get(key)
+            if g is None or not g["passed"]:
+                continue
+            finals = [r["after"]["map@r"] for r in g["passed"]]
+            ax.bar(b - 0.4 + (i + 0.5) * width, statistics.fmean(finals), width,
+                   yerr=statistics.stdev(finals) if len(finals) > 1 else 0.0,
+                   color=colors(i), label=f"{key[0]} / {key[1]}" if b == 0 else None)
+    ax.set_xticks(range(len(benches)), list(benches), fontsize=8)
+    ax.set_ylabel("final MAP@R (test); dotted: mean floor (before training)")
+    ax.grid(alpha=0.3, axis="y")
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    tmp = f"{path}.tmp.{os.getpid()}.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def parse_benchmarks(items: list[str]) -> list[tuple[str, str]]:
+    """--benchmarks values 'name=data_dir' as (name, data_dir); ValueError naming the flag."""
+    out = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--benchmarks entries are name=data_dir, got {item!r}.")
+        if any(name == n for n, _ in out):
+            raise ValueError(f"--benchmarks names {name!r} twice.")
+        out.append((name, path))
+    return out
 
 
 def plot(results: list[dict], path: str, title: str) -> None:
@@ -268,6 +474,7 @@ def _read_results(path: str) -> list:
 
 
 def main(argv):
+    apply_quick(FLAGS)
     if len(argv) > 1:
         _fail(f"unexpected arguments {' '.join(argv[1:])!r}.")
     if not FLAGS.out_dir:
@@ -289,11 +496,42 @@ def main(argv):
     if not FLAGS.model_dir:
         FLAGS.model_dir = FLAGS.out_dir  # required by the config; each run gets its own
     samplers = FLAGS.samplers or [None]  # None: each loss's default
+    if FLAGS.budget_seconds < 0:
+        _fail("--budget_seconds must be >= 0.")
+    if FLAGS.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    try:
+        benchmarks = parse_benchmarks(FLAGS.benchmarks)
+    except ValueError as e:
+        _fail(str(e))
+    unknown = [n for n in FLAGS.pretrained_benchmarks if n not in dict(benchmarks)]
+    if unknown:
+        _fail(f"--pretrained_benchmarks: {unknown} are not names of --benchmarks.")
+    if FLAGS.pretrained_benchmarks and not (FLAGS.suite_weights
+                                            and os.path.isfile(FLAGS.suite_weights)):
+        _fail(f"--suite_weights={FLAGS.suite_weights} is not a file (needed by "
+              "--pretrained_benchmarks; build it with scripts/pretrain.py).")
     try:
         base = train_cli.config_from_flags()
-        for loss in FLAGS.losses:
-            for sampler in samplers:
-                dataclasses.replace(base, loss=loss, sampler=sampler).validate()
+    except ValueError as e:
+        _fail(str(e))
+    # (name, config) per benchmark; the one data set of the flags when none is given.
+    cells = [(None, base)]
+    if benchmarks:
+        cells = [(name, dataclasses.replace(base, data_dir=path)) for name, path in benchmarks]
+        for name in FLAGS.pretrained_benchmarks:
+            cells.append((f"{name}+pretrained", dataclasses.replace(
+                base, data_dir=dict(benchmarks)[name], backbone_weights=FLAGS.suite_weights,
+                lr=base.lr * FLAGS.pretrained_lr_scale,
+                head_lr_multiplier=FLAGS.pretrained_head_lr_multiplier)))
+    try:
+        for _, cell_base in cells:
+            for loss in FLAGS.losses:
+                for sampler in samplers:
+                    dataclasses.replace(cell_base, loss=loss, sampler=sampler).validate()
     except ValueError as e:
         _fail(str(e))
     results = []
@@ -301,40 +539,68 @@ def main(argv):
         results.extend(_read_results(path))
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     write_marker(FLAGS.out_dir, "comparison", "compare.py")
-    for loss in FLAGS.losses if not FLAGS.from_json else []:
-        for sampler in samplers:
-            for seed in seeds:
-                logging.info("=== %s / %s / seed %d ===", loss, sampler or "default", seed)
-                try:
-                    results.append(run_cell(base, loss, sampler, seed, FLAGS.out_dir,
-                                            FLAGS.compare_eval_every))
-                except Exception as e:  # noqa: BLE001  (report the run, do the others)
-                    logging.error("%s/%s seed %d failed:\n%s", loss, sampler, seed,
-                                  traceback.format_exc())
-                    results.append({
-                        "loss": loss, "seed": seed,
-                        "sampler": sampler or loss_registry.spec(loss).sampler,
-                        "error": f"{type(e).__name__}: {e}".replace("|", "/")[:200]})
-                _write_atomic(os.path.join(FLAGS.out_dir, "compare.json"),
-                              json.dumps(results, indent=2))
+    for bench, cell_base in cells if not FLAGS.from_json else []:
+        for loss in FLAGS.losses:
+            for sampler in samplers:
+                for seed in seeds:
+                    logging.info("=== %s%s / %s / seed %d ===", f"{bench}: " if bench else "",
+                                 loss, sampler or "default", seed)
+                    try:
+                        results.append(run_cell(cell_base, loss, sampler, seed, FLAGS.out_dir,
+                                                FLAGS.compare_eval_every, FLAGS.budget_seconds,
+                                                bench))
+                    except Exception as e:  # noqa: BLE001  (report the run, do the others)
+                        logging.error("%s/%s seed %d failed:\n%s", loss, sampler, seed,
+                                      traceback.format_exc())
+                        failed = {"loss": loss, "seed": seed,
+                                  "sampler": sampler or loss_registry.spec(loss).sampler,
+                                  "error": f"{type(e).__name__}: {e}".replace("|", "/")[:200]}
+                        if bench:
+                            failed["benchmark"] = bench
+                        results.append(failed)
+                    _write_atomic(os.path.join(FLAGS.out_dir, "compare.json"),
+                                  json.dumps(results, indent=2))
     if FLAGS.from_json:  # rows grouped by loss, in order of first appearance
         order = list(dict.fromkeys(r["loss"] for r in results))
         results.sort(key=lambda r: order.index(r["loss"]))
         _write_atomic(os.path.join(FLAGS.out_dir, "compare.json"), json.dumps(results, indent=2))
-    table = markdown_table(results)
     seen = sorted({r["seed"] for r in results if r.get("seed") is not None})
-    header = (f"Data set `{base.dataset}`, backbone `{base.backbone}`, {base.epochs} epochs "
+    budget = (f"{FLAGS.budget_seconds:g} training seconds (whole epochs until the budget)"
+              if FLAGS.budget_seconds else f"{base.epochs} epochs")
+    header = (f"Data set `{base.dataset}`, backbone `{base.backbone}`, {budget} "
               f"for every loss, batch {base.batch_size}, seeds "
               f"{','.join(str(s) for s in seen)}; "
               "test split; mean ± std (sample std) over the seeds that passed; geometry: "
               "cosine = L2-normalised embeddings, euclidean = raw; a run fails when its "
               "MAP@R ends not above the untrained model's in the same geometry; train s: "
               "training seconds of a run (sampling + steps, evaluation excluded).\n\n")
-    _write_atomic(os.path.join(FLAGS.out_dir, "compare.md"), header + table)
-    plot(results, os.path.join(FLAGS.out_dir, "compare.png"),
-         f"{base.dataset}: MAP@R vs epoch")
+    if len(by_benchmark(results)) > 1 or benchmarks:
+        table = suite_markdown(results, FLAGS.share)
+        _write_atomic(os.path.join(FLAGS.out_dir, "compare.md"), header + table)
+        suite_plot(results, os.path.join(FLAGS.out_dir, "compare.png"))
+    else:
+        table = markdown_table(results)
+        _write_atomic(os.path.join(FLAGS.out_dir, "compare.md"), header + table)
+        plot(results, os.path.join(FLAGS.out_dir, "compare.png"),
+             f"{base.dataset}: MAP@R vs epoch")
     print(header + table)
     print(f"Wrote {FLAGS.out_dir}/compare.md, compare.png, compare.json")
+
+
+def apply_quick(flag_values) -> None:
+    """--quick: the quick subset's losses, seed, budget and benchmarks (flags given win)."""
+    if not flag_values.quick:
+        return
+    presets = {"losses": ["sst", "contrastive", "multi_similarity"], "seeds": ["0"],
+               "budget_seconds": 60.0}
+    for name, value in presets.items():
+        if not flag_values[name].present:
+            flag_values[name].value = value
+    if not flag_values["benchmarks"].present:
+        flag_values.benchmarks = [f"{n}={os.path.join(flag_values.suite_dir, n)}" for n in
+                                  ("cross_script", "within_script", "typeface", "many_classes")]
+    if flag_values.suite_weights and not flag_values["pretrained_benchmarks"].present:
+        flag_values.pretrained_benchmarks = ["cross_script"]
 
 
 if __name__ == "__main__":

@@ -61,6 +61,9 @@ SCRIPTS: dict[str, list[int]] = {
     "arabic": list(range(0x0621, 0x063B)) + list(range(0x0641, 0x064B)),  # hamza .. yeh
     "devanagari": list(range(0x0904, 0x0915)) + list(range(0x0915, 0x093A)),  # vowels, consonants
     "malayalam": list(range(0x0D05, 0x0D15)) + list(range(0x0D15, 0x0D3B)),   # vowels, consonants
+    # CJK ideographs (the first 4,096 of the block; the Korean typefaces draw the
+    # Hanja among them): the pretraining source of scripts/make_suite.py.
+    "han": list(range(0x4E00, 0x5E00)),
 }
 SCRIPT_SETS = {script: set(codes) for script, codes in SCRIPTS.items()}
 # Debian packages with typefaces for each script (the error message names them).
@@ -73,6 +76,7 @@ PACKAGES: dict[str, list[str]] = {
     "devanagari": ["fonts-deva-extra", "fonts-lohit-deva", "fonts-gargi", "fonts-nakula",
                    "fonts-sahadeva", "fonts-samyak-deva", "fonts-sarai", "fonts-sil-annapurna"],
     "malayalam": ["fonts-smc", "fonts-lohit-mlym"],
+    "han": ["fonts-nanum", "fonts-unfonts-core", "fonts-unfonts-extra", "fonts-baekmuk"],
 }
 # Blocks reserved for an independent check: never rendered here.
 RESERVED_BLOCKS = [(0x0000, 0x024F), (0x0370, 0x052F), (0x1C80, 0x1C8F), (0x1D00, 0x1FFF),

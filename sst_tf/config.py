@@ -14,6 +14,7 @@ data sources from `sst_tf.datasets`.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 from sst_tf import data as data_lib
@@ -97,6 +98,10 @@ class TrainConfig:
     backbone: str = flag_field("inception_v3", choices=BACKBONES, help="Backbone network.")
     pretrained: bool = flag_field(
         True, help="Start from ImageNet weights (--nopretrained: random).")
+    backbone_weights: str | None = flag_field(
+        None, help="Start the backbone from this Keras weights file (.weights.h5, written by "
+                   "scripts/pretrain.py for the same --backbone); replaces --pretrained's "
+                   "ImageNet weights.")
     embedding_dim: int = flag_field(512, help="Embedding size d.")
     normalize: bool | None = flag_field(
         None, help="L2-normalise the embeddings (training and evaluation on unit vectors); "
@@ -220,11 +225,16 @@ class TrainConfig:
         """Keyword arguments of `sst_tf.model.build_model` for this run's model.
 
         Args:
-          pretrained: load ImageNet weights; None: as `pretrained` says (an
-            export restores a checkpoint instead and passes False).
+          pretrained: load ImageNet weights; None: the run's start, as `pretrained`
+            and `backbone_weights` say (an export restores a checkpoint instead and
+            passes False: neither is loaded).
         """
+        start = pretrained is None  # the run's starting point, not a restore
         pretrained = self.pretrained if pretrained is None else pretrained
-        return {"backbone": self.backbone, "weights": "imagenet" if pretrained else None,
+        weights_file = self.backbone_weights if start else None
+        return {"backbone": self.backbone,
+                "weights": "imagenet" if pretrained and not weights_file else None,
+                "backbone_weights": weights_file,
                 "embedding_dim": self.embedding_dim, "normalize": self.normalize,
                 "image_size": self.image_size}
 
@@ -306,6 +316,8 @@ class TrainConfig:
              (c.sst_scale, c.sst_imposters)),
             c._choice_check("sampler"),
             c._choice_check("backbone"),
+            (not c.backbone_weights or os.path.isfile(c.backbone_weights),
+             "--backbone_weights is not a file", c.backbone_weights),
             (len(c.recall_ks) > 0 and min(c.recall_ks) >= 1,
              "--recall_ks must be positive integers", c.recall_ks),
             (bool(c.model_dir), "--model_dir is required", c.model_dir),

@@ -14,6 +14,8 @@ the head learning-rate multiplier (docs/method.md#training-recipe).
 
 from __future__ import annotations
 
+import os
+
 import keras
 
 HEAD_LAYER = "head"
@@ -74,6 +76,7 @@ def build_model(
     embedding_dim: int = 512,
     normalize: bool = False,
     image_size: int = 224,
+    backbone_weights: str | None = None,
 ) -> keras.Model:
     """Builds the embedding model.
 
@@ -84,6 +87,9 @@ def build_model(
       embedding_dim: size d of the embedding (the Dense head's units).
       normalize: L2-normalise the embedding.
       image_size: side of the square RGB input.
+      backbone_weights: a Keras weights file of this backbone (written by
+        `save_backbone_weights`, e.g. by scripts/pretrain.py) to load instead of
+        `weights` (which must then be None).
 
     Returns:
       keras.Model mapping float32 [N, S, S, 3] RGB in 0..255 to [N, d] float32.
@@ -99,6 +105,9 @@ def build_model(
     ctor, _, min_side = BACKBONES[backbone]
     if image_size < min_side:
         raise ValueError(f"image_size must be >= {min_side} for {backbone}, got {image_size}.")
+    if backbone_weights and weights is not None:
+        raise ValueError(f"backbone_weights={backbone_weights!r} replaces weights={weights!r}: "
+                         "pass one of them.")
     shape = (image_size, image_size, 3)
     try:
         base = ctor(shape, weights)
@@ -110,6 +119,8 @@ def build_model(
             "weight file in ~/.keras/models or train from scratch with --nopretrained."
         ) from e
     base.name = BACKBONE_LAYER  # Keras 3 allows renaming before use
+    if backbone_weights:
+        load_backbone_weights(base, backbone, backbone_weights)
 
     inputs = keras.Input(shape, name="images")
     x = preprocessing(backbone)(inputs)
@@ -122,6 +133,22 @@ def build_model(
     # The embedding (and the loss) stay float32 under mixed precision.
     x = keras.layers.Activation("linear", dtype="float32", name="embedding")(x)
     return keras.Model(inputs, x, name=f"{backbone}_embedding")
+
+
+def load_backbone_weights(base: keras.Model, backbone: str, path: str) -> None:
+    """Loads a weights file into the backbone `base`; ValueError naming the file if it fails."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--backbone_weights={path} is not a file.")
+    try:
+        base.load_weights(path)
+    except Exception as e:  # Keras raises ValueError or h5py errors for foreign files
+        raise ValueError(f"--backbone_weights={path} does not fit backbone {backbone!r} at "
+                         f"this --image_size (written for another --backbone?): {e}") from e
+
+
+def save_backbone_weights(model: keras.Model, path: str) -> None:
+    """Writes the backbone's weights of an embedding model to `path` (.weights.h5)."""
+    model.get_layer(BACKBONE_LAYER).save_weights(path)
 
 
 def variable_groups(model: keras.Model) -> tuple[list, list]:

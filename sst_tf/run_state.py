@@ -153,7 +153,8 @@ MODEL_FLAGS = ("dataset", "data_source", "backbone", "embedding_dim", "normalize
 # batches, optimiser, augmentation): refused unless --allow_flag_changes.
 RUN_FLAGS = ("loss", "margin", "sampler", "batch_size", "num_targets", "seed", "lr",
              "head_lr_multiplier", "weight_decay", "decoupled_weight_decay", "resize_size",
-             "random_flip", "pretrained", "lr_factor", "neighborhoods", "kmeans",
+             "random_flip", "pretrained", "backbone_weights", "lr_factor", "neighborhoods",
+             "kmeans",
              "members_per_class", "local_share", "min_classes", "warmup_epochs",
              "loss_lr_multiplier", "sst_scale", "sst_imposters")
 # Everything else (epochs, eval_every, patience, progress, ...) may change: logged.

@@ -96,3 +96,114 @@ def test_compare_script_runs_seeds_in_each_loss_geometry(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((merged / "compare.json").read_text()) == results
+
+
+def _curve_run(loss, bench, seed, before, points, sampler="local"):
+    """A finished run with curve [(seconds, MAP@R)], its last point the final MAP@R."""
+    curve = [{"epoch": e, "train_seconds": t, "map@r": m} for e, (t, m) in enumerate(points)]
+    after = {"map@r": points[-1][1], "r_precision": 0.0, "recall@1": 0.0, "nmi": 0.0}
+    return {"loss": loss, "sampler": sampler, "seed": seed, "benchmark": bench,
+            "train_seconds": points[-1][0], "before": {"map@r": before}, "after": after,
+            "curve": curve, "settings": {"geometry": "cosine"}}
+
+
+def test_seconds_to_share_of_the_benchmarks_best():
+    compare = _load_compare()
+    runs = [_curve_run("sst", "a", 0, 0.1, [(0, 0.1), (10, 0.5), (20, 0.8)]),
+            _curve_run("sst", "a", 1, 0.1, [(0, 0.1), (12, 0.75), (24, 0.8)]),
+            _curve_run("triplet", "a", 0, 0.1, [(0, 0.1), (10, 0.3), (20, 0.6)]),
+            _curve_run("contrastive", "a", 0, 0.1, [(0, 0.1), (5, 0.73), (9, 0.7)])]
+    # Best mean final: sst 0.8; target 0.9 * 0.8 = 0.72.
+    times = compare.seconds_to_share(runs, 0.9)
+    assert times[("sst", "local")] == f"{statistics.fmean([20, 12]):.0f}"
+    assert times[("triplet", "local")] == "not reached"
+    assert times[("contrastive", "local")] == "5"   # the first evaluation at the target
+    runs.append(_curve_run("sst", "a", 2, 0.1, [(0, 0.1), (30, 0.6), (40, 0.65)]))
+    best = statistics.fmean([0.8, 0.8, 0.65])
+    assert 0.65 < 0.9 * best  # the new seed never reaches the (lower) target
+    assert compare.seconds_to_share(runs, 0.9)[("sst", "local")] == "16 (2/3 runs)"
+
+
+def test_aggregate_mean_rank_and_gain_over_the_floor():
+    compare = _load_compare()
+    runs = [_curve_run("sst", "a", 0, 0.1, [(0, 0.1), (5, 0.5)]),
+            _curve_run("triplet", "a", 0, 0.2, [(0, 0.2), (5, 0.6)]),
+            _curve_run("sst", "b", 0, 0.3, [(0, 0.3), (5, 0.9)]),
+            _curve_run("triplet", "b", 0, 0.3, [(0, 0.3), (5, 0.25)])]  # failed on b
+    rows = {a["loss"]: a for a in compare.aggregate(runs)}
+    assert rows["sst"]["mean_rank"] == statistics.fmean([2, 1])
+    assert rows["triplet"]["mean_rank"] == statistics.fmean([1, 2])  # failed: last rank
+    assert rows["sst"]["mean_gain"] == pytest.approx(statistics.fmean([0.4, 0.6]))
+    assert rows["triplet"]["mean_gain"] == pytest.approx(statistics.fmean([0.4, -0.05]))
+    assert rows["triplet"]["failed"] == 1 and rows["sst"]["failed"] == 0
+    text = compare.suite_markdown(runs, 0.9)
+    assert "### a" in text and "### b" in text and "### aggregate" in text
+    assert "| sst | local | 1.50 | +0.500 | 2 | 0 |" in text
+
+
+def test_parse_benchmarks_names_the_flag():
+    compare = _load_compare()
+    assert compare.parse_benchmarks(["a=/x", "b=/y=z"]) == [("a", "/x"), ("b", "/y=z")]
+    with pytest.raises(ValueError, match="--benchmarks entries are name=data_dir"):
+        compare.parse_benchmarks(["a"])
+    with pytest.raises(ValueError, match="--benchmarks names 'a' twice"):
+        compare.parse_benchmarks(["a=/x", "a=/y"])
+
+
+def _digit_folders(root, offset):
+    """A tiny --dataset=folder tree of 8 x 8 digits: 4 train and 3 test classes."""
+    import numpy as np
+    import tensorflow as tf
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    for digit in range(7):
+        split = "train" if digit < 4 else "test"
+        for j, row in enumerate(np.flatnonzero(bunch.target == digit)[offset:offset + 8]):
+            gray = np.round(bunch.images[row] * (255 / 16)).astype(np.uint8)
+            folder = root / split / str(digit)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{j}.png").write_bytes(
+                tf.io.encode_png(np.repeat(gray[:, :, None], 3, axis=2)).numpy())
+
+
+@pytest.mark.slow
+def test_suite_runs_each_benchmark_to_the_budget_and_from_the_weights(tmp_path):
+    from sst_tf import model as model_lib
+
+    _digit_folders(tmp_path / "a", 0)
+    _digit_folders(tmp_path / "b", 8)
+    weights = str(tmp_path / "w.weights.h5")
+    model_lib.save_backbone_weights(
+        model_lib.build_model("small_cnn", weights=None, embedding_dim=8, image_size=8), weights)
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "scripts/compare.py", "--dataset=folder", "--backbone=small_cnn",
+           "--nopretrained", "--image_size=8", "--resize_size=8", "--norandom_flip",
+           "--embedding_dim=8", "--batch_size=16", "--samples_per_class=4", "--num_targets=3",
+           f"--out_dir={out}", "--losses=sst,multi_similarity", "--seeds=0",
+           f"--benchmarks=a={tmp_path / 'a'},b={tmp_path / 'b'}", "--budget_seconds=0.001",
+           "--pretrained_benchmarks=b", f"--suite_weights={weights}", "--threads=1",
+           "--epochs=50"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "compare.json").read_text())
+    assert [(r["benchmark"], r["loss"]) for r in results] == [
+        (b, loss) for b in ("a", "b", "b+pretrained") for loss in ("sst", "multi_similarity")]
+    for r in results:
+        assert "error" not in r, r
+        # The budget (far below one epoch) ends the run after its first epoch, not --epochs.
+        assert r["epochs"] == 1 and [p["epoch"] for p in r["curve"]] == [0, 1]
+        assert (out / r["benchmark"] / f"{r['loss']}-{r['sampler']}-seed0"
+                / "metrics.json").is_file()
+    scratch = {r["loss"]: r for r in results if r["benchmark"] == "b"}
+    pre = {r["loss"]: r for r in results if r["benchmark"] == "b+pretrained"}
+    for loss in scratch:  # another starting point: another untrained floor
+        assert pre[loss]["before"]["map@r"] != scratch[loss]["before"]["map@r"]
+    table = (out / "compare.md").read_text()
+    for head in ("### a", "### b", "### b+pretrained", "### aggregate"):
+        assert head in table
+    assert (out / "compare.png").stat().st_size > 1000
+    r = subprocess.run(cmd[:-4] + ["--pretrained_benchmarks=c"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--pretrained_benchmarks" in r.stderr.strip().splitlines()[-1]

@@ -59,3 +59,31 @@ def test_bad_arguments():
 
 def test_backbone_names_match_config():
     assert tuple(sorted(model.BACKBONES)) == tuple(sorted(config.BACKBONES))
+
+
+def test_backbone_weights_file_round_trip_and_errors_name_the_flag(tmp_path):
+    keras.utils.set_random_seed(1)
+    a = model.build_model("small_cnn", weights=None, embedding_dim=6, image_size=16)
+    path = str(tmp_path / "a.weights.h5")
+    model.save_backbone_weights(a, path)
+    keras.utils.set_random_seed(2)
+    b = model.build_model("small_cnn", weights=None, embedding_dim=6, image_size=16,
+                          backbone_weights=path)
+    want = a.get_layer(model.BACKBONE_LAYER).get_weights()
+    got = b.get_layer(model.BACKBONE_LAYER).get_weights()
+    assert len(got) == len(want) > 0
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_array_equal(g, w)
+    # The head is not part of the file: it starts from the new seed.
+    assert not np.array_equal(a.get_layer("head").get_weights()[0],
+                              b.get_layer("head").get_weights()[0])
+    with pytest.raises(ValueError, match="--backbone_weights=.*is not a file"):
+        model.build_model("small_cnn", weights=None, image_size=16,
+                          backbone_weights=str(tmp_path / "missing.weights.h5"))
+    other = model.build_model("mobilenet_v2", weights=None, embedding_dim=6, image_size=32)
+    other_path = str(tmp_path / "mobilenet.weights.h5")
+    model.save_backbone_weights(other, other_path)
+    with pytest.raises(ValueError, match="--backbone_weights=.*does not fit backbone 'small_cnn'"):
+        model.build_model("small_cnn", weights=None, image_size=16, backbone_weights=other_path)
+    with pytest.raises(ValueError, match="replaces weights='imagenet'"):
+        model.build_model("small_cnn", weights="imagenet", image_size=16, backbone_weights=path)

@@ -19,6 +19,7 @@ import pytest
 import tensorflow as tf
 from sklearn.datasets import load_digits
 
+from sst_tf import model as model_lib
 from sst_tf.config import (
     KMEANS_METHODS,
     LOSSES,
@@ -115,6 +116,15 @@ def matrix_runs(tmp_path_factory):
             for i, choices in enumerate(matrix())]
     runs.append({"name": "export_fails", "choices": {}, "fail_export": True,
                  "flags": [*common, f"--model_dir={tmp / 'export_fails'}", "--epochs=0"]})
+    # --backbone_weights: a file of zero backbone weights, so the untrained export
+    # (no epoch) maps every image to the zero head bias; random weights would not.
+    zero = model_lib.build_model("small_cnn", weights=None, embedding_dim=8, image_size=8)
+    backbone = zero.get_layer(model_lib.BACKBONE_LAYER)
+    backbone.set_weights([np.zeros_like(w) for w in backbone.get_weights()])
+    model_lib.save_backbone_weights(zero, str(tmp / "zero.weights.h5"))
+    runs.append({"name": "backbone_weights", "choices": {},
+                 "flags": [*common, f"--model_dir={tmp / 'backbone_weights'}", "--epochs=0",
+                           f"--backbone_weights={tmp / 'zero.weights.h5'}"]})
     for name, choices in SST_RUNS.items():  # every --sst_imposters value, given explicitly
         runs.append({"name": name, "choices": choices,
                      "flags": [*common, f"--model_dir={tmp / name}",
@@ -175,6 +185,18 @@ def test_a_failed_export_keeps_metrics_and_ends_with_one_error_line(matrix_runs)
     assert _finite(metrics["before"]) and _finite(metrics["after"])
     assert tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
     assert not (model_dir / "export").exists()
+
+
+def test_backbone_weights_file_starts_the_run_and_reaches_the_export(matrix_runs):
+    tmp, _, results, (images, _) = matrix_runs
+    result, model_dir = results["backbone_weights"], tmp / "backbone_weights"
+    assert result["code"] == 0 and not result["traceback"], result
+    with open(model_dir / "config.json") as f:
+        assert json.load(f)["backbone_weights"] == str(tmp / "zero.weights.h5")
+    serve = tf.saved_model.load(str(model_dir / "export")).signatures["serve_images"]
+    test = np.stack(images["test"]).astype(np.float32)
+    got = serve(images=tf.constant(test))["embeddings"].numpy()
+    np.testing.assert_array_equal(got, np.zeros_like(got))
 
 
 def test_every_sst_option_value_trains_end_to_end(matrix_runs):
