@@ -1,9 +1,11 @@
 """The installable package: wheel contents, declared dependencies, a clean install.
 
 Builds the wheel from a copy of the checkout (so no build files land in it),
-installs it into a fresh virtual environment outside the checkout (with the
-system site-packages, so TensorFlow is not downloaded again, and `--no-index`,
-so nothing is downloaded at all) and uses it from a folder outside the checkout.
+installs it into a fresh virtual environment outside the checkout and uses it
+from a folder outside the checkout. The new environment sees the site-packages
+of the interpreter running the tests (a venv, conda or the system's) through a
+.pth file, so TensorFlow is not downloaded again and `--no-index` (with no
+find-links) downloads nothing at all; the checkout itself is not on its path.
 """
 
 import email.parser
@@ -11,8 +13,10 @@ import glob
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
+import sysconfig
 import venv
 import zipfile
 
@@ -99,12 +103,60 @@ def test_wheel_declares_the_pinned_requirements(wheel):
     assert cuda[0].specifier.contains(pins["tensorflow"])
 
 
+def _running_site_dirs() -> list[str]:
+    """The site-packages folders of the interpreter running the tests, outside the checkout.
+
+    In a venv or conda environment these are its own folders (and the base
+    interpreter's when it was made with system site-packages); on a system
+    interpreter the system's and the user's folders.
+    """
+    dirs = [*site.getsitepackages(), sysconfig.get_paths()["purelib"],
+            sysconfig.get_paths()["platlib"]]
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    root = os.path.realpath(ROOT)
+    out = []
+    for d in dirs:
+        real = os.path.realpath(d)
+        # A venv inside the clone (.venv-ci) is fine; the checkout itself is not.
+        if os.path.isdir(real) and real not in out and real != root:
+            out.append(real)
+    return out
+
+
+def _new_venv(env_dir) -> str:
+    """A venv of its own (no system site-packages) that also sees the running one's packages.
+
+    Plain path lines of a .pth file are appended to sys.path after the venv's
+    own site-packages (so what is installed there wins), and the .pth files of
+    those folders are not run (so an editable install of the checkout stays
+    invisible).
+    """
+    venv.EnvBuilder(system_site_packages=False, with_pip=True).create(env_dir)
+    python = str(env_dir / "bin" / "python")
+    own = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    with open(os.path.join(own, "_running_env.pth"), "w") as f:
+        f.write("".join(d + "\n" for d in _running_site_dirs()))
+    return python
+
+
+def test_running_site_dirs_hold_tensorflow_and_not_the_checkout():
+    dirs = _running_site_dirs()
+    import tensorflow
+    tf_dir = os.path.realpath(os.path.dirname(os.path.dirname(tensorflow.__file__)))
+    assert tf_dir in dirs
+    assert os.path.realpath(ROOT) not in dirs
+
+
 @pytest.mark.slow
 def test_installed_wheel_works_outside_the_checkout(wheel, tmp_path):
     env_dir = tmp_path / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=True).create(env_dir)
-    python = str(env_dir / "bin" / "python")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    python = _new_venv(env_dir)
+    # No PIP_FIND_LINKS / PIP_INDEX_URL from the caller: only what is installed counts.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTHONHOME") and not k.startswith("PIP_")}
     env.update(TF_CPP_MIN_LOG_LEVEL="2", PIP_DISABLE_PIP_VERSION_CHECK="1")
     # --no-index: the dependencies must already be met by the requirements.txt set.
     proc = subprocess.run([python, "-m", "pip", "install", "--no-index", wheel],
@@ -119,17 +171,21 @@ def test_installed_wheel_works_outside_the_checkout(wheel, tmp_path):
         "import importlib, json, sys\n"
         f"mods = {modules!r}\n"
         "files = {m: importlib.import_module(m).__file__ for m in mods}\n"
-        "print(json.dumps({'files': files, 'path': sys.path}))\n")
+        "import tensorflow\n"
+        "print(json.dumps({'files': files, 'path': sys.path, 'tf': tensorflow.__file__}))\n")
     proc = subprocess.run([python, "-c", script], cwd=elsewhere, capture_output=True,
                           text=True, env=env, timeout=180)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     root = os.path.realpath(ROOT)
-    assert not [p for p in out["path"] if p and os.path.realpath(p).startswith(root)]
-    site = os.path.realpath(env_dir)
+    # The checkout is not on the path (a venv inside it, like .venv-ci, may be).
+    assert not [p for p in out["path"] if p and os.path.realpath(p) == root]
+    venv_root = os.path.realpath(env_dir)
     assert set(out["files"]) == set(modules)
     for module, path in out["files"].items():
-        assert os.path.realpath(path).startswith(site), (module, path)
+        assert os.path.realpath(path).startswith(venv_root), (module, path)
+    # TensorFlow came from the running environment, not from a download into the new one.
+    assert not os.path.realpath(out["tf"]).startswith(venv_root), out["tf"]
 
     proc = subprocess.run([python, "-m", "sst_tf.train", "--help"], cwd=elsewhere,
                           capture_output=True, text=True, env=env, timeout=120)
