@@ -476,13 +476,6 @@ def build(output_dir: str, seed: int = 0, images_per_class: int = 50,
                 name = class_name(script, code)
                 shutil.copytree(os.path.join(tmp, "train", name),
                                 os.path.join(tmp, "val", split, name))
-        fingerprint = hashlib.sha256()
-        for dirpath, dirnames, filenames in os.walk(tmp):
-            dirnames.sort()
-            for fn in sorted(filenames):
-                with open(os.path.join(dirpath, fn), "rb") as f:
-                    fingerprint.update(os.path.relpath(dirpath, tmp).encode() + fn.encode())
-                    fingerprint.update(f.read())
         manifest = {
             "written_by": MARKER,
             "flags": {"seed": seed, "images_per_class": images_per_class,
@@ -501,11 +494,9 @@ def build(output_dir: str, seed: int = 0, images_per_class: int = 50,
             "typefaces": {n: {"path": f["path"], "index": f["index"]}
                           for n, f in sorted(coverage.items())},
             "classes": records,
-            "images_sha256": fingerprint.hexdigest(),
+            "images_sha256": images_fingerprint(tmp),
         }
-        with open(os.path.join(tmp, "manifest.json"), "w") as f:
-            json.dump(manifest, f, indent=1, ensure_ascii=False)
-        outputs.replace_dir(tmp, output_dir)
+        publish(tmp, output_dir, manifest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -513,28 +504,59 @@ def build(output_dir: str, seed: int = 0, images_per_class: int = 50,
     return manifest
 
 
-def main(argv):
+def images_fingerprint(root: str) -> str:
+    """SHA-256 of every file below `root` (relative folder, name and bytes, in sorted order)."""
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for fn in sorted(filenames):
+            with open(os.path.join(dirpath, fn), "rb") as f:
+                digest.update(os.path.relpath(dirpath, root).encode() + fn.encode())
+                digest.update(f.read())
+    return digest.hexdigest()
+
+
+def publish(tmp: str, output_dir: str, manifest: dict) -> None:
+    """Writes `manifest` into the finished temporary folder `tmp` and renames it to `output_dir`."""
+    with open(os.path.join(tmp, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1, ensure_ascii=False)
+    outputs.replace_dir(tmp, output_dir)
+
+
+def run_build(prog: str, argv: list[str], build_fn):
+    """The programs' shared `main` frame: checks the arguments, runs `build_fn()`.
+
+    Exits 2 (usage) on extra arguments, a missing --output_dir or a
+    `GlyphError`, 1 on an `OSError`, each with ``PROG: error: ...``.
+
+    Returns:
+      What `build_fn` returns.
+    """
     if len(argv) > 1:
-        print(f"{PROG}: error: unexpected arguments {argv[1:]}", file=sys.stderr)
+        print(f"{prog}: error: unexpected arguments {argv[1:]}", file=sys.stderr)
         sys.exit(2)
     if not FLAGS.output_dir:
-        print(f"{PROG}: error: --output_dir is required.", file=sys.stderr)
+        print(f"{prog}: error: --output_dir is required.", file=sys.stderr)
         sys.exit(2)
     try:
-        manifest = build(
-            FLAGS.output_dir, seed=FLAGS.seed, images_per_class=FLAGS.images_per_class,
-            num_train_classes=FLAGS.num_train_classes, num_test_classes=FLAGS.num_test_classes,
-            num_val_classes=FLAGS.num_val_classes, image_size=FLAGS.image_size,
-            train_scripts=FLAGS.train_scripts, test_scripts=FLAGS.test_scripts,
-            min_fonts=FLAGS.min_fonts, fonts_dir=FLAGS.fonts_dir,
-            max_rotation=FLAGS.max_rotation, min_scale=FLAGS.min_scale,
-            max_scale=FLAGS.max_scale, max_offset=FLAGS.max_offset, max_stroke=FLAGS.max_stroke)
+        return build_fn()
     except GlyphError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(2)
     except OSError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+def main(argv):
+    manifest = run_build(PROG, argv, lambda: build(
+        FLAGS.output_dir, seed=FLAGS.seed, images_per_class=FLAGS.images_per_class,
+        num_train_classes=FLAGS.num_train_classes, num_test_classes=FLAGS.num_test_classes,
+        num_val_classes=FLAGS.num_val_classes, image_size=FLAGS.image_size,
+        train_scripts=FLAGS.train_scripts, test_scripts=FLAGS.test_scripts,
+        min_fonts=FLAGS.min_fonts, fonts_dir=FLAGS.fonts_dir,
+        max_rotation=FLAGS.max_rotation, min_scale=FLAGS.min_scale,
+        max_scale=FLAGS.max_scale, max_offset=FLAGS.max_offset, max_stroke=FLAGS.max_stroke))
     for split, (images, classes) in manifest["counts"].items():
         print(f"{split:<10} {classes:4d} classes {images:6d} images")
     print(f"--dataset=folder --data_dir={FLAGS.output_dir}   "

@@ -55,6 +55,7 @@ import make_glyphs  # noqa: E402
 from sst_tf import outputs  # noqa: E402  (make_glyphs put the checkout on the path)
 
 PROG = "make_suite.py"
+SUITE_MARKER = "sst_tf make_suite"  # suite.json's written_by
 FLAGS = flags.FLAGS
 SIX = ["hangul", "arabic", "devanagari", "malayalam", "thai", "hebrew"]
 
@@ -198,27 +199,14 @@ def build_typefaces(output_dir: str, seed: int = 0, scripts: list[str] | None = 
             "typefaces": {n_: {"path": f["path"], "index": f["index"]}
                           for n_, f in sorted(coverage.items())},
             "classes": records,
-            "images_sha256": _fingerprint(tmp),
+            "images_sha256": make_glyphs.images_fingerprint(tmp),
         }
-        with open(os.path.join(tmp, "manifest.json"), "w") as f:
-            json.dump(manifest, f, indent=1, ensure_ascii=False)
-        outputs.replace_dir(tmp, output_dir)
+        make_glyphs.publish(tmp, output_dir, manifest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     logging.info("Wrote %s in %.1f s: %s", output_dir, time.time() - start, manifest["counts"])
     return manifest
-
-
-def _fingerprint(root: str) -> str:
-    digest = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for fn in sorted(filenames):
-            with open(os.path.join(dirpath, fn), "rb") as f:
-                digest.update(os.path.relpath(dirpath, root).encode() + fn.encode())
-                digest.update(f.read())
-    return digest.hexdigest()
 
 
 def build_suite(output_dir: str, benchmarks: list[str] | None = None, seed: int = 0,
@@ -250,8 +238,15 @@ def build_suite(output_dir: str, benchmarks: list[str] | None = None, seed: int 
     summary_path = os.path.join(output_dir, "suite.json")
     summary = {}
     if os.path.isfile(summary_path):
-        with open(summary_path) as f:
-            summary = json.load(f).get("benchmarks", {})
+        try:
+            earlier = outputs.read_json_object(summary_path, f"--output_dir={output_dir}")
+        except ValueError as e:
+            raise make_glyphs.GlyphError(str(e)) from e
+        if earlier.get("written_by") != SUITE_MARKER:
+            raise make_glyphs.GlyphError(
+                f"--output_dir={output_dir}: {summary_path} was not written by {PROG}; "
+                "choose another folder.")
+        summary = earlier.get("benchmarks", {})
     for name in benchmarks:
         target = os.path.join(output_dir, name)
         if name == "typeface":
@@ -265,29 +260,15 @@ def build_suite(output_dir: str, benchmarks: list[str] | None = None, seed: int 
         summary[name] = {"counts": manifest["counts"], "images_sha256": manifest["images_sha256"]}
         print(f"{name}: " + ", ".join(f"{split} {c} classes {i} images"
                                       for split, (i, c) in manifest["counts"].items()))
-    tmp = f"{summary_path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump({"written_by": "sst_tf make_suite", "benchmarks": summary}, f, indent=1)
-    os.replace(tmp, summary_path)
+    outputs.write_text_atomic(
+        summary_path, json.dumps({"written_by": SUITE_MARKER, "benchmarks": summary}, indent=1))
     return summary
 
 
 def main(argv):
-    if len(argv) > 1:
-        print(f"{PROG}: error: unexpected arguments {argv[1:]}", file=sys.stderr)
-        sys.exit(2)
-    if not FLAGS.output_dir:
-        print(f"{PROG}: error: --output_dir is required.", file=sys.stderr)
-        sys.exit(2)
-    try:
-        build_suite(FLAGS.output_dir, FLAGS.benchmarks, seed=FLAGS.seed,
-                    image_size=FLAGS.image_size, fonts_dir=FLAGS.fonts_dir)
-    except make_glyphs.GlyphError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        sys.exit(1)
+    make_glyphs.run_build(PROG, argv, lambda: build_suite(
+        FLAGS.output_dir, FLAGS.benchmarks, seed=FLAGS.seed, image_size=FLAGS.image_size,
+        fonts_dir=FLAGS.fonts_dir))
 
 
 if __name__ == "__main__":

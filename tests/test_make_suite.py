@@ -136,3 +136,19 @@ def test_cli_rejects_unknown_benchmark_and_names_the_flag(tmp_path):
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("make_suite.py: error: --benchmarks") and "typeface" in last
     assert not (tmp_path / "out").exists()
+
+
+def test_a_suite_json_it_did_not_write_is_refused_and_left_alone(tmp_path, fonts_dir):
+    out = tmp_path / "suite"
+    out.mkdir()
+    foreign = '{"benchmarks": {"mine": 1}}'
+    (out / "suite.json").write_text(foreign)
+    with pytest.raises(make_glyphs.GlyphError, match="not written by make_suite.py"):
+        make_suite.build_suite(str(out), ["cross_script"], seed=0, image_size=12,
+                               fonts_dir=fonts_dir, overrides=TINY)
+    assert (out / "suite.json").read_text() == foreign
+    assert sorted(os.listdir(out)) == ["suite.json"]
+    (out / "suite.json").write_text('{"written_by": "sst_tf make_suite", "benchm')
+    with pytest.raises(make_glyphs.GlyphError, match="is not valid JSON"):
+        make_suite.build_suite(str(out), ["cross_script"], seed=0, image_size=12,
+                               fonts_dir=fonts_dir, overrides=TINY)
