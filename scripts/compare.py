@@ -364,6 +364,13 @@ def suite_plot(results: list[dict], path: str) -> None:
     handles, labels = ax.get_legend_handles_labels()
     if handles:
         ax.legend(fontsize=7, loc="best")
+    _save_figure(fig, path)
+
+
+def _save_figure(fig, path: str) -> None:
+    """Writes a finished figure to `path` through a temporary file and a rename, and closes it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     tmp = f"{path}.tmp.{os.getpid()}.png"
     fig.savefig(tmp, dpi=110)
@@ -450,11 +457,7 @@ def plot(results: list[dict], path: str, title: str) -> None:
     right.set_xlabel("final MAP@R (mean ± std of passed seeds)")
     right.legend(fontsize=7, loc="lower right")
     right.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
-    tmp = f"{path}.tmp.{os.getpid()}.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    _save_figure(fig, path)
 
 
 def _fail(message: str, code: int = 2) -> None:
