@@ -350,12 +350,22 @@ def _distance_matrix(x: tf.Tensor, distance_metric) -> tf.Tensor:
     )
 
 
-def _pair_masks(labels: tf.Tensor, mask: tf.Tensor):
-    """Positive (same label, not self) and negative pair masks among valid rows."""
-    valid = mask[:, None] & mask[None, :]
-    same = tf.equal(labels[:, None], labels[None, :])
-    eye = tf.eye(tf.shape(labels)[0], dtype=tf.bool)
-    positives = same & ~eye & valid
+def _pair_masks(labels: tf.Tensor, mask: tf.Tensor, ref_labels: tf.Tensor | None = None,
+                ref_mask: tf.Tensor | None = None, ref_offset=0):
+    """Positive (same label, not self) and negative pair masks among valid rows.
+
+    Rows are the anchors, columns the reference set (without `ref_labels`:
+    the batch itself). Anchor i is reference row `ref_offset + i`, left out of
+    its own positives; `ref_offset` None: the anchors are not in the set.
+    """
+    if ref_labels is None:
+        ref_labels, ref_mask = labels, mask
+    valid = mask[:, None] & ref_mask[None, :]
+    same = tf.equal(labels[:, None], ref_labels[None, :])
+    positives = same & valid
+    if ref_offset is not None:
+        rows = tf.cast(ref_offset, tf.int32) + tf.range(tf.shape(labels)[0])[:, None]
+        positives &= ~tf.equal(tf.range(tf.shape(ref_labels)[0])[None, :], rows)
     negatives = ~same & valid
     return positives, negatives
 
@@ -825,16 +835,7 @@ def multi_similarity_parts(embeddings, labels, alpha: float = 2.0, beta: float =
         positives, negatives = _pair_masks(labels, mask)
     else:
         s = tf.matmul(x, tf.math.l2_normalize(r, axis=1), transpose_b=True)
-        valid = mask[:, None] & r_mask[None, :]
-        same = tf.equal(labels[:, None], r_labels[None, :])
-        if ref_offset is None:
-            is_self = tf.zeros_like(same)
-        else:
-            cols = tf.range(tf.shape(r)[0])[None, :]
-            rows = tf.cast(ref_offset, tf.int32) + tf.range(tf.shape(x)[0])[:, None]
-            is_self = tf.equal(cols, rows)
-        positives = same & ~is_self & valid
-        negatives = ~same & valid
+        positives, negatives = _pair_masks(labels, mask, r_labels, r_mask, ref_offset)
     s_ng = tf.stop_gradient(s)
     big = tf.constant(1e30, s.dtype)
     min_pos = tf.reduce_min(tf.where(positives, s_ng, big), axis=1, keepdims=True)
