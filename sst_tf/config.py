@@ -212,6 +212,18 @@ class TrainConfig:
     kmeans: str = flag_field(
         "sklearn", choices=KMEANS_METHODS, enum_flag=True,
         help="k-means of the refresh: scikit-learn (CPU) or TensorFlow (GPU when present).")
+    # Negatives beyond the replica's batch (docs/scaling.md#negatives-beyond-one-batch).
+    global_negatives: bool = flag_field(
+        False, help="Under a strategy with several replicas: every replica's loss sees the "
+                    "global batch of all replicas (exactly one device's loss on the "
+                    "concatenated batches); no effect on one replica.")
+    memory_size: int = flag_field(
+        0, help="Cross-batch memory: a queue of the last N embeddings and labels, used as "
+                "extra positives and negatives by the loss (0: none).")
+    memory_warmup_steps: int = flag_field(
+        0, help="Cross-batch memory: steps before the first batch enters the queue.")
+    memory_weight: float = flag_field(
+        1.0, help="Cross-batch memory: factor of the memory's loss term.")
 
     def reader_options(self) -> dict:
         """The data-set options of this config that the chosen reader accepts."""
@@ -330,6 +342,17 @@ class TrainConfig:
              "--jit_compile needs --nodeterministic (XLA has no deterministic kernels for "
              "some gradients, e.g. MaxPool)", c.jit_compile),
             c._choice_check("kmeans"),
+            (not (c.global_negatives and c.jit_compile),
+             "--global_negatives cannot be combined with --jit_compile (the all-gather of "
+             "the replicas' embeddings is a synchronisation point, which the XLA-compiled "
+             "forward and backward cannot hold)", c.jit_compile),
+            (c.memory_size >= 0, "--memory_size must be >= 0", c.memory_size),
+            (c.memory_size == 0 or c.loss in loss_registry.REFERENCE_LOSSES,
+             f"--memory_size works with the losses that have a reference-set form "
+             f"({'|'.join(loss_registry.REFERENCE_LOSSES)}), not with --loss", c.loss),
+            (c.memory_warmup_steps >= 0, "--memory_warmup_steps must be >= 0",
+             c.memory_warmup_steps),
+            (c.memory_weight > 0, "--memory_weight must be > 0", c.memory_weight),
         ]
         for ok, message, value in checks:
             if not ok:

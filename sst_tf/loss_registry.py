@@ -150,6 +150,13 @@ LOSS_SPECS: Mapping[str, LossSpec] = MappingProxyType({
 LOSSES = tuple(LOSS_SPECS)
 # Losses over (anchor, target, imposter) triplets: their plans need target tables.
 TARGET_LOSSES = ("sst", "triplet")
+# Losses with a reference-set form (anchors = the batch, candidates = other rows,
+# e.g. a cross-batch memory): `sst_tf.losses.make_reference_loss`. Lifted
+# structure pairs the negatives of both rows of a pair, Proxy-Anchor pairs
+# proxies with the batch, and semi-hard mining over a reference set of M rows
+# needs a [B, M, M] tensor: none of the three has one.
+REFERENCE_LOSSES = ("sst", "triplet", "contrastive", "triplet_hard", "triplet_hard_soft",
+                    "npairs", "pairwise_contrastive", "multi_similarity")
 
 # Fields of a run's configuration that a loss can default -> LossSpec fields.
 DEFAULTED_FIELDS = {"normalize": "normalize", "sampler": "sampler", "margin": "margin",

@@ -108,17 +108,24 @@ def _compute_float(x: tf.Tensor, name: str, keep_float64: bool) -> tf.Tensor:
     return tf.cast(x, tf.float32)
 
 
-def _triplet_terms(x, labels, target_neighbors, mask):
+def _triplet_terms(x, labels, target_neighbors, mask, r=None, r_labels=None, r_mask=None):
     """Distance pieces and masks of all triplets of the batch.
 
+    Targets are rows of the batch; imposters are rows of the batch, or of the
+    reference set `r` (labels `r_labels`, mask `r_mask`) when given.
+
     Returns:
-      d: [B, B] squared distances.
+      d: [B, R] squared distances from the anchors to the imposter candidates
+        (R = B without `r`: the batch's own [B, B] matrix).
       d_at: [B, k] anchor-target distances (0 where the target is invalid).
-      d_ti: [B, k, B] target-to-everyone distances (rows of d).
-      valid: [B, k, B] bool, True exactly at the triplets (a, t_j, i).
+      d_ti: [B, k, R] target-to-candidate distances (rows of d).
+      valid: [B, k, R] bool, True exactly at the triplets (a, t_j, i).
       count: float32 scalar, number of triplets.
     """
-    d = pairwise_squared_distances(x)
+    d_batch = pairwise_squared_distances(x)
+    d = d_batch if r is None else pairwise_squared_distances(x, r)
+    if r is None:
+        r_labels, r_mask = labels, mask
     b = tf.shape(x)[0]
     t = tf.cast(target_neighbors, tf.int32)
     in_range = tf.logical_and(t >= 0, t < b)
@@ -131,10 +138,11 @@ def _triplet_terms(x, labels, target_neighbors, mask):
         & tf.not_equal(t_safe, tf.range(b)[:, None])
         & tf.gather(same, t_safe, batch_dims=1)
     )  # [B, k]
-    imposter = tf.logical_not(same) & mask[:, None] & mask[None, :]  # [B, B]
-    valid = t_ok[:, :, None] & imposter[:, None, :]  # [B, k, B]
-    d_at = tf.gather(d, t_safe, batch_dims=1)  # [B, k]
-    d_ti = tf.gather(d, t_safe)  # [B, k, B]
+    imposter = (~tf.equal(labels[:, None], r_labels[None, :])
+                & mask[:, None] & r_mask[None, :])  # [B, R]
+    valid = t_ok[:, :, None] & imposter[:, None, :]  # [B, k, R]
+    d_at = tf.gather(d_batch, t_safe, batch_dims=1)  # [B, k]
+    d_ti = tf.gather(d, t_safe)  # [B, k, R]
     count = tf.reduce_sum(tf.cast(valid, tf.float32))
     return d, d_at, d_ti, valid, count
 
@@ -152,6 +160,9 @@ def sst_loss(
     *,
     scale: float = 1.0,
     imposters: str = "mean",
+    ref_embeddings=None,
+    ref_labels=None,
+    ref_mask=None,
 ) -> tf.Tensor:
     """Stochastic symmetric triplet loss (docs/method.md#losses) and two options.
 
@@ -176,6 +187,10 @@ def sst_loss(
       sample_mask: optional [B] bool, False on padding rows.
       scale: s > 0, multiplies z inside the softplus.
       imposters: "mean" (over all triplets) or "softmax" (see above).
+      ref_embeddings: optional [R, d] imposter candidates instead of the
+        batch (e.g. a cross-batch memory); targets stay rows of the batch.
+      ref_labels: [R] their labels (with `ref_embeddings`).
+      ref_mask: optional [R] bool, False on their padding rows.
 
     Returns:
       Scalar float32 tensor; 0.0 (with zero gradients) if there is no triplet.
@@ -188,8 +203,9 @@ def sst_loss(
     if imposters not in SST_IMPOSTERS:
         raise ValueError(f"imposters must be one of {SST_IMPOSTERS}, got {imposters!r}")
     x, labels, mask, t = _check_inputs(embeddings, labels, sample_mask, target_neighbors)
-    d, d_at, d_ti, valid, count = _triplet_terms(x, labels, t, mask)
-    z = scale * (d_at[:, :, None] - 0.5 * (d[:, None, :] + d_ti))  # [B, k, B]
+    d, d_at, d_ti, valid, count = _triplet_terms(
+        x, labels, t, mask, *_reference(x, labels, mask, ref_embeddings, ref_labels, ref_mask))
+    z = scale * (d_at[:, :, None] - 0.5 * (d[:, None, :] + d_ti))  # [B, k, R]
     if imposters == "mean":
         return _masked_mean(tf.math.softplus(z), valid, count)
     # log(1 + sum_i exp(z_i)) per (a, t) = softplus(logsumexp_i z_i), through the
@@ -200,18 +216,21 @@ def sst_loss(
 
 
 def triplet_loss(
-    embeddings, labels, target_neighbors, margin: float = 0.2, sample_mask=None
+    embeddings, labels, target_neighbors, margin: float = 0.2, sample_mask=None, *,
+    ref_embeddings=None, ref_labels=None, ref_mask=None,
 ) -> tf.Tensor:
     """LMNN-style triplet baseline: mean over triplets of max(0, D_at + margin - D_ai).
 
-    Same triplets and arguments as `sst_loss`; `margin` defaults to 0.2.
+    Same triplets and arguments as `sst_loss` (imposters from `ref_embeddings`
+    when given); `margin` defaults to 0.2.
 
     Returns:
       Scalar float32 tensor; 0.0 (with zero gradients) if there is no triplet.
     """
     x, labels, mask, t = _check_inputs(embeddings, labels, sample_mask, target_neighbors)
-    d, d_at, _, valid, count = _triplet_terms(x, labels, t, mask)
-    z = tf.nn.relu(d_at[:, :, None] + margin - d[:, None, :])  # [B, k, B]
+    d, d_at, _, valid, count = _triplet_terms(
+        x, labels, t, mask, *_reference(x, labels, mask, ref_embeddings, ref_labels, ref_mask))
+    z = tf.nn.relu(d_at[:, :, None] + margin - d[:, None, :])  # [B, k, R]
     return _masked_mean(z, valid, count)
 
 
@@ -303,7 +322,8 @@ def _reference(x, labels, mask, ref_embeddings, ref_labels, ref_mask):
 #     padding and take no part in the loss (tfa had none).
 
 
-def _tfa_pairwise_distance(x: tf.Tensor, squared: bool = False) -> tf.Tensor:
+def _tfa_pairwise_distance(x: tf.Tensor, squared: bool = False, r: tf.Tensor | None = None,
+                           ref_offset=None) -> tf.Tensor:
     """Pairwise (squared) Euclidean distances as tensorflow-addons computes them.
 
     Squared distances come from the Gram matrix and are clamped at 0; the square
@@ -313,37 +333,58 @@ def _tfa_pairwise_distance(x: tf.Tensor, squared: bool = False) -> tf.Tensor:
     Args:
       x: [B, d] float tensor.
       squared: return squared distances instead of distances.
+      r: optional [R, d] reference rows: distances from x's rows to them.
+      ref_offset: with `r`, row i of x is row `ref_offset + i` of r (that
+        entry is exactly 0, as the diagonal); None: x is not in r.
 
     Returns:
-      [B, B] distance matrix.
+      [B, B] (or [B, R]) distance matrix.
     """
-    sq_norms = tf.reduce_sum(tf.square(x), axis=1)
-    d2 = sq_norms[:, None] + sq_norms[None, :] - 2.0 * tf.matmul(x, x, transpose_b=True)
+    y = x if r is None else r
+    sq_x = tf.reduce_sum(tf.square(x), axis=1)
+    sq_y = sq_x if r is None else tf.reduce_sum(tf.square(y), axis=1)
+    d2 = sq_x[:, None] + sq_y[None, :] - 2.0 * tf.matmul(x, y, transpose_b=True)
     d2 = tf.maximum(d2, 0.0)
     if squared:
         d = d2
     else:
         zero = d2 <= 0.0
         d = tf.where(zero, tf.zeros_like(d2), tf.sqrt(tf.where(zero, tf.ones_like(d2), d2)))
-    off_diagonal = 1.0 - tf.eye(tf.shape(x)[0], dtype=d.dtype)
-    return d * off_diagonal
+    if r is None:
+        return d * (1.0 - tf.eye(tf.shape(x)[0], dtype=d.dtype))
+    if ref_offset is None:
+        return d
+    return tf.where(_self_columns(tf.shape(x)[0], tf.shape(r)[0], ref_offset),
+                    tf.zeros_like(d), d)
 
 
-def _tfa_angular_distance(x: tf.Tensor) -> tf.Tensor:
-    """1 - cosine similarity of the rows, clamped at 0 (tensorflow-addons' form)."""
+def _self_columns(b, n, ref_offset) -> tf.Tensor:
+    """[b, n] bool: True at (i, ref_offset + i), where anchor i sits in the reference set."""
+    rows = tf.cast(ref_offset, tf.int32) + tf.range(b)[:, None]
+    return tf.equal(tf.range(n)[None, :], rows)
+
+
+def _tfa_angular_distance(x: tf.Tensor, r: tf.Tensor | None = None) -> tf.Tensor:
+    """1 - cosine similarity of the rows (to the rows of `r`), clamped at 0 (tfa's form)."""
     x = tf.math.l2_normalize(x, axis=1)
-    return tf.maximum(1.0 - tf.matmul(x, x, transpose_b=True), 0.0)
+    y = x if r is None else tf.math.l2_normalize(r, axis=1)
+    return tf.maximum(1.0 - tf.matmul(x, y, transpose_b=True), 0.0)
 
 
-def _distance_matrix(x: tf.Tensor, distance_metric) -> tf.Tensor:
+def _distance_matrix(x: tf.Tensor, distance_metric, r: tf.Tensor | None = None,
+                     ref_offset=None) -> tf.Tensor:
     if callable(distance_metric):
+        if r is not None:
+            raise ValueError("a callable distance_metric maps one batch to its [B, B] "
+                             "matrix; with a reference set give 'L2', 'squared-L2' or "
+                             "'angular'")
         return tf.cast(distance_metric(x), x.dtype)
     if distance_metric == "L2":
-        return _tfa_pairwise_distance(x, squared=False)
+        return _tfa_pairwise_distance(x, squared=False, r=r, ref_offset=ref_offset)
     if distance_metric == "squared-L2":
-        return _tfa_pairwise_distance(x, squared=True)
+        return _tfa_pairwise_distance(x, squared=True, r=r, ref_offset=ref_offset)
     if distance_metric == "angular":
-        return _tfa_angular_distance(x)
+        return _tfa_angular_distance(x, r)
     raise ValueError(
         "distance_metric must be 'L2', 'squared-L2', 'angular' or a callable, "
         f"got {distance_metric!r}"
@@ -364,8 +405,7 @@ def _pair_masks(labels: tf.Tensor, mask: tf.Tensor, ref_labels: tf.Tensor | None
     same = tf.equal(labels[:, None], ref_labels[None, :])
     positives = same & valid
     if ref_offset is not None:
-        rows = tf.cast(ref_offset, tf.int32) + tf.range(tf.shape(labels)[0])[:, None]
-        positives &= ~tf.equal(tf.range(tf.shape(ref_labels)[0])[None, :], rows)
+        positives &= ~_self_columns(tf.shape(labels)[0], tf.shape(ref_labels)[0], ref_offset)
     negatives = ~same & valid
     return positives, negatives
 
@@ -438,6 +478,11 @@ def triplet_hard_loss(
     soft: bool = False,
     distance_metric="L2",
     sample_mask=None,
+    *,
+    ref_embeddings=None,
+    ref_labels=None,
+    ref_mask=None,
+    ref_offset=None,
 ) -> tf.Tensor:
     """Batch-hard triplet loss (tensorflow-addons definition; Hermans et al. 2017).
 
@@ -453,16 +498,28 @@ def triplet_hard_loss(
       soft: use the soft-margin form log(1 + exp(D_ap - D_an)).
       distance_metric: "L2", "squared-L2", "angular" or a callable.
       sample_mask: optional bool [B]; False rows are padding (not in tfa).
+      ref_embeddings: optional [R, d] reference set: the anchors (the rows of
+        `embeddings`) are compared with its rows instead of the batch's (e.g.
+        a cross-batch memory; docs/scaling.md).
+      ref_labels: [R] its labels (with `ref_embeddings`).
+      ref_mask: optional [R] bool, False on its padding rows.
+      ref_offset: anchor i is reference row `ref_offset + i` (not its own
+        positive); None: the anchors are not in the reference set.
 
     Returns:
       Scalar loss (float32 for half-precision input); 0.0 for an empty batch.
     """
     x, labels, mask, _ = _check_inputs(embeddings, labels, sample_mask, keep_float64=True)
-    d = _distance_matrix(x, distance_metric)
-    positives, negatives = _pair_masks(labels, mask)
+    r, r_labels, r_mask = _reference(x, labels, mask, ref_embeddings, ref_labels, ref_mask)
+    if r is None:
+        d = _distance_matrix(x, distance_metric)
+        positives, negatives = _pair_masks(labels, mask)
+    else:
+        d = _distance_matrix(x, distance_metric, tf.cast(r, x.dtype), ref_offset)
+        positives, negatives = _pair_masks(labels, mask, r_labels, r_mask, ref_offset)
     big = tf.constant(float("inf"), d.dtype)
-    row_min = tf.reduce_min(tf.where(mask[None, :], d, big), axis=1)
-    row_max = tf.reduce_max(tf.where(mask[None, :], d, -big), axis=1)
+    row_min = tf.reduce_min(tf.where(r_mask[None, :], d, big), axis=1)
+    row_max = tf.reduce_max(tf.where(r_mask[None, :], d, -big), axis=1)
     hard_pos = _masked_max(d, positives, row_min)
     hard_neg = _masked_min(d, negatives, row_max)
     if soft:
@@ -567,7 +624,8 @@ def pairwise_contrastive_loss(distances, pair_labels, margin: float = 1.0) -> tf
     return y * tf.square(d) + (1.0 - y) * tf.square(tf.maximum(margin - d, 0.0))
 
 
-def batch_npairs_loss(embeddings, labels, sample_mask=None) -> tf.Tensor:
+def batch_npairs_loss(embeddings, labels, sample_mask=None, *, ref_embeddings=None,
+                      ref_labels=None, ref_mask=None, ref_offset=None) -> tf.Tensor:
     """N-pairs loss over one batch of embeddings (the form `--loss=npairs` trains).
 
     `npairs_loss` with the batch as both anchors and positives: the logits of
@@ -580,15 +638,29 @@ def batch_npairs_loss(embeddings, labels, sample_mask=None) -> tf.Tensor:
       embeddings: float [B, d].
       labels: int [B] class labels.
       sample_mask: optional bool [B]; False rows are padding.
+      ref_embeddings: optional [R, d] reference set: the anchors (the rows of
+        `embeddings`) are paired with its rows instead of the batch's (e.g.
+        a cross-batch memory; docs/scaling.md).
+      ref_labels: [R] its labels (with `ref_embeddings`).
+      ref_mask: optional [R] bool, False on its padding rows.
+      ref_offset: anchor i is reference row `ref_offset + i` (not its own
+        positive); None: the anchors are not in the reference set.
 
     Returns:
       Scalar float32 loss; 0.0 when no row has a positive.
     """
     x, labels, mask, _ = _check_inputs(embeddings, labels, sample_mask)
-    positives, _ = _pair_masks(labels, mask)
-    eye = tf.eye(tf.shape(x)[0], dtype=tf.bool)
-    candidates = mask[None, :] & ~eye
-    logits = tf.matmul(x, x, transpose_b=True)
+    r, r_labels, r_mask = _reference(x, labels, mask, ref_embeddings, ref_labels, ref_mask)
+    if r is None:
+        positives, _ = _pair_masks(labels, mask)
+        candidates = mask[None, :] & ~tf.eye(tf.shape(x)[0], dtype=tf.bool)
+        logits = tf.matmul(x, x, transpose_b=True)
+    else:
+        positives, _ = _pair_masks(labels, mask, r_labels, r_mask, ref_offset)
+        candidates = mask[:, None] & r_mask[None, :]
+        if ref_offset is not None:
+            candidates &= ~_self_columns(tf.shape(x)[0], tf.shape(r)[0], ref_offset)
+        logits = tf.matmul(x, r, transpose_b=True)
     log_z = _masked_logsumexp(logits, candidates, 1)
     num_pos = tf.reduce_sum(tf.cast(positives, tf.float32), axis=1)
     pos_logit_sum = tf.reduce_sum(tf.where(positives, logits, tf.zeros_like(logits)), axis=1)
@@ -598,7 +670,8 @@ def batch_npairs_loss(embeddings, labels, sample_mask=None) -> tf.Tensor:
 
 
 def batch_pairwise_contrastive_loss(embeddings, labels, margin: float = 1.0,
-                                    sample_mask=None) -> tf.Tensor:
+                                    sample_mask=None, *, ref_embeddings=None, ref_labels=None,
+                                    ref_mask=None, ref_offset=None) -> tf.Tensor:
     """`pairwise_contrastive_loss` over all pairs of one batch (`--loss=pairwise_contrastive`).
 
     Mean over unordered pairs i < j of valid rows of
@@ -610,16 +683,33 @@ def batch_pairwise_contrastive_loss(embeddings, labels, margin: float = 1.0,
       labels: int [B] class labels.
       margin: margin for different-label pairs.
       sample_mask: optional bool [B]; False rows are padding.
+      ref_embeddings: optional [R, d] reference set: the anchors (the rows of
+        `embeddings`) are paired with its rows instead of the batch's (e.g.
+        a cross-batch memory; docs/scaling.md).
+      ref_labels: [R] its labels (with `ref_embeddings`).
+      ref_mask: optional [R] bool, False on its padding rows.
+      ref_offset: anchor i is reference row `ref_offset + i` (not its own
+        positive); None: the anchors are not in the reference set.
+        With a reference set the mean is over the pairs (anchor, reference
+        row), the anchor's own row left out.
 
     Returns:
       Scalar float32 loss; 0.0 with fewer than two valid rows.
     """
     x, labels, mask, _ = _check_inputs(embeddings, labels, sample_mask)
-    d = _tfa_pairwise_distance(x, squared=False)
-    same = tf.equal(labels[:, None], labels[None, :])
-    b = tf.shape(x)[0]
-    upper = tf.linalg.band_part(tf.ones([b, b]), 0, -1) - tf.eye(b)
-    pairs = (upper > 0) & mask[:, None] & mask[None, :]
+    r, r_labels, r_mask = _reference(x, labels, mask, ref_embeddings, ref_labels, ref_mask)
+    if r is None:
+        d = _tfa_pairwise_distance(x, squared=False)
+        same = tf.equal(labels[:, None], labels[None, :])
+        b = tf.shape(x)[0]
+        upper = tf.linalg.band_part(tf.ones([b, b]), 0, -1) - tf.eye(b)
+        pairs = (upper > 0) & mask[:, None] & mask[None, :]
+    else:
+        d = _tfa_pairwise_distance(x, squared=False, r=r, ref_offset=ref_offset)
+        same = tf.equal(labels[:, None], r_labels[None, :])
+        pairs = mask[:, None] & r_mask[None, :]
+        if ref_offset is not None:
+            pairs &= ~_self_columns(tf.shape(x)[0], tf.shape(r)[0], ref_offset)
     per_pair = pairwise_contrastive_loss(d, tf.cast(same, tf.float32), margin)
     total = tf.reduce_sum(tf.where(pairs, per_pair, tf.zeros_like(per_pair)))
     return _safe_divide(total, tf.reduce_sum(tf.cast(pairs, tf.float32)))
@@ -1015,6 +1105,56 @@ def make_loss(name: str, margin: float | None = None, proxy_anchor=None,
     if name == "contrastive":
         return lambda e, y, t, m: contrastive_loss(e, y, margin=margin, sample_mask=m)
     raise ValueError(f"no loss function for --loss={name!r}.")
+
+
+def make_reference_loss(name: str, margin: float | None = None,
+                        sst_options: dict | None = None) -> Callable:
+    """The reference-set form of a `--loss` name (see `loss_registry.REFERENCE_LOSSES`).
+
+    Returns fn(embeddings, labels, targets, mask, ref_embeddings, ref_labels,
+    ref_mask, ref_offset) -> scalar: the batch's rows are the anchors, the
+    reference set's rows their candidates (positives and negatives; for SST
+    and triplet the imposters, the targets staying in the batch). Used by the
+    cross-batch memory (`sst_tf.negatives.with_memory`). N-pairs' L2 penalty
+    on the embeddings is left to the batch loss.
+
+    Raises:
+      ValueError: the loss has no reference form (lifted_struct,
+        proxy_anchor, triplet_semihard), naming those that have one.
+    """
+    spec = loss_registry.spec(name)
+    if name not in loss_registry.REFERENCE_LOSSES:
+        raise ValueError(
+            f"--loss={name} has no form with a reference set (a cross-batch memory); the "
+            f"losses that have one: {', '.join(loss_registry.REFERENCE_LOSSES)}.")
+    margin = spec.margin if margin is None else margin
+    params = dict(spec.params)
+    opts = dict(sst_options or {})
+
+    def ref(re, ry, rm, offset=None):
+        out = {"ref_embeddings": re, "ref_labels": ry, "ref_mask": rm}
+        return out if offset is None else {**out, "ref_offset": offset}
+
+    forms = {
+        "sst": lambda e, y, t, m, re, ry, rm, o: sst_loss(
+            e, y, t, sample_mask=m, **opts, **ref(re, ry, rm)),
+        "triplet": lambda e, y, t, m, re, ry, rm, o: triplet_loss(
+            e, y, t, margin=margin, sample_mask=m, **ref(re, ry, rm)),
+        # Self-pairs count in the batch form (0 loss), so the offset is not needed.
+        "contrastive": lambda e, y, t, m, re, ry, rm, o: contrastive_loss(
+            e, y, margin=margin, sample_mask=m, **ref(re, ry, rm)),
+        "triplet_hard": lambda e, y, t, m, re, ry, rm, o: triplet_hard_loss(
+            e, y, margin, sample_mask=m, **ref(re, ry, rm, o)),
+        "triplet_hard_soft": lambda e, y, t, m, re, ry, rm, o: triplet_hard_loss(
+            e, y, margin, soft=True, sample_mask=m, **ref(re, ry, rm, o)),
+        "npairs": lambda e, y, t, m, re, ry, rm, o: batch_npairs_loss(
+            e, y, sample_mask=m, **ref(re, ry, rm, o)),
+        "pairwise_contrastive": lambda e, y, t, m, re, ry, rm, o: (
+            batch_pairwise_contrastive_loss(e, y, margin, sample_mask=m, **ref(re, ry, rm, o))),
+        "multi_similarity": lambda e, y, t, m, re, ry, rm, o: multi_similarity_loss(
+            e, y, sample_mask=m, **params, **ref(re, ry, rm, o)),
+    }
+    return forms[name]
 
 
 def _embedding_l2(embeddings, mask, weight: float) -> tf.Tensor:

@@ -148,7 +148,7 @@ class GracefulSignals:
 # A checkpoint cannot be used (other variables or shapes) or would train another
 # model: always refused.
 MODEL_FLAGS = ("dataset", "data_source", "backbone", "embedding_dim", "normalize",
-               "image_size", "mixed_precision")
+               "image_size", "mixed_precision", "memory_size")
 # Loadable, but the resumed run would no longer replay the original one (loss,
 # batches, optimiser, augmentation): refused unless --allow_flag_changes.
 RUN_FLAGS = ("loss", "margin", "sampler", "batch_size", "num_targets", "seed", "lr",
@@ -156,7 +156,8 @@ RUN_FLAGS = ("loss", "margin", "sampler", "batch_size", "num_targets", "seed", "
              "random_flip", "pretrained", "backbone_weights", "lr_factor", "neighborhoods",
              "kmeans",
              "members_per_class", "local_share", "min_classes", "warmup_epochs",
-             "loss_lr_multiplier", "sst_scale", "sst_imposters")
+             "loss_lr_multiplier", "sst_scale", "sst_imposters", "global_negatives",
+             "memory_warmup_steps", "memory_weight")
 # Everything else (epochs, eval_every, patience, progress, ...) may change: logged.
 IGNORED_KEYS = ("model_dir", "allow_flag_changes")
 DATA_KEYS = ("num_train_images", "num_test_images")

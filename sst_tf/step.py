@@ -82,6 +82,7 @@ class TrainStep:
         jit_compile: bool = False,
         loss_vars: list | None = None,
         loss_lr_multiplier: float = 1.0,
+        memory=None,
     ):
         """Builds the optimizers (call inside `strategy.scope()`).
 
@@ -101,6 +102,8 @@ class TrainStep:
           loss_vars: the loss's own trainable variables (Proxy-Anchor), trained
             by their own optimizer without weight decay.
           loss_lr_multiplier: their learning rate is `lr` times this.
+          memory: a `sst_tf.negatives.CrossBatchMemory` that `loss_fn` reads;
+            the step enqueues its batch after the update.
         """
         self.model = model
         self.loss_fn = loss_fn
@@ -118,6 +121,7 @@ class TrainStep:
         self.head_optimizer = self.make_optimizer(lr * head_lr_multiplier)
         self.backbone_optimizer.build(self.backbone_vars)
         self.head_optimizer.build(self.head_vars)
+        self.memory = memory
         self.loss_optimizer = None
         if self.loss_vars:
             self.loss_optimizer = self.make_optimizer(lr * loss_lr_multiplier)
@@ -148,6 +152,8 @@ class TrainStep:
             items["loss_optimizer"] = self.loss_optimizer
         if self.loss_scale is not None:
             items["loss_scale"] = self.loss_scale
+        if self.memory is not None:
+            items["cross_batch_memory"] = self.memory
         return items
 
     def compute_gradients(self, images, labels, targets, mask):
@@ -189,6 +195,8 @@ class TrainStep:
             grads = [None if g is None else g / scale for g in grads]
             self.loss_scale.update(finite)
         apply_if(finite, self.apply_gradients, grads)
+        if self.memory is not None:
+            self.memory.update(embeddings, labels, mask, finite)
         return tf.where(finite, loss, tf.constant(math.nan, loss.dtype)), embeddings
 
     def apply_gradients(self, grads) -> None:

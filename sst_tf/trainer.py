@@ -39,6 +39,7 @@ from sst_tf import (
     loss_registry,
     losses,
     monitors,
+    negatives,
     pipeline,
     run_state,
     sampling,
@@ -466,9 +467,20 @@ def _make_step(config: TrainConfig, model: keras.Model, loss_layer: keras.layers
                num_replicas: int) -> step_lib.TrainStep:
     """The training step of `model` with the loss and optimizers `config` names."""
     backbone_vars, head_vars = model_lib.variable_groups(model)
+    loss_fn = losses.make_loss(config.loss, config.margin, loss_layer,
+                               sst_options=config.sst_options())
+    if config.global_negatives:
+        loss_fn = negatives.global_negatives(loss_fn)
+    memory = None
+    if config.memory_size:
+        memory = negatives.CrossBatchMemory(config.memory_size, config.embedding_dim,
+                                            config.memory_warmup_steps)
+        loss_fn = negatives.with_memory(
+            loss_fn, losses.make_reference_loss(config.loss, config.margin,
+                                                sst_options=config.sst_options()),
+            memory, config.memory_weight)
     return step_lib.TrainStep(
-        model, losses.make_loss(config.loss, config.margin, loss_layer,
-                                sst_options=config.sst_options()),
+        model, loss_fn,
         backbone_vars, head_vars,
         lr=config.lr * config.loss_lr_multiplier,  # the loss's rate (loss_registry)
         head_lr_multiplier=config.head_lr_multiplier,
@@ -479,6 +491,7 @@ def _make_step(config: TrainConfig, model: keras.Model, loss_layer: keras.layers
         jit_compile=config.jit_compile,
         loss_vars=list(loss_layer.trainable_variables) if loss_layer is not None else [],
         loss_lr_multiplier=config.proxy_lr_multiplier,
+        memory=memory,
     )
 
 
