@@ -172,6 +172,7 @@ def with_memory(loss_fn: Callable, reference_loss_fn: Callable, memory: CrossBat
 
     Returns:
       The step's loss function (reads the memory; `memory.update` writes it).
+      While the queue is empty (warm-up) it is `loss_fn` alone.
     """
     def fn(embeddings, labels, targets, mask):
         base = loss_fn(embeddings, labels, targets, mask)
@@ -181,6 +182,8 @@ def with_memory(loss_fn: Callable, reference_loss_fn: Callable, memory: CrossBat
         ref_y = tf.concat([tf.cast(labels, tf.int64), mem_y], 0)
         ref_m = tf.concat([tf.cast(mask, tf.bool), mem_m], 0)
         extra = reference_loss_fn(e, labels, targets, mask, ref_e, ref_y, ref_m, 0)
-        return base + weight * extra
+        # An empty queue (warm-up) adds nothing: not the batch against itself once more.
+        filled = tf.cast(tf.reduce_any(mem_m), extra.dtype)
+        return base + weight * filled * extra
 
     return fn

@@ -34,7 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sst_tf import losses
+from sst_tf import losses, negatives
 from sst_tf.config import LOSSES as TRAINER_LOSSES
 from sst_tf.config import TARGET_LOSSES  # noqa: F401 - re-exported: need target tables
 
@@ -108,11 +108,15 @@ def loss_function(name: str, margin: float | None = None,
 class _NamedLoss:
     """What `MetricLoss` and `LossValue` share: a loss by name, applied to Keras' arguments."""
 
-    def _set_loss(self, loss: str, margin: float | None, sst_options: dict | None) -> None:
+    def _set_loss(self, loss: str, margin: float | None, sst_options: dict | None,
+                  global_negatives: bool = False) -> None:
         self.loss = loss
         self.margin = margin
         self.sst_options = dict(sst_options) if sst_options else None
+        self.global_negatives = bool(global_negatives)
         self._fn = loss_function(loss, margin, self.sst_options)
+        if self.global_negatives:
+            self._fn = negatives.global_negatives(self._fn)
 
     def _batch_loss(self, y_true, y_pred) -> tf.Tensor:
         """The loss of one batch: Keras' (y_true, y_pred) as (embeddings, labels, targets, mask)."""
@@ -121,7 +125,7 @@ class _NamedLoss:
 
     def get_config(self) -> dict:  # noqa: D102
         return {"loss": self.loss, "margin": self.margin, "name": self.name,
-                "sst_options": self.sst_options}
+                "sst_options": self.sst_options, "global_negatives": self.global_negatives}
 
 
 @keras.saving.register_keras_serializable(package="sst_tf")
@@ -136,7 +140,8 @@ class MetricLoss(_NamedLoss, keras.losses.Loss):
     """
 
     def __init__(self, loss: str = "sst", margin: float | None = None,
-                 name: str | None = None, sst_options: dict | None = None, **kwargs):
+                 name: str | None = None, sst_options: dict | None = None,
+                 global_negatives: bool = False, **kwargs):
         """Creates the loss.
 
         Args:
@@ -146,11 +151,14 @@ class MetricLoss(_NamedLoss, keras.losses.Loss):
           sst_options: keyword arguments of `sst_tf.losses.sst_loss` (e.g.
             `{"scale": 16.0, "imposters": "softmax"}` on L2-normalised
             embeddings, the trainer's default); None: the paper's form.
+          global_negatives: under a strategy, every replica's loss is the loss
+            of the all-gathered global batch (`sst_tf.negatives`; the trainer's
+            --global_negatives); no effect on one replica.
           **kwargs: `reduction` / `dtype` of a serialised config (ignored:
             the value is always a per-replica scalar in float32).
         """
         super().__init__(name=name or loss, reduction="none", dtype="float32")
-        self._set_loss(loss, margin, sst_options)
+        self._set_loss(loss, margin, sst_options, global_negatives)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         """The batch loss divided by the replicas in sync (scalar float32)."""
@@ -177,10 +185,11 @@ class LossValue(_NamedLoss, keras.metrics.Mean):
     """
 
     def __init__(self, loss: str = "sst", margin: float | None = None,
-                 name: str | None = None, sst_options: dict | None = None, **kwargs):
-        """Creates the metric (`loss`, `margin` as `MetricLoss`; name default `<loss>_loss`)."""
+                 name: str | None = None, sst_options: dict | None = None,
+                 global_negatives: bool = False, **kwargs):
+        """Creates the metric (arguments as `MetricLoss`; name default `<loss>_loss`)."""
         super().__init__(name=name or f"{loss}_loss", dtype="float32")
-        self._set_loss(loss, margin, sst_options)
+        self._set_loss(loss, margin, sst_options, global_negatives)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         """Adds one batch's loss (sample weights are not supported)."""
