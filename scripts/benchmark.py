@@ -770,6 +770,9 @@ def bench_input(args) -> str:
     ])
 
 
+MEMORY_ROWS = 2048  # the cross-batch memory of section scaling
+
+
 def _scaling_child(args) -> dict:
     """In a fresh process with 2 logical CPUs: 1 device vs MirroredStrategy(2)."""
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -817,9 +820,22 @@ def _scaling_child(args) -> dict:
 
     t_single = timed(lambda: float(single_step()), args.step_repeats)
     t_mirror = timed(lambda: float(mirrored.step_fn(next(it))), args.step_repeats)
+    # Negatives beyond one batch (docs/scaling.md), same strategy, batches and weights:
+    # every replica's loss on the global batch; a cross-batch memory of 2,048 rows.
+    options = {"global_negatives": {"global_negatives": True},
+               "cross_batch_memory": {"memory_size": MEMORY_ROWS}}
+    seconds = {}
+    for name, kw in options.items():
+        other = _trainer(side, batch, classes=classes, split=single.dataset.train,
+                         strategy=mirrored.strategy, **kw)
+        for a, b in zip(other.model.weights, single.model.weights, strict=True):
+            a.assign(b.numpy())
+        seconds[name] = statistics.median(
+            timed(lambda t=other: float(t.step_fn(next(it))), args.step_repeats))
     return {"loss_single": float(ls), "loss_mirrored": float(lm), "grad_max_abs_diff": grad_diff,
             "grad_max_abs": scale, "single_s": statistics.median(t_single),
-            "mirrored_s": statistics.median(t_mirror), "batch": batch, "side": side}
+            "mirrored_s": statistics.median(t_mirror), "batch": batch, "side": side,
+            **{f"{name}_s": v for name, v in seconds.items()}}
 
 
 def bench_scaling(args) -> str:
@@ -850,6 +866,17 @@ def bench_scaling(args) -> str:
         f"{r['mirrored_s'] / r['single_s']:.2f}: both logical devices share the same "
         f"{os.cpu_count()} cores, so no speed-up is expected on CPU; the figure shows the "
         "distribution overhead. Real speed-up needs several GPUs (`scripts/gpu_check.sh`).",
+        "",
+        "Negatives beyond one batch on the same 2 replicas, batches and weights "
+        "(docs/scaling.md#negatives-beyond-one-batch):",
+        "",
+        "| MirroredStrategy x 2 | median s / step | ratio to plain mirrored |",
+        "|---|---|---|",
+        f"| plain (each replica's own batch) | {r['mirrored_s']:.2f} | 1.00 |",
+        f"| `--global_negatives` | {r['global_negatives_s']:.2f} | "
+        f"{r['global_negatives_s'] / r['mirrored_s']:.2f} |",
+        f"| `--memory_size={MEMORY_ROWS}` | {r['cross_batch_memory_s']:.2f} | "
+        f"{r['cross_batch_memory_s'] / r['mirrored_s']:.2f} |",
         "",
     ])
 

@@ -92,6 +92,37 @@ def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, ti
     assert not os.path.exists(again.checkpoints.interrupt_dir)
 
 
+def test_cross_batch_memory_resumes_identically_after_an_interruption(tmp_path, tiny):
+    # The queue (embeddings, labels, valid rows, step count) is in the checkpoint:
+    # interrupted in epoch 2 and resumed, the run ends as the uninterrupted one.
+    memory = dict(memory_size=120, memory_warmup_steps=2)
+    ref = Trainer(_config(tmp_path / "ref", **memory), dataset=tiny)
+    ref_metrics = ref.fit()
+    # 6 of 8 steps enqueued, batches of <= 50 real rows (padding never valid), capped at 120.
+    assert 50 < ref.step.memory.filled() <= 120
+
+    t = Trainer(_config(tmp_path / "run", **memory), dataset=tiny)
+    step_fn, calls = t.step_fn, []
+
+    def step_then_signal(batch):
+        calls.append(1)
+        if len(calls) == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step_fn(batch)
+
+    t.step_fn = step_then_signal
+    with pytest.raises(run_state.Interrupted):
+        t.fit()
+    again = Trainer(_config(tmp_path / "run", **memory), dataset=tiny)
+    metrics = again.fit()
+    saved = _variables(again.checkpoints.manager.latest_checkpoint)
+    assert any("cross_batch_memory" in k for k in saved)
+    _assert_same_weights(ref.checkpoints.manager.latest_checkpoint,
+                         again.checkpoints.manager.latest_checkpoint)
+    assert metrics["train"]["final_loss"] == ref_metrics["train"]["final_loss"]
+    assert metrics["after"] == ref_metrics["after"]
+
+
 def test_learning_rate_and_plateau_counters_survive_a_restart(tmp_path, tiny):
     t = Trainer(_config(tmp_path, lr_patience=1), dataset=tiny)
     t.plateau.update(1.0)

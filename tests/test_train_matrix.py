@@ -46,6 +46,17 @@ SST_RUNS = {
                     "sst_scale": 8.0},
 }
 
+# Negatives beyond one batch (docs/scaling.md), on two replicas: the global
+# batch for every replica's loss, and the cross-batch memory with a warm-up
+# (beside the global batch: the two combine).
+NEGATIVES_RUNS = {
+    "global_negatives": {"loss": "multi_similarity", "strategy": "mirrored",
+                         "global_negatives": True},
+    "cross_batch_memory": {"loss": "contrastive", "strategy": "mirrored",
+                           "memory_size": 30, "memory_warmup_steps": 1,
+                           "global_negatives": True},
+}
+
 
 def matrix() -> list[dict]:
     """As few runs as the longest choice list; every value of every flag at least once.
@@ -129,6 +140,10 @@ def matrix_runs(tmp_path_factory):
         runs.append({"name": name, "choices": choices,
                      "flags": [*common, f"--model_dir={tmp / name}",
                                *(f"--{k}={v}" for k, v in choices.items())]})
+    for name, choices in NEGATIVES_RUNS.items():
+        runs.append({"name": name, "choices": choices,
+                     "flags": [*common, f"--model_dir={tmp / name}",
+                               *(f"--{k}={v}" for k, v in choices.items())]})
     with open(tmp / "runs.json", "w") as f:
         json.dump(runs, f)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
@@ -199,19 +214,39 @@ def test_backbone_weights_file_starts_the_run_and_reaches_the_export(matrix_runs
     np.testing.assert_array_equal(got, np.zeros_like(got))
 
 
+def _finished_with_these_flags(result, model_dir, choices) -> dict:
+    """Asserts a run exited 0 with its flags in config.json and finite metrics; its metrics."""
+    assert result["code"] == 0 and not result["traceback"], (model_dir, result)
+    with open(model_dir / "config.json") as f:
+        config = json.load(f)
+    assert {k: config[k] for k in choices} == choices  # the flags reached the run
+    with open(model_dir / "metrics.json") as f:
+        metrics = json.load(f)
+    assert _finite(metrics["after"]) and _finite(metrics["train"]["final_loss"])
+    return metrics
+
+
 def test_every_sst_option_value_trains_end_to_end(matrix_runs):
     tmp, _, results, _ = matrix_runs
     assert {c["sst_imposters"] for c in SST_RUNS.values()} == set(SST_IMPOSTERS)
     for name, choices in SST_RUNS.items():
-        result, model_dir = results[name], tmp / name
-        assert result["code"] == 0 and not result["traceback"], (name, result)
-        with open(model_dir / "config.json") as f:
-            config = json.load(f)
-        assert {k: config[k] for k in choices} == choices  # the flags reached the run
-        with open(model_dir / "metrics.json") as f:
-            metrics = json.load(f)
-        assert _finite(metrics["after"]) and _finite(metrics["train"]["final_loss"])
+        model_dir = tmp / name
+        metrics = _finished_with_these_flags(results[name], model_dir, choices)
         want_scale = choices.get("sst_scale", 1.0)
         assert metrics["settings"]["sst"] == {"scale": want_scale,
                                               "imposters": choices["sst_imposters"]}
         assert (model_dir / "export" / "saved_model.pb").is_file()
+
+
+def test_negatives_beyond_one_batch_train_end_to_end_on_two_replicas(matrix_runs):
+    tmp, _, results, _ = matrix_runs
+    for name, choices in NEGATIVES_RUNS.items():
+        _finished_with_these_flags(results[name], tmp / name, choices)
+        assert results[name]["replicas"] == 2
+        assert (tmp / name / "export" / "saved_model.pb").is_file()
+    # The memory is in the run's checkpoint, filled after its warm-up step.
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(
+        str(tmp / "cross_batch_memory" / "checkpoints")))
+    [valid] = [k for k in reader.get_variable_to_shape_map()
+               if "cross_batch_memory" in k and "valid" in k]
+    assert reader.get_tensor(valid).sum() > 0
