@@ -46,6 +46,19 @@ def _assert_same_weights(a, b):
         np.testing.assert_array_equal(va[k], vb[k], err_msg=k)
 
 
+def _sigterm_during_step(trainer, n: int) -> None:
+    """Makes the trainer's n-th step send SIGTERM to this process (then run the step)."""
+    step_fn, calls = trainer.step_fn, []
+
+    def step_then_signal(batch):
+        calls.append(1)
+        if len(calls) == n:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step_fn(batch)
+
+    trainer.step_fn = step_then_signal
+
+
 def _fixed_batch(trainer):
     s = sampling.RandomSampler(trainer.dataset.train.labels, 50, num_targets=3, seed=0)
     s.refresh(trainer.embed(trainer.dataset.train))
@@ -63,15 +76,7 @@ def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, ti
     ref_metrics = ref.fit()
 
     t = Trainer(_config(tmp_path / "run"), dataset=tiny)
-    step_fn, calls = t.step_fn, []
-
-    def step_then_signal(batch):
-        calls.append(1)
-        if len(calls) == 6:  # epoch 2, step 2: as if `kill -TERM` arrived during it
-            os.kill(os.getpid(), signal.SIGTERM)
-        return step_fn(batch)
-
-    t.step_fn = step_then_signal
+    _sigterm_during_step(t, 6)  # epoch 2, step 2: as if `kill -TERM` arrived during it
     with pytest.raises(run_state.Interrupted, match="SIGTERM") as info:
         t.fit()
     assert info.value.exit_code == 143
@@ -102,15 +107,7 @@ def test_cross_batch_memory_resumes_identically_after_an_interruption(tmp_path, 
     assert 50 < ref.step.memory.filled() <= 120
 
     t = Trainer(_config(tmp_path / "run", **memory), dataset=tiny)
-    step_fn, calls = t.step_fn, []
-
-    def step_then_signal(batch):
-        calls.append(1)
-        if len(calls) == 6:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return step_fn(batch)
-
-    t.step_fn = step_then_signal
+    _sigterm_during_step(t, 6)
     with pytest.raises(run_state.Interrupted):
         t.fit()
     again = Trainer(_config(tmp_path / "run", **memory), dataset=tiny)

@@ -136,11 +136,8 @@ def matrix_runs(tmp_path_factory):
     runs.append({"name": "backbone_weights", "choices": {},
                  "flags": [*common, f"--model_dir={tmp / 'backbone_weights'}", "--epochs=0",
                            f"--backbone_weights={tmp / 'zero.weights.h5'}"]})
-    for name, choices in SST_RUNS.items():  # every --sst_imposters value, given explicitly
-        runs.append({"name": name, "choices": choices,
-                     "flags": [*common, f"--model_dir={tmp / name}",
-                               *(f"--{k}={v}" for k, v in choices.items())]})
-    for name, choices in NEGATIVES_RUNS.items():
+    # Every --sst_imposters value, given explicitly; the negatives options.
+    for name, choices in {**SST_RUNS, **NEGATIVES_RUNS}.items():
         runs.append({"name": name, "choices": choices,
                      "flags": [*common, f"--model_dir={tmp / name}",
                                *(f"--{k}={v}" for k, v in choices.items())]})
