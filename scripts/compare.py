@@ -30,7 +30,13 @@ The suite (docs/devbench.md#the-benchmark-suite): `--benchmarks=name=dir,...`
 runs every loss x seed on each data set (`--pretrained_benchmarks` also from
 `--suite_weights`, with a smaller backbone and larger head rate), and
 `--budget_seconds` gives every run the same training time (whole epochs until
-the budget) instead of `--epochs`. compare.md then has one table per
+the budget) instead of `--epochs`, measured by default as the process's CPU
+time (`--budget_clock=cpu`: other jobs on the core do not shorten a run;
+`wall` for elapsed time). `--noscratch` runs only the pretrained variants (a
+second process can take them on another core), and `--benchmark_name=NAME`
+names the flags' one data set, so that a run of another config (digits:
+`--flagfile=configs/digits.cfg --benchmark_name=digits`) joins the suite's
+tables through `--from_json`. compare.md then has one table per
 benchmark, the training seconds each loss needs to reach `--share` (0.9) of
 the benchmark's best mean MAP@R, and an aggregate (mean rank, mean gain over
 the floor = the model before training); compare.png one bar per benchmark and
@@ -72,6 +78,9 @@ flags.DEFINE_integer("compare_eval_every", 1, "Evaluate every N epochs for the c
 flags.DEFINE_float("budget_seconds", 0.0, "Equal wall-clock budget per run: train whole epochs "
                    "until this many training seconds (sampling + steps) have passed, then "
                    "evaluate; 0: --epochs epochs.")
+flags.DEFINE_enum("budget_clock", "cpu", ["cpu", "wall"], "Clock of --budget_seconds and of "
+                  "the curves' training seconds: cpu = the process's CPU time (the same "
+                  "whatever else shares the core), wall = elapsed time.")
 flags.DEFINE_list("benchmarks", [], "The suite: name=data_dir pairs (e.g. typeface=data/suite/"
                   "typeface); every loss x seed runs on each; one table per benchmark and an "
                   "aggregate. Empty: the one data set of --data_dir.")
@@ -79,6 +88,11 @@ flags.DEFINE_list("pretrained_benchmarks", [], "Benchmarks (names of --benchmark
                   "from --suite_weights, as '<name>+pretrained', with lr x --pretrained_lr_scale "
                   "and head_lr_multiplier --pretrained_head_lr_multiplier (the paper's shape: "
                   "small backbone rate, larger head rate).")
+flags.DEFINE_bool("scratch", True, "Run every --benchmarks entry from scratch; --noscratch runs "
+                  "only the --pretrained_benchmarks variants (e.g. on a second core).")
+flags.DEFINE_string("benchmark_name", None, "Without --benchmarks: the name of the flags' one "
+                    "data set in compare.json and the tables, so its runs join a suite "
+                    "table through --from_json (e.g. digits, with configs/digits.cfg).")
 flags.DEFINE_string("suite_weights", None, "Backbone weights file of scripts/pretrain.py for "
                     "--pretrained_benchmarks.")
 flags.DEFINE_float("pretrained_lr_scale", 0.25, "Backbone learning-rate factor of the "
@@ -113,14 +127,17 @@ def _write_atomic(path: str, text: str | bytes) -> None:
 
 
 def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
-             eval_every: int, budget_seconds: float = 0.0, benchmark: str | None = None) -> dict:
+             eval_every: int, budget_seconds: float = 0.0, benchmark: str | None = None,
+             clock: str = "wall") -> dict:
     """Trains one (loss, sampler, seed) run; returns its curve, metrics and settings.
 
     `sampler` None means the loss's default. "before" is the untrained model,
     evaluated like "after" (the model's own output geometry). With
     `budget_seconds` > 0 the run trains whole epochs until its training
     seconds reach the budget (the epoch that crosses it is finished), instead
-    of `base.epochs` epochs.
+    of `base.epochs` epochs. `clock` "cpu" measures training seconds as the
+    process's CPU time (unchanged by other jobs on the core), "wall" as elapsed
+    time; the elapsed training seconds are recorded either way.
     """
     from sst_tf.trainer import Trainer
 
@@ -134,13 +151,15 @@ def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
     trainer = Trainer(cfg)
     before = trainer.evaluate()
     curve = [(0.0, 0, before)]
-    train_seconds = 0.0
+    train_seconds = wall_seconds = 0.0
     epoch = 0
     while (train_seconds < budget_seconds) if budget_seconds > 0 else (epoch < cfg.epochs):
         refresh = epoch == 0 or epoch % cfg.refresh_every == 0
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         stats = trainer.train_epoch(epoch, refresh)
-        train_seconds += time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        wall_seconds += elapsed
+        train_seconds += cpu if clock == "cpu" else elapsed
         trainer.end_epoch(epoch, stats["loss"])
         last = (train_seconds >= budget_seconds) if budget_seconds > 0 else (
             epoch + 1 == cfg.epochs)
@@ -159,7 +178,8 @@ def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
                "curve": [{"train_seconds": t, "epoch": e, **m} for t, e, m in curve]}
     _write_atomic(os.path.join(cfg.model_dir, "metrics.json"), json.dumps(metrics, indent=2))
     out = {"loss": loss, "sampler": cfg.sampler, "seed": seed,
-           "train_seconds": train_seconds, "epochs": epoch, **metrics}
+           "train_seconds": train_seconds, "clock": clock, "wall_seconds": wall_seconds,
+           "epochs": epoch, **metrics}
     if benchmark:
         out["benchmark"] = benchmark
     return out
@@ -513,6 +533,11 @@ def main(argv):
     unknown = [n for n in FLAGS.pretrained_benchmarks if n not in dict(benchmarks)]
     if unknown:
         _fail(f"--pretrained_benchmarks: {unknown} are not names of --benchmarks.")
+    if not FLAGS.scratch and not FLAGS.pretrained_benchmarks:
+        _fail("--noscratch leaves nothing to run without --pretrained_benchmarks.")
+    if FLAGS.benchmark_name is not None and (benchmarks or not FLAGS.benchmark_name.strip()):
+        _fail("--benchmark_name names the flags' one data set: give it without --benchmarks, "
+              "not empty.")
     if FLAGS.pretrained_benchmarks and not (FLAGS.suite_weights
                                             and os.path.isfile(FLAGS.suite_weights)):
         _fail(f"--suite_weights={FLAGS.suite_weights} is not a file (needed by "
@@ -522,9 +547,10 @@ def main(argv):
     except ValueError as e:
         _fail(str(e))
     # (name, config) per benchmark; the one data set of the flags when none is given.
-    cells = [(None, base)]
+    cells = [(FLAGS.benchmark_name, base)]
     if benchmarks:
-        cells = [(name, dataclasses.replace(base, data_dir=path)) for name, path in benchmarks]
+        cells = [(name, dataclasses.replace(base, data_dir=path))
+                 for name, path in benchmarks if FLAGS.scratch]
         for name in FLAGS.pretrained_benchmarks:
             cells.append((f"{name}+pretrained", dataclasses.replace(
                 base, data_dir=dict(benchmarks)[name], backbone_weights=FLAGS.suite_weights,
@@ -551,7 +577,7 @@ def main(argv):
                     try:
                         results.append(run_cell(cell_base, loss, sampler, seed, FLAGS.out_dir,
                                                 FLAGS.compare_eval_every, FLAGS.budget_seconds,
-                                                bench))
+                                                bench, FLAGS.budget_clock))
                     except Exception as e:  # noqa: BLE001  (report the run, do the others)
                         logging.error("%s/%s seed %d failed:\n%s", loss, sampler, seed,
                                       traceback.format_exc())
@@ -568,7 +594,8 @@ def main(argv):
         results.sort(key=lambda r: order.index(r["loss"]))
         _write_atomic(os.path.join(FLAGS.out_dir, "compare.json"), json.dumps(results, indent=2))
     seen = sorted({r["seed"] for r in results if r.get("seed") is not None})
-    budget = (f"{FLAGS.budget_seconds:g} training seconds (whole epochs until the budget)"
+    budget = (f"{FLAGS.budget_seconds:g} training seconds ({FLAGS.budget_clock} clock; whole "
+              "epochs until the budget)"
               if FLAGS.budget_seconds else f"{base.epochs} epochs")
     header = (f"Data set `{base.dataset}`, backbone `{base.backbone}`, {budget} "
               f"for every loss, batch {base.batch_size}, seeds "

@@ -207,3 +207,51 @@ def test_suite_runs_each_benchmark_to_the_budget_and_from_the_weights(tmp_path):
     r = subprocess.run(cmd[:-4] + ["--pretrained_benchmarks=c"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "--pretrained_benchmarks" in r.stderr.strip().splitlines()[-1]
+    for bad, flag in ((["--noscratch", "--pretrained_benchmarks="], "--noscratch"),
+                      (["--benchmark_name=x"], "--benchmark_name")):
+        r = subprocess.run(cmd + bad, cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 2 and flag in r.stderr.strip().splitlines()[-1], r.stderr
+
+
+@pytest.mark.slow
+def test_noscratch_and_a_named_single_set_join_one_suite_table(tmp_path):
+    from sst_tf import model as model_lib
+
+    _digit_folders(tmp_path / "a", 0)
+    _digit_folders(tmp_path / "b", 8)
+    weights = str(tmp_path / "w.weights.h5")
+    model_lib.save_backbone_weights(
+        model_lib.build_model("small_cnn", weights=None, embedding_dim=8, image_size=8), weights)
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    common = [sys.executable, "scripts/compare.py", "--dataset=folder", "--backbone=small_cnn",
+              "--nopretrained", "--image_size=8", "--resize_size=8", "--norandom_flip",
+              "--embedding_dim=8", "--batch_size=16", "--samples_per_class=4",
+              "--num_targets=3", "--losses=sst", "--seeds=0", "--epochs=1", "--threads=1"]
+    pre, single, merged = tmp_path / "pre", tmp_path / "single", tmp_path / "merged"
+    runs = [common + [f"--out_dir={pre}", f"--benchmarks=b={tmp_path / 'b'}", "--noscratch",
+                      "--pretrained_benchmarks=b", f"--suite_weights={weights}"],
+            common + [f"--out_dir={single}", f"--data_dir={tmp_path / 'a'}",
+                      "--benchmark_name=digits_like", "--budget_clock=wall"]]
+    for cmd in runs:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    pre_runs = json.loads((pre / "compare.json").read_text())
+    single_runs = json.loads((single / "compare.json").read_text())
+    assert [r["benchmark"] for r in pre_runs] == ["b+pretrained"]  # no scratch run of b
+    assert [r["benchmark"] for r in single_runs] == ["digits_like"]
+    # Training seconds on the clock asked for: CPU time by default, elapsed with wall.
+    assert pre_runs[0]["clock"] == "cpu" and single_runs[0]["clock"] == "wall"
+    assert single_runs[0]["train_seconds"] == single_runs[0]["wall_seconds"]
+    assert 0 < pre_runs[0]["train_seconds"] != pre_runs[0]["wall_seconds"]
+    assert (single / "digits_like" / "sst-local-seed0" / "metrics.json").is_file()
+    proc = subprocess.run(common + [f"--out_dir={merged}", f"--data_dir={tmp_path / 'a'}",
+                                    f"--from_json={pre / 'compare.json'},"
+                                    f"{single / 'compare.json'}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (merged / "compare.md").read_text()
+    for head in ("### b+pretrained", "### digits_like", "### aggregate"):
+        assert head in table
+    assert "| sst | local | 1.00 |" in table  # the one loss ranks first on both
