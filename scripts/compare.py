@@ -23,6 +23,11 @@ failed runs), `compare.png` (MAP@R against epoch and against training seconds, f
 MAP@R per loss),
 `compare.json` (every run with its curve and settings) and one model_dir per
 run (`<loss>-<sampler>-seed<seed>/`, final checkpoint and metrics.json).
+`--variant=NAME:field=value,...` (repeatable) replaces `--losses` x
+`--samplers` by named arms, e.g. a baseline at other parameters
+(`--variant=triplet_m01:loss=triplet,margin=0.1,normalize=true`): each is a row
+of the tables under its name, so a grid runs on the suite's validation splits
+(`--benchmarks=cross_script=data/suite/cross_script/val,...`) like the losses.
 `--from_json=a/compare.json,b/compare.json` trains nothing and writes the
 table and plot of earlier runs together.
 
@@ -64,7 +69,7 @@ from absl import flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sst_tf import cli, loss_registry  # noqa: E402
+from sst_tf import cli, config_flags, loss_registry  # noqa: E402
 from sst_tf import train as train_cli  # noqa: E402  (defines the shared training flags)
 from sst_tf.config import LOSSES  # noqa: E402
 from sst_tf.outputs import check_output_dir, write_marker  # noqa: E402
@@ -72,6 +77,11 @@ from sst_tf.outputs import check_output_dir, write_marker  # noqa: E402
 flags.DEFINE_list("losses", list(LOSSES), "Losses to compare (--loss values).")
 flags.DEFINE_list("samplers", [], "Samplers to compare (--sampler values); empty: each "
                   "loss's default sampler.")
+flags.DEFINE_multi_string("variant", None, "NAME:field=value,... (sst_tf.train flag names): "
+                          "one arm of the comparison, in place of --losses x --samplers; "
+                          "loss= picks the loss (default: --loss), fields not set take the "
+                          "loss's defaults. E.g. --variant=triplet_m01:loss=triplet,margin=0.1,"
+                          "normalize=true.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; every (loss, sampler) runs once per seed.")
 flags.DEFINE_string("out_dir", None, "Output folder of the comparison.")
 flags.DEFINE_integer("compare_eval_every", 1, "Evaluate every N epochs for the curves.")
@@ -128,7 +138,8 @@ def _write_atomic(path: str, text: str | bytes) -> None:
 
 def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
              eval_every: int, budget_seconds: float = 0.0, benchmark: str | None = None,
-             clock: str = "wall") -> dict:
+             clock: str = "wall", variant: str | None = None,
+             overrides: dict | None = None) -> dict:
     """Trains one (loss, sampler, seed) run; returns its curve, metrics and settings.
 
     `sampler` None means the loss's default. "before" is the untrained model,
@@ -137,15 +148,17 @@ def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
     seconds reach the budget (the epoch that crosses it is finished), instead
     of `base.epochs` epochs. `clock` "cpu" measures training seconds as the
     process's CPU time (unchanged by other jobs on the core), "wall" as elapsed
-    time; the elapsed training seconds are recorded either way.
+    time; the elapsed training seconds are recorded either way. `variant`
+    names an arm of `--variant` and `overrides` its configuration fields
+    (other than loss and sampler).
     """
     from sst_tf.trainer import Trainer
 
     keras.backend.clear_session()
     gc.collect()
-    cfg = dataclasses.replace(base, loss=loss, sampler=sampler, seed=seed, eval_every=0,
-                              progress=False).resolved()
-    name = f"{loss}-{cfg.sampler}-seed{seed}"
+    cfg = dataclasses.replace(base, **(overrides or {}), loss=loss, sampler=sampler, seed=seed,
+                              eval_every=0, progress=False).resolved()
+    name = f"{variant or loss}-{cfg.sampler}-seed{seed}"
     cfg = dataclasses.replace(
         cfg, model_dir=os.path.join(out_dir, *([benchmark] if benchmark else []), name))
     trainer = Trainer(cfg)
@@ -182,7 +195,14 @@ def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
            "epochs": epoch, **metrics}
     if benchmark:
         out["benchmark"] = benchmark
+    if variant:
+        out["variant"] = variant
     return out
+
+
+def arm(run: dict) -> str:
+    """The row a run belongs to: its --variant name, else its loss."""
+    return run.get("variant") or run["loss"]
 
 
 def failure(run: dict) -> str | None:
@@ -206,15 +226,16 @@ def _mean_std(values: list[float]) -> str:
 
 
 def summarize(results: list[dict]) -> list[dict]:
-    """One summary per (loss, sampler), in order of first appearance.
+    """One summary per (loss or variant, sampler), in order of first appearance.
 
     Returns:
-      Dicts with "loss", "sampler", "geometry", "runs" (all), "passed" (runs
-      that did not fail) and "failed" ([(seed, reason)]).
+      Dicts with "loss" (the variant's name for a --variant run), "sampler",
+      "geometry", "runs" (all), "passed" (runs that did not fail) and "failed"
+      ([(seed, reason)]).
     """
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in results:
-        groups.setdefault((r["loss"], r["sampler"]), []).append(r)
+        groups.setdefault((arm(r), r["sampler"]), []).append(r)
     out = []
     for (loss, sampler), runs in groups.items():
         geometry = next((r["settings"]["geometry"] for r in runs if "settings" in r), "-")
@@ -360,7 +381,7 @@ def suite_plot(results: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     benches = by_benchmark(results)
-    keys = list(dict.fromkeys((r["loss"], r["sampler"]) for r in results))
+    keys = list(dict.fromkeys((arm(r), r["sampler"]) for r in results))
     colors = plt.get_cmap("tab10" if len(keys) <= 10 else "tab20")
     fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(benches)), 4.5))
     width = 0.8 / max(len(keys), 1)
@@ -556,11 +577,21 @@ def main(argv):
                 base, data_dir=dict(benchmarks)[name], backbone_weights=FLAGS.suite_weights,
                 lr=base.lr * FLAGS.pretrained_lr_scale,
                 head_lr_multiplier=FLAGS.pretrained_head_lr_multiplier)))
+    # The arms: (variant name or None, loss, sampler or None, other overrides).
     try:
+        arms = [(None, loss, sampler, {}) for loss in FLAGS.losses for sampler in samplers]
+        if FLAGS.variant:
+            arms = []
+            for text in FLAGS.variant:
+                name, overrides = config_flags.parse_overrides(text, type(base))
+                if any(name == a[0] for a in arms):
+                    raise ValueError(f"--variant names {name!r} twice.")
+                arms.append((name, overrides.pop("loss", base.loss),
+                             overrides.pop("sampler", None), overrides))
         for _, cell_base in cells:
-            for loss in FLAGS.losses:
-                for sampler in samplers:
-                    dataclasses.replace(cell_base, loss=loss, sampler=sampler).validate()
+            for _, loss, sampler, overrides in arms:
+                dataclasses.replace(cell_base, **overrides, loss=loss,
+                                    sampler=sampler).validate()
     except ValueError as e:
         _fail(str(e))
     results = []
@@ -569,29 +600,30 @@ def main(argv):
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     write_marker(FLAGS.out_dir, "comparison", "compare.py")
     for bench, cell_base in cells if not FLAGS.from_json else []:
-        for loss in FLAGS.losses:
-            for sampler in samplers:
-                for seed in seeds:
-                    logging.info("=== %s%s / %s / seed %d ===", f"{bench}: " if bench else "",
-                                 loss, sampler or "default", seed)
-                    try:
-                        results.append(run_cell(cell_base, loss, sampler, seed, FLAGS.out_dir,
-                                                FLAGS.compare_eval_every, FLAGS.budget_seconds,
-                                                bench, FLAGS.budget_clock))
-                    except Exception as e:  # noqa: BLE001  (report the run, do the others)
-                        logging.error("%s/%s seed %d failed:\n%s", loss, sampler, seed,
-                                      traceback.format_exc())
-                        failed = {"loss": loss, "seed": seed,
-                                  "sampler": sampler or loss_registry.spec(loss).sampler,
-                                  "error": f"{type(e).__name__}: {e}".replace("|", "/")[:200]}
-                        if bench:
-                            failed["benchmark"] = bench
-                        results.append(failed)
-                    _write_atomic(os.path.join(FLAGS.out_dir, "compare.json"),
-                                  json.dumps(results, indent=2))
+        for variant, loss, sampler, overrides in arms:
+            for seed in seeds:
+                logging.info("=== %s%s / %s / seed %d ===", f"{bench}: " if bench else "",
+                             variant or loss, sampler or "default", seed)
+                try:
+                    results.append(run_cell(cell_base, loss, sampler, seed, FLAGS.out_dir,
+                                            FLAGS.compare_eval_every, FLAGS.budget_seconds,
+                                            bench, FLAGS.budget_clock, variant, overrides))
+                except Exception as e:  # noqa: BLE001  (report the run, do the others)
+                    logging.error("%s/%s seed %d failed:\n%s", variant or loss, sampler, seed,
+                                  traceback.format_exc())
+                    failed = {"loss": loss, "seed": seed,
+                              "sampler": sampler or loss_registry.spec(loss).sampler,
+                              "error": f"{type(e).__name__}: {e}".replace("|", "/")[:200]}
+                    if bench:
+                        failed["benchmark"] = bench
+                    if variant:
+                        failed["variant"] = variant
+                    results.append(failed)
+                _write_atomic(os.path.join(FLAGS.out_dir, "compare.json"),
+                              json.dumps(results, indent=2))
     if FLAGS.from_json:  # rows grouped by loss, in order of first appearance
-        order = list(dict.fromkeys(r["loss"] for r in results))
-        results.sort(key=lambda r: order.index(r["loss"]))
+        order = list(dict.fromkeys(arm(r) for r in results))
+        results.sort(key=lambda r: order.index(arm(r)))
         _write_atomic(os.path.join(FLAGS.out_dir, "compare.json"), json.dumps(results, indent=2))
     seen = sorted({r["seed"] for r in results if r.get("seed") is not None})
     budget = (f"{FLAGS.budget_seconds:g} training seconds ({FLAGS.budget_clock} clock; whole "

@@ -48,7 +48,7 @@ from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sst_tf import evaluation, losses, pipeline, sampling  # noqa: E402
+from sst_tf import config_flags, evaluation, losses, pipeline, sampling  # noqa: E402
 from sst_tf import train as train_cli  # noqa: E402  (defines the shared training flags)
 from sst_tf.neighbors import pairwise_squared_distances  # noqa: E402
 
@@ -67,33 +67,6 @@ flags.DEFINE_enum("plot_x", "seconds", ["seconds", "epoch"],
                   "for every variant, whatever the machine's load).")
 
 FLAGS = flags.FLAGS
-
-
-def parse_variant(text: str, base) -> tuple[str, dict]:
-    """`name:field=value,...` -> (name, overrides typed like the TrainConfig fields)."""
-    name, _, rest = text.partition(":")
-    if not name:
-        raise ValueError(f"--variant needs a name before ':', got {text!r}.")
-    fields = {f.name: f for f in dataclasses.fields(base)}
-    overrides = {}
-    for item in filter(None, rest.split(",")):
-        key, _, value = item.partition("=")
-        if key not in fields:
-            raise ValueError(f"--variant {name}: unknown field {key!r}.")
-        current = getattr(base, key)
-        if isinstance(current, bool):
-            overrides[key] = value.lower() in ("1", "true", "yes")
-        elif current is None:  # optional fields (margin, normalize, sst_imposters, ...)
-            if value.lower() in ("true", "false"):
-                overrides[key] = value.lower() == "true"
-            else:
-                try:
-                    overrides[key] = float(value)
-                except ValueError:
-                    overrides[key] = value
-        else:
-            overrides[key] = type(current)(value)
-    return name, overrides
 
 
 def active_share(cfg, x: tf.Tensor, labels, targets, mask, threshold: float) -> float:
@@ -287,7 +260,7 @@ def main(argv):
         FLAGS.model_dir = FLAGS.out_dir
     try:
         base = train_cli.config_from_flags()
-        variants = [parse_variant(v, base) for v in FLAGS.variant]
+        variants = [config_flags.parse_overrides(v, type(base)) for v in FLAGS.variant]
         seeds = [int(s) for s in FLAGS.seeds]
         for _, overrides in variants:
             dataclasses.replace(base, **overrides).validate()

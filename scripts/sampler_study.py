@@ -39,6 +39,7 @@ from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from sst_tf import config_flags  # noqa: E402
 from sst_tf import train as train_cli  # noqa: E402  (defines the shared training flags)
 
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; each cell is run once per seed.")
@@ -53,22 +54,6 @@ FLAGS = flags.FLAGS
 DIAGNOSTICS = ("mean_classes_per_batch", "mean_paired_classes_per_batch",
                "min_paired_classes_per_batch", "anchor_share", "distance_ratio",
                "sst_at_refresh")
-
-
-def parse_variant(text: str, base) -> tuple[str, dict]:
-    """`name:field=value,...` -> (name, overrides typed like the TrainConfig fields)."""
-    name, _, rest = text.partition(":")
-    if not name:
-        raise ValueError(f"--variant needs a name before ':', got {text!r}.")
-    types = {f.name: type(getattr(base, f.name)) for f in dataclasses.fields(base)}
-    overrides = {}
-    for item in filter(None, rest.split(",")):
-        key, _, value = item.partition("=")
-        if key not in types:
-            raise ValueError(f"--variant {name}: unknown field {key!r}.")
-        kind = types[key]
-        overrides[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
-    return name, overrides
 
 
 def _loop(trainer, epochs: int) -> list[dict]:
@@ -190,7 +175,7 @@ def main(argv):
         FLAGS.model_dir = FLAGS.out_dir
     try:
         base = train_cli.config_from_flags()
-        variants = [parse_variant(v, base) for v in FLAGS.variant]
+        variants = [config_flags.parse_overrides(v, type(base)) for v in FLAGS.variant]
         seeds = [int(s) for s in FLAGS.seeds]
         for loss in FLAGS.losses:
             for _, overrides in variants:

@@ -113,3 +113,45 @@ def config_values(config_cls: type, flag_values: flags.FlagValues) -> dict:
                 raise ValueError(f"--{field.name} must be integers, got {value}.") from e
         values[field.name] = value
     return values
+
+
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
+def parse_overrides(text: str, config_cls: type, flag: str = "--variant") -> tuple[str, dict]:
+    """``NAME:field=value,...`` as (NAME, {field: value typed like the field}).
+
+    The study scripts' ``--variant`` values: configuration fields set for one
+    arm of a comparison. Integer-tuple fields take their items separated by
+    ``;`` (``neighborhoods=4;8``).
+
+    Raises:
+      ValueError: no name, an unknown field, or a value of the wrong type,
+        naming `flag`.
+    """
+    name, _, rest = text.partition(":")
+    if not name:
+        raise ValueError(f"{flag} needs a name before ':', got {text!r}.")
+    hints = typing.get_type_hints(config_cls)
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    overrides: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if key not in names:
+            raise ValueError(f"{flag} {name}: unknown field {key!r}.")
+        if not sep:
+            raise ValueError(f"{flag} {name}: {key} needs a value ({key}=VALUE).")
+        kind = _flag_type(hints[key])
+        try:
+            if kind is bool:
+                if value.lower() not in _TRUE + _FALSE:
+                    raise ValueError(value)
+                overrides[key] = value.lower() in _TRUE
+            elif kind == _INT_TUPLE:
+                overrides[key] = tuple(int(v) for v in value.split(";"))
+            else:
+                overrides[key] = kind(value)
+        except ValueError:
+            expected = "integers separated by ;" if kind == _INT_TUPLE else kind.__name__
+            raise ValueError(f"{flag} {name}: {key}={value!r}, expected {expected}.") from None
+    return name, overrides

@@ -208,7 +208,9 @@ def test_suite_runs_each_benchmark_to_the_budget_and_from_the_weights(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "--pretrained_benchmarks" in r.stderr.strip().splitlines()[-1]
     for bad, flag in ((["--noscratch", "--pretrained_benchmarks="], "--noscratch"),
-                      (["--benchmark_name=x"], "--benchmark_name")):
+                      (["--benchmark_name=x"], "--benchmark_name"),
+                      (["--variant=v:loss=sst", "--variant=v:loss=triplet"], "--variant"),
+                      (["--variant=v:marginn=0.1"], "--variant v: unknown field")):
         r = subprocess.run(cmd + bad, cwd=ROOT, env=env, capture_output=True, text=True,
                            timeout=300)
         assert r.returncode == 2 and flag in r.stderr.strip().splitlines()[-1], r.stderr
@@ -232,7 +234,10 @@ def test_noscratch_and_a_named_single_set_join_one_suite_table(tmp_path):
     runs = [common + [f"--out_dir={pre}", f"--benchmarks=b={tmp_path / 'b'}", "--noscratch",
                       "--pretrained_benchmarks=b", f"--suite_weights={weights}"],
             common + [f"--out_dir={single}", f"--data_dir={tmp_path / 'a'}",
-                      "--benchmark_name=digits_like", "--budget_clock=wall"]]
+                      "--benchmark_name=digits_like", "--budget_clock=wall"],
+            common + [f"--out_dir={tmp_path / 'arms'}", f"--data_dir={tmp_path / 'a'}",
+                      "--variant=m01:loss=triplet,margin=0.1,normalize=true",
+                      "--variant=m05:loss=triplet,margin=0.5"]]
     for cmd in runs:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=600)
@@ -246,6 +251,14 @@ def test_noscratch_and_a_named_single_set_join_one_suite_table(tmp_path):
     assert single_runs[0]["train_seconds"] == single_runs[0]["wall_seconds"]
     assert 0 < pre_runs[0]["train_seconds"] != pre_runs[0]["wall_seconds"]
     assert (single / "digits_like" / "sst-local-seed0" / "metrics.json").is_file()
+    # --variant: named arms in place of --losses, each with its own settings.
+    arms = json.loads((tmp_path / "arms" / "compare.json").read_text())
+    assert [(r["variant"], r["loss"], r["settings"]["margin"], r["settings"]["geometry"])
+            for r in arms] == [("m01", "triplet", 0.1, "cosine"),
+                               ("m05", "triplet", 0.5, "euclidean")]
+    assert (tmp_path / "arms" / "m01-local-seed0" / "metrics.json").is_file()
+    arms_table = (tmp_path / "arms" / "compare.md").read_text()
+    assert "| m01 | local | cosine |" in arms_table and "| m05 | local | euclidean |" in arms_table
     proc = subprocess.run(common + [f"--out_dir={merged}", f"--data_dir={tmp_path / 'a'}",
                                     f"--from_json={pre / 'compare.json'},"
                                     f"{single / 'compare.json'}"],

@@ -143,3 +143,27 @@ def test_a_field_without_a_flag_declaration_is_refused():
 def test_flags_belong_to_the_calling_module():
     flag_values = _fresh_flags()
     assert {f.name for f in flag_values.flags_by_module_dict()[__name__]} == set(FIELDS)
+
+
+def test_parse_overrides_types_each_value_like_its_field():
+    name, got = config_flags.parse_overrides(
+        "arm:loss=triplet,margin=0.1,normalize=true,epochs=3,pretrained=no,"
+        "sampler=class_balanced,recall_ks=1;5", TrainConfig)
+    assert name == "arm"
+    assert got == {"loss": "triplet", "margin": 0.1, "normalize": True, "epochs": 3,
+                   "pretrained": False, "sampler": "class_balanced", "recall_ks": (1, 5)}
+    assert type(got["epochs"]) is int and type(got["margin"]) is float
+    assert config_flags.parse_overrides("empty:", TrainConfig) == ("empty", {})
+
+
+@pytest.mark.parametrize("text, message", [
+    (":loss=sst", "--variant needs a name before ':'"),
+    ("a:no_such_field=1", "--variant a: unknown field 'no_such_field'"),
+    ("a:epochs=three", "--variant a: epochs='three', expected int"),
+    ("a:normalize=maybe", "--variant a: normalize='maybe', expected bool"),
+    ("a:margin", "--variant a: margin needs a value"),
+    ("a:recall_ks=1;x", "--variant a: recall_ks='1;x', expected integers separated by ;"),
+])
+def test_parse_overrides_names_the_flag_on_bad_input(text, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        config_flags.parse_overrides(text, TrainConfig)
