@@ -85,7 +85,7 @@ flags.DEFINE_multi_string("variant", None, "NAME:field=value,... (sst_tf.train f
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; every (loss, sampler) runs once per seed.")
 flags.DEFINE_string("out_dir", None, "Output folder of the comparison.")
 flags.DEFINE_integer("compare_eval_every", 1, "Evaluate every N epochs for the curves.")
-flags.DEFINE_float("budget_seconds", 0.0, "Equal wall-clock budget per run: train whole epochs "
+flags.DEFINE_float("budget_seconds", 0.0, "Equal training-time budget per run (on --budget_clock): train whole epochs "
                    "until this many training seconds (sampling + steps) have passed, then "
                    "evaluate; 0: --epochs epochs.")
 flags.DEFINE_enum("budget_clock", "cpu", ["cpu", "wall"], "Clock of --budget_seconds and of "
@@ -635,7 +635,8 @@ def main(argv):
               "test split; mean ± std (sample std) over the seeds that passed; geometry: "
               "cosine = L2-normalised embeddings, euclidean = raw; a run fails when its "
               "MAP@R ends not above the untrained model's in the same geometry; train s: "
-              "training seconds of a run (sampling + steps, evaluation excluded).\n\n")
+              f"training seconds of a run (sampling + steps, evaluation excluded; "
+              f"{FLAGS.budget_clock} clock).\n\n")
     if len(by_benchmark(results)) > 1 or benchmarks:
         table = suite_markdown(results, FLAGS.share)
         _write_atomic(os.path.join(FLAGS.out_dir, "compare.md"), header + table)
