@@ -85,9 +85,9 @@ flags.DEFINE_multi_string("variant", None, "NAME:field=value,... (sst_tf.train f
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; every (loss, sampler) runs once per seed.")
 flags.DEFINE_string("out_dir", None, "Output folder of the comparison.")
 flags.DEFINE_integer("compare_eval_every", 1, "Evaluate every N epochs for the curves.")
-flags.DEFINE_float("budget_seconds", 0.0, "Equal training-time budget per run (on --budget_clock): train whole epochs "
-                   "until this many training seconds (sampling + steps) have passed, then "
-                   "evaluate; 0: --epochs epochs.")
+flags.DEFINE_float("budget_seconds", 0.0, "Equal training-time budget per run (--budget_clock): "
+                   "train whole epochs until this many training seconds (sampling + steps) "
+                   "have passed, then evaluate; 0: --epochs epochs.")
 flags.DEFINE_enum("budget_clock", "cpu", ["cpu", "wall"], "Clock of --budget_seconds and of "
                   "the curves' training seconds: cpu = the process's CPU time (the same "
                   "whatever else shares the core), wall = elapsed time.")
@@ -629,6 +629,8 @@ def main(argv):
     budget = (f"{FLAGS.budget_seconds:g} training seconds ({FLAGS.budget_clock} clock; whole "
               "epochs until the budget)"
               if FLAGS.budget_seconds else f"{base.epochs} epochs")
+    clocks = "/".join(sorted({r.get("clock", "wall") for r in results if "error" not in r})
+                          or [FLAGS.budget_clock])
     header = (f"Data set `{base.dataset}`, backbone `{base.backbone}`, {budget} "
               f"for every loss, batch {base.batch_size}, seeds "
               f"{','.join(str(s) for s in seen)}; "
@@ -636,7 +638,7 @@ def main(argv):
               "cosine = L2-normalised embeddings, euclidean = raw; a run fails when its "
               "MAP@R ends not above the untrained model's in the same geometry; train s: "
               f"training seconds of a run (sampling + steps, evaluation excluded; "
-              f"{FLAGS.budget_clock} clock).\n\n")
+              f"{clocks} clock).\n\n")
     if len(by_benchmark(results)) > 1 or benchmarks:
         table = suite_markdown(results, FLAGS.share)
         _write_atomic(os.path.join(FLAGS.out_dir, "compare.md"), header + table)
