@@ -436,7 +436,8 @@ def plot(results: list[dict], path: str, title: str) -> None:
     """MAP@R against epoch and against training seconds, and final MAP@R per loss, to a PNG.
 
     Curves are the mean over passed seeds (seconds: the mean training seconds
-    of those seeds at each evaluation; evaluation time is not counted).
+    of those seeds at each evaluation; evaluation time is not counted), up to
+    the last evaluation all of them reached (budget runs differ in epochs).
 
     Failed runs are not drawn; a (loss, sampler) with no passed run is named
     "failed" on the bar chart, without a bar.
@@ -463,7 +464,10 @@ def plot(results: list[dict], path: str, title: str) -> None:
             means.append(math.nan)
             stds.append(0.0)
             continue
-        epochs = [p["epoch"] for p in g["passed"][0]["curve"]]
+        # Seeds of a budget run can reach different epochs: the curve stops at the
+        # evaluations every passed seed has.
+        shortest = min((r["curve"] for r in g["passed"]), key=len)
+        epochs = [p["epoch"] for p in shortest]
         curve = [statistics.fmean(r["curve"][j]["map@r"] for r in g["passed"])
                  for j in range(len(epochs))]
         seconds = [statistics.fmean(r["curve"][j]["train_seconds"] for r in g["passed"])

@@ -268,3 +268,15 @@ def test_noscratch_and_a_named_single_set_join_one_suite_table(tmp_path):
     for head in ("### b+pretrained", "### digits_like", "### aggregate"):
         assert head in table
     assert "| sst | local | 1.00 |" in table  # the one loss ranks first on both
+
+
+def test_plot_of_budget_runs_whose_seeds_reach_different_epochs(tmp_path):
+    compare = _load_compare()
+    runs = [_curve_run("sst", None, 0, 0.1, [(0, 0.1), (10, 0.5), (20, 0.8)]),
+            _curve_run("sst", None, 1, 0.1, [(0, 0.1), (12, 0.6)]),  # one epoch fewer
+            _curve_run("triplet", None, 0, 0.1, [(0, 0.1), (9, 0.3), (18, 0.4), (27, 0.5)])]
+    for r in runs:
+        del r["benchmark"]
+    path = str(tmp_path / "plot.png")
+    compare.plot(runs, path, "budget")  # raised IndexError before
+    assert os.path.getsize(path) > 1000
