@@ -354,9 +354,49 @@ def aggregate(results: list[dict]) -> list[dict]:
     return sorted(out, key=lambda a: (a["mean_rank"], -a["mean_gain"]))
 
 
+def suite_matrix(results: list[dict], share: float) -> str:
+    """MAP@R of every (loss, sampler) on every benchmark in one table.
+
+    A cell is the mean ± std of the passed seeds (n = passed/finished when a
+    seed failed), "failed" when none passed, then the training seconds to
+    `share` of that benchmark's best; the last row is each benchmark's floor
+    (the model before training: the range over its runs, both geometries).
+    """
+    benches = by_benchmark(results)
+    keys = list(dict.fromkeys((arm(r), r["sampler"]) for r in results))
+    head = ["loss", "sampler", *benches]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    summaries = {b: {(g["loss"], g["sampler"]): g for g in summarize(runs)}
+                 for b, runs in benches.items()}
+    times = {b: seconds_to_share(runs, share) for b, runs in benches.items()}
+    for key in keys:
+        row = [*key]
+        for b in benches:
+            g = summaries[b].get(key)
+            if g is None:
+                row.append("-")
+                continue
+            finals = [r["after"]["map@r"] for r in g["passed"]]
+            cell = _mean_std(finals) if finals else "failed"
+            if g["failed"]:
+                cell += f" ({len(g['passed'])}/{len(g['runs'])})"
+            t = times[b].get(key, "-")
+            if finals:
+                cell += f", {t} s" if t[:1].isdigit() else f", {t}"
+            row.append(cell)
+        lines.append("| " + " | ".join(row) + " |")
+    floors = []
+    for runs in benches.values():
+        before = [r["before"]["map@r"] for r in runs if "error" not in r]
+        floors.append(f"{min(before):.3f}-{max(before):.3f}" if before else "-")
+    lines.append("| floor (before training) | | " + " | ".join(floors) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def suite_markdown(results: list[dict], share: float) -> str:
-    """One table per benchmark (with seconds to `share` of its best) and the aggregate."""
-    parts = []
+    """The matrix, one table per benchmark (with seconds to `share` of its best), the aggregate."""
+    parts = [f"### MAP@R on every benchmark (mean ± std over seeds; seconds to {share:.0%} "
+             "of the benchmark's best)\n\n" + suite_matrix(results, share)]
     for name, runs in by_benchmark(results).items():
         parts.append(f"### {name}\n\n" + markdown_table(runs))
         times = seconds_to_share(runs, share)

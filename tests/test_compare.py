@@ -139,6 +139,13 @@ def test_aggregate_mean_rank_and_gain_over_the_floor():
     text = compare.suite_markdown(runs, 0.9)
     assert "### a" in text and "### b" in text and "### aggregate" in text
     assert "| sst | local | 1.50 | +0.500 | 2 | 0 |" in text
+    matrix = compare.suite_matrix(runs, 0.9).splitlines()
+    assert matrix[0] == "| loss | sampler | a | b |"
+    # a: best 0.6, target 0.54: triplet reaches it at 5 s, sst never; b: triplet failed.
+    assert matrix[2] == "| sst | local | 0.500, not reached | 0.900, 5 s |"
+    assert matrix[3] == "| triplet | local | 0.600, 5 s | failed (0/1) |"
+    assert matrix[4] == "| floor (before training) | | 0.100-0.200 | 0.300-0.300 |"
+    assert text.index("### MAP@R on every benchmark") < text.index("### a")
 
 
 def test_parse_benchmarks_names_the_flag():
