@@ -382,7 +382,9 @@ def suite_matrix(results: list[dict], share: float) -> str:
                 cell += f" ({len(g['passed'])}/{len(g['runs'])})"
             t = times[b].get(key, "-")
             if finals:
-                cell += f", {t} s" if t[:1].isdigit() else f", {t}"
+                seconds, _, rest = t.partition(" ")  # "25", "25 (1/3 runs)", "not reached"
+                cell += (f", {seconds} s{' ' + rest if rest else ''}" if seconds.isdigit()
+                         else f", {t}")
             row.append(cell)
         lines.append("| " + " | ".join(row) + " |")
     floors = []

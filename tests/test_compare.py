@@ -146,6 +146,10 @@ def test_aggregate_mean_rank_and_gain_over_the_floor():
     assert matrix[3] == "| triplet | local | 0.600, 5 s | failed (0/1) |"
     assert matrix[4] == "| floor (before training) | | 0.100-0.200 | 0.300-0.300 |"
     assert text.index("### MAP@R on every benchmark") < text.index("### a")
+    runs.append(_curve_run("sst", "b", 1, 0.3, [(0, 0.3), (5, 0.5)]))  # misses b's target
+    assert compare.suite_matrix(runs, 0.9).splitlines()[2].endswith(
+        f"| {statistics.fmean([0.9, 0.5]):.3f} ± {statistics.stdev([0.9, 0.5]):.3f}, "
+        "5 s (1/2 runs) |")
 
 
 def test_parse_benchmarks_names_the_flag():
