@@ -291,3 +291,24 @@ def test_plot_of_budget_runs_whose_seeds_reach_different_epochs(tmp_path):
     path = str(tmp_path / "plot.png")
     compare.plot(runs, path, "budget")  # raised IndexError before
     assert os.path.getsize(path) > 1000
+
+
+def test_stored_suite_runs_rebuild_the_aggregate_of_the_study():
+    """docs/suite_runs holds the runs of sst_study.md section 12: its aggregate is theirs."""
+    compare = _load_compare()
+    names = ("2026-12-03_scratch_seed0_60s", "2026-12-03_cross_script_pretrained_60s",
+             "2026-12-03_digits_30s")
+    runs = []
+    for name in names:
+        with open(os.path.join(ROOT, "docs", "suite_runs", f"{name}.json")) as f:
+            runs.extend(json.load(f))
+    with open(os.path.join(ROOT, "docs", "sst_study.md")) as f:
+        text = f.read()
+    section = text[text.index("## 12."):text.index("## Not done")]
+    rows = {line.split(" | ")[0].strip("| "): line for line in section.splitlines()
+            if line.startswith("| ") and "mean rank" not in line}
+    aggregate = compare.aggregate(runs)
+    assert len(aggregate) == 11
+    for a in aggregate:
+        row = rows[a["loss"]]
+        assert f"{a['mean_rank']:.2f}" in row and f"{a['mean_gain']:+.3f}" in row, row
