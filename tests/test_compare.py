@@ -178,15 +178,21 @@ def _digit_folders(root, offset):
                 tf.io.encode_png(np.repeat(gray[:, :, None], 3, axis=2)).numpy())
 
 
-@pytest.mark.slow
-def test_suite_runs_each_benchmark_to_the_budget_and_from_the_weights(tmp_path):
+def _two_benchmarks_and_weights(root) -> str:
+    """Folder benchmarks root/a and root/b and a small_cnn backbone file; returns its path."""
     from sst_tf import model as model_lib
 
-    _digit_folders(tmp_path / "a", 0)
-    _digit_folders(tmp_path / "b", 8)
-    weights = str(tmp_path / "w.weights.h5")
+    _digit_folders(root / "a", 0)
+    _digit_folders(root / "b", 8)
+    weights = str(root / "w.weights.h5")
     model_lib.save_backbone_weights(
         model_lib.build_model("small_cnn", weights=None, embedding_dim=8, image_size=8), weights)
+    return weights
+
+
+@pytest.mark.slow
+def test_suite_runs_each_benchmark_to_the_budget_and_from_the_weights(tmp_path):
+    weights = _two_benchmarks_and_weights(tmp_path)
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     out = tmp_path / "out"
     cmd = [sys.executable, "scripts/compare.py", "--dataset=folder", "--backbone=small_cnn",
@@ -229,13 +235,7 @@ def test_suite_runs_each_benchmark_to_the_budget_and_from_the_weights(tmp_path):
 
 @pytest.mark.slow
 def test_noscratch_and_a_named_single_set_join_one_suite_table(tmp_path):
-    from sst_tf import model as model_lib
-
-    _digit_folders(tmp_path / "a", 0)
-    _digit_folders(tmp_path / "b", 8)
-    weights = str(tmp_path / "w.weights.h5")
-    model_lib.save_backbone_weights(
-        model_lib.build_model("small_cnn", weights=None, embedding_dim=8, image_size=8), weights)
+    weights = _two_benchmarks_and_weights(tmp_path)
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     common = [sys.executable, "scripts/compare.py", "--dataset=folder", "--backbone=small_cnn",
               "--nopretrained", "--image_size=8", "--resize_size=8", "--norandom_flip",
