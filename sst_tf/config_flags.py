@@ -123,7 +123,7 @@ def parse_overrides(text: str, config_cls: type, flag: str = "--variant") -> tup
 
     The study scripts' ``--variant`` values: configuration fields set for one
     arm of a comparison. Integer-tuple fields take their items separated by
-    ``;`` (``neighborhoods=4;8``).
+    ``;`` (``recall_ks=1;5``).
 
     Raises:
       ValueError: no name, an unknown field, or a value of the wrong type,
