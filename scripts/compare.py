@@ -283,14 +283,15 @@ def _mean_final(group: dict) -> float:
     return statistics.fmean(finals) if finals else math.nan
 
 
-def seconds_to_share(results: list[dict], share: float) -> dict[tuple[str, str], str]:
+def seconds_to_share(results: list[dict], share: float,
+                     unit: str = "") -> dict[tuple[str, str], str]:
     """Training seconds each (loss, sampler) needs to reach `share` of the best MAP@R.
 
     The best is the highest mean final MAP@R of any (loss, sampler) in
     `results` (one benchmark). A run reaches the target at the first
     evaluation of its curve at or above it; the cell is the mean over the
-    passed runs that reached it ("a/b runs" added when not all did) or
-    "not reached".
+    passed runs that reached it, followed by `unit` ("a/b runs" added when
+    not all did), or "not reached".
     """
     groups = summarize(results)
     finals = [m for m in (_mean_final(g) for g in groups) if not math.isnan(m)]
@@ -307,7 +308,7 @@ def seconds_to_share(results: list[dict], share: float) -> dict[tuple[str, str],
         if not times:
             out[(g["loss"], g["sampler"])] = "not reached"
         else:
-            cell = f"{statistics.fmean(times):.0f}"
+            cell = f"{statistics.fmean(times):.0f}{unit}"
             if len(times) < len(g["passed"]):
                 cell += f" ({len(times)}/{len(g['passed'])} runs)"
             out[(g["loss"], g["sampler"])] = cell
@@ -368,7 +369,7 @@ def suite_matrix(results: list[dict], share: float) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     summaries = {b: {(g["loss"], g["sampler"]): g for g in summarize(runs)}
                  for b, runs in benches.items()}
-    times = {b: seconds_to_share(runs, share) for b, runs in benches.items()}
+    times = {b: seconds_to_share(runs, share, unit=" s") for b, runs in benches.items()}
     for key in keys:
         row = [*key]
         for b in benches:
@@ -380,11 +381,8 @@ def suite_matrix(results: list[dict], share: float) -> str:
             cell = _mean_std(finals) if finals else "failed"
             if g["failed"]:
                 cell += f" ({len(g['passed'])}/{len(g['runs'])})"
-            t = times[b].get(key, "-")
             if finals:
-                seconds, _, rest = t.partition(" ")  # "25", "25 (1/3 runs)", "not reached"
-                cell += (f", {seconds} s{' ' + rest if rest else ''}" if seconds.isdigit()
-                         else f", {t}")
+                cell += f", {times[b].get(key, '-')}"
             row.append(cell)
         lines.append("| " + " | ".join(row) + " |")
     floors = []
