@@ -129,6 +129,9 @@ class TrainConfig:
         help="SST: mean over all triplets (the paper's), or per (anchor, target) pair "
              "log(1 + sum over imposters of exp(s z)) (hard imposters weigh more). "
              "Default: mean without --normalize, softmax with it.")
+    npairs_scale: float = flag_field(
+        1.0, help="N-pairs: factor of the logits (dot products), a temperature 1/s on unit "
+                  "vectors; 1 is Sohn's and tensorflow-addons' form (docs/baselines.md).")
     sampler: str | None = flag_field(
         None, choices=SAMPLERS,
         help="Batch sampler: neighbourhood batches (local, see --neighborhoods), random "
@@ -318,6 +321,9 @@ class TrainConfig:
              f"--margin does not apply to --loss={c.loss} (it has no margin)", c.margin),
             (c.sst_scale is None or c.sst_scale > 0, "--sst_scale must be > 0", c.sst_scale),
             c._choice_check("sst_imposters"),
+            (c.npairs_scale > 0, "--npairs_scale must be > 0", c.npairs_scale),
+            (c.npairs_scale == 1.0 or c.loss == "npairs",
+             f"--npairs_scale does not apply to --loss={c.loss}", c.npairs_scale),
             # On raw embeddings a scale s only rescales the embeddings (s z(x) =
             # z(sqrt(s) x)), and the softmax form was not measured there.
             (c.loss != "sst" or c.normalize or (

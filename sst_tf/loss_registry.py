@@ -202,7 +202,8 @@ def settings(config) -> dict:
     Returns:
       {"loss", "normalize", "geometry" ("cosine" on unit vectors, or
       "euclidean" on raw embeddings), "sampler", "margin",
-      "loss_lr_multiplier", "members_per_class", "params"}.
+      "loss_lr_multiplier", "members_per_class", "params"}, and "sst" (its
+      options) for SST, "npairs_scale" for N-pairs.
     """
     s = spec(config.loss)
     return {"loss": config.loss, "normalize": bool(config.normalize),
@@ -210,4 +211,5 @@ def settings(config) -> dict:
             "sampler": config.sampler, "margin": config.margin,
             "loss_lr_multiplier": config.loss_lr_multiplier,
             "members_per_class": config.members_per_class, "params": dict(s.params),
-            **({"sst": config.sst_options()} if config.loss == "sst" else {})}
+            **({"sst": config.sst_options()} if config.loss == "sst" else {}),
+            **({"npairs_scale": config.npairs_scale} if config.loss == "npairs" else {})}

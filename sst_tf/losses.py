@@ -624,8 +624,9 @@ def pairwise_contrastive_loss(distances, pair_labels, margin: float = 1.0) -> tf
     return y * tf.square(d) + (1.0 - y) * tf.square(tf.maximum(margin - d, 0.0))
 
 
-def batch_npairs_loss(embeddings, labels, sample_mask=None, *, ref_embeddings=None,
-                      ref_labels=None, ref_mask=None, ref_offset=None) -> tf.Tensor:
+def batch_npairs_loss(embeddings, labels, sample_mask=None, *, scale: float = 1.0,
+                      ref_embeddings=None, ref_labels=None, ref_mask=None,
+                      ref_offset=None) -> tf.Tensor:
     """N-pairs loss over one batch of embeddings (the form `--loss=npairs` trains).
 
     `npairs_loss` with the batch as both anchors and positives: the logits of
@@ -634,10 +635,16 @@ def batch_npairs_loss(embeddings, labels, sample_mask=None, *, ref_embeddings=No
     valid rows that have such a row. (Sohn's L2 penalty on the embeddings is
     not included; use L2 normalisation or weight decay.)
 
+    On unit vectors the logits lie in [-1, 1], so with `scale` 1 (Sohn's and
+    tensorflow-addons' form) the softmax over the candidates stays close to
+    uniform; `scale` s multiplies the logits (a temperature 1 / s, as in the
+    normalised-softmax losses).
+
     Args:
       embeddings: float [B, d].
       labels: int [B] class labels.
       sample_mask: optional bool [B]; False rows are padding.
+      scale: factor of the logits (> 0); 1 is the original loss.
       ref_embeddings: optional [R, d] reference set: the anchors (the rows of
         `embeddings`) are paired with its rows instead of the batch's (e.g.
         a cross-batch memory; docs/scaling.md).
@@ -649,6 +656,8 @@ def batch_npairs_loss(embeddings, labels, sample_mask=None, *, ref_embeddings=No
     Returns:
       Scalar float32 loss; 0.0 when no row has a positive.
     """
+    if not scale > 0:
+        raise ValueError(f"batch_npairs_loss: scale must be > 0, got {scale}.")
     x, labels, mask, _ = _check_inputs(embeddings, labels, sample_mask)
     r, r_labels, r_mask = _reference(x, labels, mask, ref_embeddings, ref_labels, ref_mask)
     if r is None:
@@ -661,6 +670,7 @@ def batch_npairs_loss(embeddings, labels, sample_mask=None, *, ref_embeddings=No
         if ref_offset is not None:
             candidates &= ~_self_columns(tf.shape(x)[0], tf.shape(r)[0], ref_offset)
         logits = tf.matmul(x, r, transpose_b=True)
+    logits *= scale
     log_z = _masked_logsumexp(logits, candidates, 1)
     num_pos = tf.reduce_sum(tf.cast(positives, tf.float32), axis=1)
     pos_logit_sum = tf.reduce_sum(tf.where(positives, logits, tf.zeros_like(logits)), axis=1)
@@ -1064,7 +1074,7 @@ class ProxyAnchor(keras.layers.Layer):
 
 
 def make_loss(name: str, margin: float | None = None, proxy_anchor=None,
-              sst_options: dict | None = None) -> Callable:
+              sst_options: dict | None = None, npairs_scale: float = 1.0) -> Callable:
     """Returns fn(embeddings, labels, targets, mask) -> scalar for a `--loss` name.
 
     The loss's fixed parameters come from `sst_tf.loss_registry`.
@@ -1072,7 +1082,8 @@ def make_loss(name: str, margin: float | None = None, proxy_anchor=None,
     `margin` None means the loss's own default. `proxy_anchor` is the
     `ProxyAnchor` layer (with the train split's class ids) that
     `--loss=proxy_anchor` needs. `sst_options` are keyword arguments of
-    `sst_loss` (scale, imposters).
+    `sst_loss` (scale, imposters); `npairs_scale` is `batch_npairs_loss`'s
+    `scale`.
     """
     spec = loss_registry.spec(name)  # an unknown name: ValueError naming every loss
     margin = spec.margin if margin is None else margin
@@ -1084,7 +1095,7 @@ def make_loss(name: str, margin: float | None = None, proxy_anchor=None,
         "triplet_hard_soft": lambda e, y, t, k: triplet_hard_loss(
             e, y, margin, soft=True, sample_mask=k),
         "lifted_struct": lambda e, y, t, k: lifted_struct_loss(e, y, margin, sample_mask=k),
-        "npairs": lambda e, y, t, k: batch_npairs_loss(e, y, sample_mask=k)
+        "npairs": lambda e, y, t, k: batch_npairs_loss(e, y, sample_mask=k, scale=npairs_scale)
         + _embedding_l2(e, k, params.get("l2_penalty", 0.0)),
         "pairwise_contrastive": lambda e, y, t, k: batch_pairwise_contrastive_loss(
             e, y, margin, sample_mask=k),
@@ -1108,7 +1119,7 @@ def make_loss(name: str, margin: float | None = None, proxy_anchor=None,
 
 
 def make_reference_loss(name: str, margin: float | None = None,
-                        sst_options: dict | None = None) -> Callable:
+                        sst_options: dict | None = None, npairs_scale: float = 1.0) -> Callable:
     """The reference-set form of a `--loss` name (see `loss_registry.REFERENCE_LOSSES`).
 
     Returns fn(embeddings, labels, targets, mask, ref_embeddings, ref_labels,
@@ -1148,7 +1159,7 @@ def make_reference_loss(name: str, margin: float | None = None,
         "triplet_hard_soft": lambda e, y, t, m, re, ry, rm, o: triplet_hard_loss(
             e, y, margin, soft=True, sample_mask=m, **ref(re, ry, rm, o)),
         "npairs": lambda e, y, t, m, re, ry, rm, o: batch_npairs_loss(
-            e, y, sample_mask=m, **ref(re, ry, rm, o)),
+            e, y, sample_mask=m, scale=npairs_scale, **ref(re, ry, rm, o)),
         "pairwise_contrastive": lambda e, y, t, m, re, ry, rm, o: (
             batch_pairwise_contrastive_loss(e, y, margin, sample_mask=m, **ref(re, ry, rm, o))),
         "multi_similarity": lambda e, y, t, m, re, ry, rm, o: multi_similarity_loss(

@@ -156,7 +156,8 @@ RUN_FLAGS = ("loss", "margin", "sampler", "batch_size", "num_targets", "seed", "
              "random_flip", "pretrained", "backbone_weights", "lr_factor", "neighborhoods",
              "kmeans",
              "members_per_class", "local_share", "min_classes", "warmup_epochs",
-             "loss_lr_multiplier", "sst_scale", "sst_imposters", "global_negatives",
+             "loss_lr_multiplier", "sst_scale", "sst_imposters", "npairs_scale",
+             "global_negatives",
              "memory_warmup_steps", "memory_weight")
 # Everything else (epochs, eval_every, patience, progress, ...) may change: logged.
 IGNORED_KEYS = ("model_dir", "allow_flag_changes")

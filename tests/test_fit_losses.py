@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sst_tf import fit, losses, pipeline, sampling
+from sst_tf import fit, loss_registry, losses, pipeline, sampling
 from sst_tf import model as model_lib
 
 OPTS = pipeline.ImageOptions(16, 16, random_flip=False)
@@ -87,6 +87,25 @@ def test_loss_matches_the_functions_and_masks_padding(batches):
     ref = losses.sst_loss(np.delete(emb, 5, 0), np.delete(y[:, 0], 5),
                           _drop_row_targets(y[:, 2:], 5))
     np.testing.assert_allclose(float(fit.MetricLoss("sst")(y2, e2)), float(ref), rtol=1e-5)
+
+
+def test_npairs_scale_reaches_the_loss_and_its_config(batches):
+    _, y = batches[0]
+    emb = tf.math.l2_normalize(np.random.default_rng(1).normal(size=(20, 8)), axis=1)
+    emb = tf.cast(emb, tf.float32)
+    labels, _, mask = fit.unpack_targets(y)
+    loss = fit.MetricLoss("npairs", npairs_scale=16.0)
+    # On unit vectors, scaling the logits by 16 is scaling the vectors by 4; the
+    # registry's L2 penalty on the (unit) embeddings adds l2_penalty / 2.
+    penalty = 0.5 * loss_registry.spec("npairs").params["l2_penalty"]
+    want = losses.batch_npairs_loss(emb * 4.0, labels, mask) + penalty
+    np.testing.assert_allclose(float(loss(y, emb)), float(want), rtol=1e-5)
+    assert abs(float(fit.MetricLoss("npairs")(y, emb)) - float(want)) > 0.1
+    clone = fit.MetricLoss.from_config(loss.get_config())
+    np.testing.assert_allclose(float(clone(y, emb)), float(want), rtol=1e-5)
+    value = fit.LossValue("npairs", npairs_scale=16.0)
+    value.update_state(y, emb)
+    np.testing.assert_allclose(float(value.result()), float(want), rtol=1e-5)
 
 
 def _drop_row_targets(targets, row):

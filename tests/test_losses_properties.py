@@ -155,7 +155,7 @@ def ref_npairs(labels, s):
     return total / len(labels)
 
 
-def ref_batch_npairs(x, labels, mask):
+def ref_batch_npairs(x, labels, mask, scale=1.0):
     valid = rows(mask)
     terms = []
     for i in valid:
@@ -163,7 +163,7 @@ def ref_batch_npairs(x, labels, mask):
         pos = [j for j in others if labels[j] == labels[i]]
         if not pos:
             continue
-        logits = {j: float(x[i] @ x[j]) for j in others}
+        logits = {j: scale * float(x[i] @ x[j]) for j in others}
         terms.append(lse([logits[j] for j in others]) - np.mean([logits[j] for j in pos]))
     return float(np.mean(terms)) if terms else 0.0
 
@@ -322,6 +322,10 @@ CASES = {
     "batch_npairs_loss": (
         lambda x, lab, m, t: losses.batch_npairs_loss(x, lab, sample_mask=m),
         lambda x, lab, m, t: ref_batch_npairs(x, lab, m), _sq),
+    # A temperature of 1/16 (--npairs_scale=16) on the same batches.
+    "batch_npairs_loss[scale=16]": (
+        lambda x, lab, m, t: losses.batch_npairs_loss(x, lab, sample_mask=m, scale=16.0),
+        lambda x, lab, m, t: ref_batch_npairs(x, lab, m, scale=16.0), lambda s: 16 * s * s),
     "batch_pairwise_contrastive_loss": (
         lambda x, lab, m, t: losses.batch_pairwise_contrastive_loss(x, lab, sample_mask=m),
         lambda x, lab, m, t: ref_batch_pair_contrastive(x, lab, m), _sq),

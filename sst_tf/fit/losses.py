@@ -82,7 +82,8 @@ def add_weight_decay(model: keras.Model, weight_decay: float) -> None:
 
 
 def loss_function(name: str, margin: float | None = None,
-                  sst_options: dict | None = None) -> Callable[..., tf.Tensor]:
+                  sst_options: dict | None = None,
+                  npairs_scale: float = 1.0) -> Callable[..., tf.Tensor]:
     """fn(embeddings, labels, targets, mask) -> scalar of a loss name (see `LOSSES`).
 
     The same functions as the trainer's (`sst_tf.losses.make_loss`), with each
@@ -94,6 +95,7 @@ def loss_function(name: str, margin: float | None = None,
         contrastive 0.5, the tensorflow-addons losses 1.0).
       sst_options: keyword arguments of `sst_tf.losses.sst_loss` (`scale`,
         `imposters`); None: the paper's form.
+      npairs_scale: factor of N-pairs' logits (the trainer's --npairs_scale).
 
     Raises:
       ValueError: unknown name, or `proxy_anchor` (use `ProxyAnchorModel`).
@@ -102,19 +104,20 @@ def loss_function(name: str, margin: float | None = None,
         raise ValueError(
             "proxy_anchor has trainable proxies, which a keras Loss cannot own: wrap the model "
             "in sst_tf.fit.ProxyAnchorModel and compile it without a loss.")
-    return losses.make_loss(name, margin, sst_options=sst_options)
+    return losses.make_loss(name, margin, sst_options=sst_options, npairs_scale=npairs_scale)
 
 
 class _NamedLoss:
     """What `MetricLoss` and `LossValue` share: a loss by name, applied to Keras' arguments."""
 
     def _set_loss(self, loss: str, margin: float | None, sst_options: dict | None,
-                  global_negatives: bool = False) -> None:
+                  global_negatives: bool = False, npairs_scale: float = 1.0) -> None:
         self.loss = loss
         self.margin = margin
         self.sst_options = dict(sst_options) if sst_options else None
         self.global_negatives = bool(global_negatives)
-        self._fn = loss_function(loss, margin, self.sst_options)
+        self.npairs_scale = float(npairs_scale)
+        self._fn = loss_function(loss, margin, self.sst_options, self.npairs_scale)
         if self.global_negatives:
             self._fn = negatives.global_negatives(self._fn)
 
@@ -125,7 +128,8 @@ class _NamedLoss:
 
     def get_config(self) -> dict:  # noqa: D102
         return {"loss": self.loss, "margin": self.margin, "name": self.name,
-                "sst_options": self.sst_options, "global_negatives": self.global_negatives}
+                "sst_options": self.sst_options, "global_negatives": self.global_negatives,
+                "npairs_scale": self.npairs_scale}
 
 
 @keras.saving.register_keras_serializable(package="sst_tf")
@@ -141,7 +145,7 @@ class MetricLoss(_NamedLoss, keras.losses.Loss):
 
     def __init__(self, loss: str = "sst", margin: float | None = None,
                  name: str | None = None, sst_options: dict | None = None,
-                 global_negatives: bool = False, **kwargs):
+                 global_negatives: bool = False, npairs_scale: float = 1.0, **kwargs):
         """Creates the loss.
 
         Args:
@@ -154,11 +158,12 @@ class MetricLoss(_NamedLoss, keras.losses.Loss):
           global_negatives: under a strategy, every replica's loss is the loss
             of the all-gathered global batch (`sst_tf.negatives`; the trainer's
             --global_negatives); no effect on one replica.
+          npairs_scale: factor of N-pairs' logits (the trainer's --npairs_scale).
           **kwargs: `reduction` / `dtype` of a serialised config (ignored:
             the value is always a per-replica scalar in float32).
         """
         super().__init__(name=name or loss, reduction="none", dtype="float32")
-        self._set_loss(loss, margin, sst_options, global_negatives)
+        self._set_loss(loss, margin, sst_options, global_negatives, npairs_scale)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         """The batch loss divided by the replicas in sync (scalar float32)."""
@@ -186,10 +191,10 @@ class LossValue(_NamedLoss, keras.metrics.Mean):
 
     def __init__(self, loss: str = "sst", margin: float | None = None,
                  name: str | None = None, sst_options: dict | None = None,
-                 global_negatives: bool = False, **kwargs):
+                 global_negatives: bool = False, npairs_scale: float = 1.0, **kwargs):
         """Creates the metric (arguments as `MetricLoss`; name default `<loss>_loss`)."""
         super().__init__(name=name or f"{loss}_loss", dtype="float32")
-        self._set_loss(loss, margin, sst_options, global_negatives)
+        self._set_loss(loss, margin, sst_options, global_negatives, npairs_scale)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         """Adds one batch's loss (sample weights are not supported)."""
