@@ -25,7 +25,7 @@ import contextlib
 import math
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -54,12 +54,15 @@ class LoopState:
     `strategy.scope()`.
     """
 
-    def __init__(self, num_train: int, embedding_dim: int):
+    def __init__(self, num_train: int, embedding_dim: int,
+                 training_embeddings: bool = False):
         """Creates the variables at their start values.
 
         Args:
           num_train: images in the training split.
           embedding_dim: size of an embedding.
+          training_embeddings: also keep the training forward passes' embeddings
+            of every image (`--refresh=memory`: the next refresh's input).
         """
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.best_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False)
@@ -72,6 +75,10 @@ class LoopState:
         self.refresh_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False)
         self.refresh_embeddings = tf.Variable(
             tf.zeros([num_train, embedding_dim], tf.float32), trainable=False)
+        self.training_embeddings = None
+        if training_embeddings:
+            self.training_embeddings = tf.Variable(
+                tf.zeros([num_train, embedding_dim], tf.float32), trainable=False)
 
     def checkpoint_items(self) -> dict:
         """The variables by their names in a `tf.train.Checkpoint`."""
@@ -86,6 +93,9 @@ class LoopState:
             "nonfinite_steps": self.nonfinite_steps,
             "refresh_epoch": self.refresh_epoch,
             "refresh_embeddings": self.refresh_embeddings,
+            # Only in --refresh=memory runs, so other runs' checkpoints stay as they were.
+            **({"training_embeddings": self.training_embeddings}
+               if self.training_embeddings is not None else {}),
         }
 
     def epoch_loss(self) -> tuple[float, int]:
@@ -184,6 +194,8 @@ class RunCheckpoints:
         `checkpoints/interrupted/interrupted-N` (at most one).
       directory: where this worker saves (the chief: `checkpoints/`).
       interrupt_dir: `interrupted/` inside `directory`.
+      before_save: called before every save (e.g. to copy state kept outside
+        the variables into them), or None.
     """
 
     def __init__(self, objects: dict, state: LoopState, folder: RunFolder,
@@ -201,6 +213,7 @@ class RunCheckpoints:
         """
         self.state = state
         self.strategy = strategy
+        self.before_save: Callable[[], None] | None = None
         self.is_chief = distribute.is_chief(strategy)
         self.chief_dir = folder.checkpoints
         self.directory = distribute.worker_dir(self.chief_dir, strategy)
@@ -236,6 +249,8 @@ class RunCheckpoints:
         self.checkpoint.restore(path).assert_existing_objects_matched()
 
     def _save(self, manager: tf.train.CheckpointManager, number: int | None = None) -> str:
+        if self.before_save is not None:
+            self.before_save()
         with outputs.disk_full_guard(manager.directory):
             path = manager.save(checkpoint_number=number)
         distribute.remove_worker_dir(self.directory, self.strategy)  # non-chief only

@@ -132,13 +132,16 @@ class Trainer:
             self.model = model_lib.build_model(**config.model_options())
             self.loss_layer = _make_loss_layer(config, train.labels)
             self.step = _make_step(config, self.model, self.loss_layer, self.num_replicas)
-            self.state = LoopState(len(train), config.embedding_dim)
+            self.state = LoopState(len(train), config.embedding_dim,
+                                   training_embeddings=config.refresh == "memory")
         # The checkpoint's keys: renaming one makes older checkpoints unreadable.
         self.checkpoints = RunCheckpoints(
             dict(model=self.model, **self.step.checkpoint_items(),
                  **self.state.checkpoint_items(),
                  **({"loss_layer": self.loss_layer} if self.loss_layer is not None else {})),
             self.state, self.folder, self.strategy, max_to_keep=config.keep_checkpoints)
+        if config.refresh == "memory":  # the memory is checkpointed: a resumed run is the same
+            self.checkpoints.before_save = self._record_memory
         self.plateau = monitors.PlateauSchedule(
             self.state, self.step, lr_patience=config.lr_patience, lr_factor=config.lr_factor,
             early_stop_patience=config.early_stop_patience)
@@ -213,6 +216,11 @@ class Trainer:
         return {"sampler/embed_seconds": embed_seconds,
                 "sampler/cluster_seconds": time.perf_counter() - start - embed_seconds}
 
+    def _record_memory(self) -> None:
+        """Copies the memory of --refresh=memory into the loop state (before a checkpoint)."""
+        if self.memory is not None:
+            self.state.training_embeddings.assign(self.memory)
+
     def train_epoch(self, epoch: int, refresh: bool, start_step: int = 0,
                     loss_sum: float = 0.0, loss_count: int = 0) -> dict:
         """Runs one epoch; returns its statistics (loss, timings, sampler stats).
@@ -278,8 +286,10 @@ class Trainer:
             if use_memory:
                 loss, emb, idx = self._memory_step_fn(batch)
                 idx = idx.numpy()
-                keep = idx >= 0
-                self.memory[idx[keep]] = emb.numpy()[keep]
+                emb = emb.numpy()
+                # Padding rows and non-finite embeddings (a skipped step) keep the old value.
+                keep = (idx >= 0) & np.all(np.isfinite(emb), axis=1)
+                self.memory[idx[keep]] = emb[keep]
                 loss = float(loss)
             else:
                 loss = float(self.step_fn(batch))
@@ -356,6 +366,8 @@ class Trainer:
             if os.path.exists(self.folder.metrics):
                 metrics = read_json_object(self.folder.metrics, f"--model_dir={cfg.model_dir}")
             metrics.pop("after", None)
+            if cfg.refresh == "memory" and int(state.refresh_epoch.numpy()) >= 0:
+                self.memory = state.training_embeddings.numpy().copy()
             logging.info("Resuming from %s (epoch %d, step %d).", latest,
                          int(state.epoch.numpy()) + 1, int(state.step_in_epoch.numpy()))
             resume_learning_rates(self.step, cfg, self.changed_flags)

@@ -47,16 +47,23 @@ def _assert_same_weights(a, b):
 
 
 def _sigterm_during_step(trainer, n: int) -> None:
-    """Makes the trainer's n-th step send SIGTERM to this process (then run the step)."""
-    step_fn, calls = trainer.step_fn, []
+    """Makes the trainer's n-th step send SIGTERM to this process (then run the step).
 
-    def step_then_signal(batch):
-        calls.append(1)
-        if len(calls) == n:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return step_fn(batch)
+    Both step functions count: the plain one and the one that also returns the
+    embeddings (--refresh=memory).
+    """
+    calls = []
 
-    trainer.step_fn = step_then_signal
+    def signalling(step_fn):
+        def step_then_signal(batch):
+            calls.append(1)
+            if len(calls) == n:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return step_fn(batch)
+        return step_then_signal
+
+    trainer.step_fn = signalling(trainer.step_fn)
+    trainer._memory_step_fn = signalling(trainer._memory_step_fn)
 
 
 def _fixed_batch(trainer):
@@ -114,6 +121,37 @@ def test_cross_batch_memory_resumes_identically_after_an_interruption(tmp_path, 
     metrics = again.fit()
     saved = _variables(again.checkpoints.manager.latest_checkpoint)
     assert any("cross_batch_memory" in k for k in saved)
+    _assert_same_weights(ref.checkpoints.manager.latest_checkpoint,
+                         again.checkpoints.manager.latest_checkpoint)
+    assert metrics["train"]["final_loss"] == ref_metrics["train"]["final_loss"]
+    assert metrics["after"] == ref_metrics["after"]
+
+
+def test_refresh_memory_resumes_identically_after_an_interruption(tmp_path, tiny):
+    # --refresh=memory: the next refresh reads the training passes' embeddings,
+    # which are in the checkpoint; interrupted in epoch 2 of 3 (refresh every
+    # epoch), the refresh of epoch 3 and the whole run match the uninterrupted one.
+    opts = dict(refresh="memory", refresh_every=1, epochs=3)
+    ref = Trainer(_config(tmp_path / "ref", **opts), dataset=tiny)
+    passes = []
+    embed = ref.embed
+    ref.embed = lambda split, **kw: passes.append(len(split)) or embed(split, **kw)
+    ref_metrics = ref.fit()
+    assert passes.count(len(tiny.train)) == 1  # one inference pass of the train split
+
+    t = Trainer(_config(tmp_path / "run", **opts), dataset=tiny)
+    _sigterm_during_step(t, 6)
+    with pytest.raises(run_state.Interrupted) as info:
+        t.fit()
+    assert checkpoints.progress_of(info.value.checkpoint) == (1, 2)
+    again = Trainer(_config(tmp_path / "run", **opts), dataset=tiny)
+    passes = []
+    embed = again.embed
+    again.embed = lambda split, **kw: passes.append(len(split)) or embed(split, **kw)
+    metrics = again.fit()
+    assert len(tiny.train) not in passes  # the memory came from the checkpoint
+    saved = _variables(again.checkpoints.manager.latest_checkpoint)
+    assert any("training_embeddings" in k for k in saved)
     _assert_same_weights(ref.checkpoints.manager.latest_checkpoint,
                          again.checkpoints.manager.latest_checkpoint)
     assert metrics["train"]["final_loss"] == ref_metrics["train"]["final_loss"]
