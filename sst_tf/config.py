@@ -209,9 +209,11 @@ class TrainConfig:
              "uses loss scaling).")
     jit_compile: bool = flag_field(False, help="XLA-compile the forward + backward pass.")
     refresh: str = flag_field(
-        "full", choices=REFRESH_MODES, enum_flag=True,
-        help="Refresh embeddings by an inference pass (full) or reuse the previous epochs' "
-             "training forward passes (memory: no extra pass).")
+        "memory", choices=REFRESH_MODES, enum_flag=True,
+        help="Refresh embeddings from the previous epochs' training forward passes (memory: "
+             "no extra pass after the first; chosen on the suite's validation splits, "
+             "docs/sst_study.md) or by an inference pass over the training split (full: "
+             "the paper's, configs/cub.cfg).")
     kmeans: str = flag_field(
         "sklearn", choices=KMEANS_METHODS, enum_flag=True,
         help="k-means of the refresh: scikit-learn (CPU) or TensorFlow (GPU when present).")

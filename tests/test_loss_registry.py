@@ -85,7 +85,8 @@ def test_cub_cfg_is_the_papers_recipe():
     recipe = dict(dataset="cub", backbone="inception_v3", pretrained=True, embedding_dim=512,
                   normalize=False, image_size=224, resize_size=256, random_flip=True,
                   loss="sst", sampler="local", neighborhoods="original", batch_size=200,
-                  num_targets=5, refresh_every=1, epochs=150, lr=1e-4, head_lr_multiplier=10.0,
+                  num_targets=5, refresh_every=1, refresh="full", epochs=150, lr=1e-4,
+                  head_lr_multiplier=10.0,
                   weight_decay=1e-4, decoupled_weight_decay=False, lr_patience=5,
                   lr_factor=0.5, early_stop_patience=15, recall_ks=(1, 2, 4, 8), seed=0,
                   loss_lr_multiplier=1.0)
