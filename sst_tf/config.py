@@ -30,6 +30,10 @@ SST_IMPOSTERS = ("mean", "softmax")  # sst_tf.losses.sst_loss(imposters=...)
 # validation split (docs/sst_study.md).
 NORMALIZED_SST_SCALE = 16.0
 NORMALIZED_SST_IMPOSTERS = "softmax"
+# --npairs_scale when unset: 16 on unit vectors (logits in [-1, 1] at scale 1
+# left N-pairs below the pretrained floor; 16 won every validation split of the
+# suite, docs/sst_study.md section 13), 1 (Sohn's form) on raw embeddings.
+NORMALIZED_NPAIRS_SCALE = 16.0
 SAMPLERS = ("local", "random", "class_balanced")  # sst_tf.sampling.make_sampler
 # Local sampler neighbourhoods (sst_tf.sampling.neighborhoods); "original" is the paper's rule.
 NEIGHBORHOODS = ("classes", "mixed", "original", "balanced")
@@ -129,9 +133,10 @@ class TrainConfig:
         help="SST: mean over all triplets (the paper's), or per (anchor, target) pair "
              "log(1 + sum over imposters of exp(s z)) (hard imposters weigh more). "
              "Default: mean without --normalize, softmax with it.")
-    npairs_scale: float = flag_field(
-        1.0, help="N-pairs: factor of the logits (dot products), a temperature 1/s on unit "
-                  "vectors; 1 is Sohn's and tensorflow-addons' form (docs/baselines.md).")
+    npairs_scale: float | None = flag_field(
+        None, help="N-pairs: factor of the logits (dot products), a temperature 1/s on unit "
+                   "vectors. Default: 16 with --normalize, 1 (Sohn's and tensorflow-addons' "
+                   "form) without (docs/baselines.md).")
     sampler: str | None = flag_field(
         None, choices=SAMPLERS,
         help="Batch sampler: neighbourhood batches (local, see --neighborhoods), random "
@@ -264,6 +269,12 @@ class TrainConfig:
             imposters = NORMALIZED_SST_IMPOSTERS if self.normalize else "mean"
         return {"scale": float(scale), "imposters": imposters}
 
+    def npairs_logit_scale(self) -> float:
+        """`batch_npairs_loss`'s scale for this run (after `resolved`)."""
+        if self.npairs_scale is not None:
+            return float(self.npairs_scale)
+        return NORMALIZED_NPAIRS_SCALE if self.normalize else 1.0
+
     def resolved(self) -> TrainConfig:
         """This config with unset loss-dependent flags taken from the loss's defaults.
 
@@ -323,8 +334,9 @@ class TrainConfig:
              f"--margin does not apply to --loss={c.loss} (it has no margin)", c.margin),
             (c.sst_scale is None or c.sst_scale > 0, "--sst_scale must be > 0", c.sst_scale),
             c._choice_check("sst_imposters"),
-            (c.npairs_scale > 0, "--npairs_scale must be > 0", c.npairs_scale),
-            (c.npairs_scale == 1.0 or c.loss == "npairs",
+            (c.npairs_scale is None or c.npairs_scale > 0, "--npairs_scale must be > 0",
+             c.npairs_scale),
+            (c.npairs_scale is None or c.loss == "npairs",
              f"--npairs_scale does not apply to --loss={c.loss}", c.npairs_scale),
             # On raw embeddings a scale s only rescales the embeddings (s z(x) =
             # z(sqrt(s) x)), and the softmax form was not measured there.

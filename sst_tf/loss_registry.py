@@ -212,4 +212,4 @@ def settings(config) -> dict:
             "loss_lr_multiplier": config.loss_lr_multiplier,
             "members_per_class": config.members_per_class, "params": dict(s.params),
             **({"sst": config.sst_options()} if config.loss == "sst" else {}),
-            **({"npairs_scale": config.npairs_scale} if config.loss == "npairs" else {})}
+            **({"npairs_scale": config.npairs_logit_scale()} if config.loss == "npairs" else {})}

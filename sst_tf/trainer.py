@@ -481,7 +481,7 @@ def _make_step(config: TrainConfig, model: keras.Model, loss_layer: keras.layers
     backbone_vars, head_vars = model_lib.variable_groups(model)
     loss_fn = losses.make_loss(config.loss, config.margin, loss_layer,
                                sst_options=config.sst_options(),
-                               npairs_scale=config.npairs_scale)
+                               npairs_scale=config.npairs_logit_scale())
     if config.global_negatives:
         loss_fn = negatives.global_negatives(loss_fn)
     memory = None
@@ -491,7 +491,7 @@ def _make_step(config: TrainConfig, model: keras.Model, loss_layer: keras.layers
         loss_fn = negatives.with_memory(
             loss_fn, losses.make_reference_loss(config.loss, config.margin,
                                                 sst_options=config.sst_options(),
-                                                npairs_scale=config.npairs_scale),
+                                                npairs_scale=config.npairs_logit_scale()),
             memory, config.memory_weight)
     return step_lib.TrainStep(
         model, loss_fn,

@@ -1,10 +1,15 @@
-"""SST options through the trainer, and the collapse guard."""
+"""Loss options through the trainer (SST's, N-pairs' scale), and the collapse guard."""
 
 import numpy as np
 import pytest
 
-from sst_tf import losses
-from sst_tf.config import NORMALIZED_SST_IMPOSTERS, NORMALIZED_SST_SCALE, TrainConfig
+from sst_tf import loss_registry, losses
+from sst_tf.config import (
+    NORMALIZED_NPAIRS_SCALE,
+    NORMALIZED_SST_IMPOSTERS,
+    NORMALIZED_SST_SCALE,
+    TrainConfig,
+)
 from sst_tf.monitors import COLLAPSE_SPREAD, CollapseError, relative_spread
 from sst_tf.trainer import Trainer
 
@@ -49,6 +54,35 @@ def test_trainer_loss_is_sst_loss_with_the_options(tmp_path, tiny):
     m = np.ones(12, bool)
     want = losses.sst_loss(x, y, tgt, scale=NORMALIZED_SST_SCALE, imposters="softmax")
     np.testing.assert_allclose(float(t.step.loss_fn(x, y, tgt, m)), float(want), rtol=1e-6)
+
+
+@pytest.mark.parametrize("normalize,scale,want", [
+    (None, None, NORMALIZED_NPAIRS_SCALE),  # npairs' registry default: unit vectors
+    (False, None, 1.0),  # raw embeddings: Sohn's form
+    (True, 2.5, 2.5),
+])
+def test_npairs_scale_default_depends_on_normalisation(tmp_path, normalize, scale, want):
+    cfg = _config(tmp_path, loss="npairs", normalize=normalize, npairs_scale=scale,
+                  sampler="class_balanced", samples_per_class=5)
+    cfg.validate()
+    cfg = cfg.resolved()
+    assert cfg.npairs_logit_scale() == want
+    assert loss_registry.settings(cfg)["npairs_scale"] == want
+
+
+def test_trainer_npairs_loss_has_the_scale(tmp_path, tiny):
+    t = Trainer(_config(tmp_path, loss="npairs", sampler="class_balanced",
+                        samples_per_class=5), dataset=tiny)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 8))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    y = np.repeat(np.arange(4), 3)
+    m = np.ones(12, bool)
+    # Unit rows: the logits times 16 are the rows times 4; the penalty is l2_penalty / 2.
+    penalty = 0.5 * loss_registry.spec("npairs").params["l2_penalty"]
+    want = float(losses.batch_npairs_loss(x * 4.0, y, m)) + penalty
+    got = float(t.step.loss_fn(x, y, np.zeros((12, 0), np.int32), m))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 def test_collapsed_embeddings_stop_the_run_with_a_reason(tmp_path, tiny):

@@ -95,7 +95,8 @@ def loss_function(name: str, margin: float | None = None,
         contrastive 0.5, the tensorflow-addons losses 1.0).
       sst_options: keyword arguments of `sst_tf.losses.sst_loss` (`scale`,
         `imposters`); None: the paper's form.
-      npairs_scale: factor of N-pairs' logits (the trainer's --npairs_scale).
+      npairs_scale: factor of N-pairs' logits (the trainer's --npairs_scale;
+        it uses 16 on L2-normalised embeddings, 1 here is Sohn's form).
 
     Raises:
       ValueError: unknown name, or `proxy_anchor` (use `ProxyAnchorModel`).
