@@ -121,7 +121,7 @@ class TrainConfig:
              "two modern baselines (docs/baselines.md).")
     margin: float | None = flag_field(
         None, help="Margin of the losses that have one; unset: the loss's default "
-                   "(triplet 0.2, contrastive 0.5, tensorflow-addons' losses 1.0).")
+                   "(triplet 0.1, contrastive 0.5, tensorflow-addons' losses 1.0).")
     # SST loss options (sst_tf.losses.sst_loss): scale s of the margin variable
     # and how the imposters of an (anchor, target) pair are combined.
     sst_scale: float | None = flag_field(

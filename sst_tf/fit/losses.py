@@ -91,7 +91,7 @@ def loss_function(name: str, margin: float | None = None,
 
     Args:
       name: the loss, as the trainer's `--loss`.
-      margin: the loss's margin; None means its own default (triplet 0.2,
+      margin: the loss's margin; None means its own default (triplet 0.1,
         contrastive 0.5, the tensorflow-addons losses 1.0).
       sst_options: keyword arguments of `sst_tf.losses.sst_loss` (`scale`,
         `imposters`); None: the paper's form.
