@@ -89,8 +89,9 @@ flags.DEFINE_float("budget_seconds", 0.0, "Equal training-time budget per run (-
                    "train whole epochs until this many training seconds (sampling + steps) "
                    "have passed, then evaluate; 0: --epochs epochs.")
 flags.DEFINE_enum("budget_clock", "cpu", ["cpu", "wall"], "Clock of --budget_seconds and of "
-                  "the curves' training seconds: cpu = the process's CPU time (the same "
-                  "whatever else shares the core), wall = elapsed time.")
+                  "the curves' training seconds: cpu = the process's CPU time (not shortened "
+                  "by a job sharing the core, but inflated by contention: run one job per "
+                  "core; docs/sst_study.md section 13), wall = elapsed time.")
 flags.DEFINE_list("benchmarks", [], "The suite: name=data_dir pairs (e.g. typeface=data/suite/"
                   "typeface); every loss x seed runs on each; one table per benchmark and an "
                   "aggregate. Empty: the one data set of --data_dir.")
