@@ -310,7 +310,7 @@ def test_stored_suite_runs_rebuild_the_aggregate_of_the_study():
             runs.extend(json.load(f))
     with open(os.path.join(ROOT, "docs", "sst_study.md")) as f:
         text = f.read()
-    section = text[text.index("## 12."):text.index("## Not done")]
+    section = text[text.index("## 12."):text.index("## 13.")]
     rows = {line.split(" | ")[0].strip("| "): line for line in section.splitlines()
             if line.startswith("| ") and "mean rank" not in line}
     aggregate = compare.aggregate(runs)
@@ -318,3 +318,29 @@ def test_stored_suite_runs_rebuild_the_aggregate_of_the_study():
     for a in aggregate:
         row = rows[a["loss"]]
         assert f"{a['mean_rank']:.2f}" in row and f"{a['mean_gain']:+.3f}" in row, row
+
+
+def test_stored_validation_runs_give_the_table_of_section_13():
+    """The validation table of sst_study.md section 13 is the mean of the stored runs."""
+    runs = []
+    for name in ("2026-12-03b_val_defaults_60s", "2026-12-03_val_triplet_contrastive_60s"):
+        with open(os.path.join(ROOT, "docs", "suite_runs", f"{name}.json")) as f:
+            runs.extend(json.load(f))
+    with open(os.path.join(ROOT, "docs", "sst_study.md")) as f:
+        text = f.read()
+    section = text[text.index("## 13."):text.index("Three defaults changed")]
+    # Table rows by arm, in the order of the stored variants.
+    arms = {"sst": "sst (previous default", "sst_refresh_memory": "**sst, `--refresh=memory`**",
+            "sst_mem_t3": "sst, memory, `--num_targets=3`",
+            "triplet": "triplet (previous default", "triplet_l2_m01": "**triplet, unit vectors",
+            "npairs": "npairs (previous default", "npairs_s16": "**npairs, `--npairs_scale=16`**"}
+    lines = [line for line in section.splitlines() if line.startswith("| ")]
+    benchmarks = ("cross_script", "within_script", "typeface", "many_classes")
+    for arm, label in arms.items():
+        row = next(line for line in lines if line.startswith(f"| {label}"))
+        cells = [c.strip().strip("*") for c in row.strip("|").split("|")][1:5]
+        for bench, cell in zip(benchmarks, cells, strict=True):
+            values = [r["after"]["map@r"] for r in runs
+                      if r.get("variant") == arm and r["benchmark"] == bench and "after" in r]
+            assert cell.startswith(f"{statistics.fmean(values):.3f}"), (arm, bench, cell)
+

@@ -66,6 +66,23 @@ def _sigterm_during_step(trainer, n: int) -> None:
     trainer._memory_step_fn = signalling(trainer._memory_step_fn)
 
 
+def _count_embedded_images(trainer) -> list:
+    """The sizes of the splits the trainer embeds from now on (a list it fills)."""
+    sizes, embed = [], trainer.embed
+    trainer.embed = lambda split, **kw: sizes.append(len(split)) or embed(split, **kw)
+    return sizes
+
+
+def _assert_resumed_run_matches(again, metrics, ref, ref_metrics, saved_item: str) -> None:
+    """The resumed run ends as the uninterrupted one, and its checkpoint holds `saved_item`."""
+    saved = _variables(again.checkpoints.manager.latest_checkpoint)
+    assert any(saved_item in k for k in saved)
+    _assert_same_weights(ref.checkpoints.manager.latest_checkpoint,
+                         again.checkpoints.manager.latest_checkpoint)
+    assert metrics["train"]["final_loss"] == ref_metrics["train"]["final_loss"]
+    assert metrics["after"] == ref_metrics["after"]
+
+
 def _fixed_batch(trainer):
     s = sampling.RandomSampler(trainer.dataset.train.labels, 50, num_targets=3, seed=0)
     s.refresh(trainer.embed(trainer.dataset.train))
@@ -118,13 +135,7 @@ def test_cross_batch_memory_resumes_identically_after_an_interruption(tmp_path, 
     with pytest.raises(run_state.Interrupted):
         t.fit()
     again = Trainer(_config(tmp_path / "run", **memory), dataset=tiny)
-    metrics = again.fit()
-    saved = _variables(again.checkpoints.manager.latest_checkpoint)
-    assert any("cross_batch_memory" in k for k in saved)
-    _assert_same_weights(ref.checkpoints.manager.latest_checkpoint,
-                         again.checkpoints.manager.latest_checkpoint)
-    assert metrics["train"]["final_loss"] == ref_metrics["train"]["final_loss"]
-    assert metrics["after"] == ref_metrics["after"]
+    _assert_resumed_run_matches(again, again.fit(), ref, ref_metrics, "cross_batch_memory")
 
 
 def test_refresh_memory_resumes_identically_after_an_interruption(tmp_path, tiny):
@@ -133,9 +144,7 @@ def test_refresh_memory_resumes_identically_after_an_interruption(tmp_path, tiny
     # epoch), the refresh of epoch 3 and the whole run match the uninterrupted one.
     opts = dict(refresh="memory", refresh_every=1, epochs=3)
     ref = Trainer(_config(tmp_path / "ref", **opts), dataset=tiny)
-    passes = []
-    embed = ref.embed
-    ref.embed = lambda split, **kw: passes.append(len(split)) or embed(split, **kw)
+    passes = _count_embedded_images(ref)
     ref_metrics = ref.fit()
     assert passes.count(len(tiny.train)) == 1  # one inference pass of the train split
 
@@ -145,17 +154,10 @@ def test_refresh_memory_resumes_identically_after_an_interruption(tmp_path, tiny
         t.fit()
     assert checkpoints.progress_of(info.value.checkpoint) == (1, 2)
     again = Trainer(_config(tmp_path / "run", **opts), dataset=tiny)
-    passes = []
-    embed = again.embed
-    again.embed = lambda split, **kw: passes.append(len(split)) or embed(split, **kw)
+    passes = _count_embedded_images(again)
     metrics = again.fit()
     assert len(tiny.train) not in passes  # the memory came from the checkpoint
-    saved = _variables(again.checkpoints.manager.latest_checkpoint)
-    assert any("training_embeddings" in k for k in saved)
-    _assert_same_weights(ref.checkpoints.manager.latest_checkpoint,
-                         again.checkpoints.manager.latest_checkpoint)
-    assert metrics["train"]["final_loss"] == ref_metrics["train"]["final_loss"]
-    assert metrics["after"] == ref_metrics["after"]
+    _assert_resumed_run_matches(again, metrics, ref, ref_metrics, "training_embeddings")
 
 
 def test_learning_rate_and_plateau_counters_survive_a_restart(tmp_path, tiny):
