@@ -243,16 +243,21 @@ def test_nan_batch_is_skipped_on_device_and_counted(tmp_path, tiny):
 
 
 def _inject_nan(trainer, which):
-    step_fn, calls = trainer.step_fn, []
+    """Makes the images of the steps `which(n)` picks NaN, in both step functions
+    (the plain one and the --refresh=memory one, whose batch also carries indices)."""
+    calls = []
 
-    def step(batch):
-        calls.append(1)
-        images, labels, targets, mask = batch
-        if which(len(calls)):
-            images = images * np.float32(np.nan)
-        return step_fn((images, labels, targets, mask))
+    def poisoning(step_fn):
+        def step(batch):
+            calls.append(1)
+            images, *rest = batch
+            if which(len(calls)):
+                images = images * np.float32(np.nan)
+            return step_fn((images, *rest))
+        return step
 
-    trainer.step_fn = step
+    trainer.step_fn = poisoning(trainer.step_fn)
+    trainer._memory_step_fn = poisoning(trainer._memory_step_fn)
 
 
 def test_skipped_steps_are_counted_and_too_many_stop_keeping_the_last_good_checkpoint(

@@ -86,7 +86,8 @@ def test_trainer_npairs_loss_has_the_scale(tmp_path, tiny):
 
 
 def test_collapsed_embeddings_stop_the_run_with_a_reason(tmp_path, tiny):
-    t = Trainer(_config(tmp_path, normalize=True, sst_scale=1.0), dataset=tiny)
+    # The full pass: every refresh embeds the split (the stub below) and checks it.
+    t = Trainer(_config(tmp_path, normalize=True, sst_scale=1.0, refresh="full"), dataset=tiny)
     n = len(tiny.train)
     point = np.tile(np.eye(8, dtype=np.float32)[:1], (n, 1))
     spread = point + 1e-4 * np.random.default_rng(0).normal(size=point.shape)
