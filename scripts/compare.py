@@ -35,9 +35,10 @@ The suite (docs/devbench.md#the-benchmark-suite): `--benchmarks=name=dir,...`
 runs every loss x seed on each data set (`--pretrained_benchmarks` also from
 `--suite_weights`, with a smaller backbone and larger head rate), and
 `--budget_seconds` gives every run the same training time (whole epochs until
-the budget) instead of `--epochs`, measured by default as the process's CPU
-time (`--budget_clock=cpu`: other jobs on the core do not shorten a run;
-`wall` for elapsed time). `--noscratch` runs only the pretrained variants (a
+the budget) instead of `--epochs`, measured by default in reference seconds
+(`--budget_clock=reference`: the process's CPU time scaled by the machine's
+speed, measured before every epoch by a fixed workload, sst_tf/clock.py; `cpu`
+for plain CPU time, `wall` for elapsed time). `--noscratch` runs only the pretrained variants (a
 second process can take them on another core), and `--benchmark_name=NAME`
 names the flags' one data set, so that a run of another config (digits:
 `--flagfile=configs/digits.cfg --benchmark_name=digits`) joins the suite's
@@ -61,7 +62,6 @@ import math
 import os
 import statistics
 import sys
-import time
 import traceback
 
 import keras
@@ -71,8 +71,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sst_tf import cli, config_flags, loss_registry  # noqa: E402
 from sst_tf import train as train_cli  # noqa: E402  (defines the shared training flags)
+from sst_tf.clock import CLOCKS, TrainingClock, reference_op_seconds  # noqa: E402
 from sst_tf.config import LOSSES  # noqa: E402
-from sst_tf.outputs import check_output_dir, write_marker  # noqa: E402
+from sst_tf.outputs import check_output_dir, write_marker, write_text_atomic  # noqa: E402
 
 flags.DEFINE_list("losses", list(LOSSES), "Losses to compare (--loss values).")
 flags.DEFINE_list("samplers", [], "Samplers to compare (--sampler values); empty: each "
@@ -88,10 +89,13 @@ flags.DEFINE_integer("compare_eval_every", 1, "Evaluate every N epochs for the c
 flags.DEFINE_float("budget_seconds", 0.0, "Equal training-time budget per run (--budget_clock): "
                    "train whole epochs until this many training seconds (sampling + steps) "
                    "have passed, then evaluate; 0: --epochs epochs.")
-flags.DEFINE_enum("budget_clock", "cpu", ["cpu", "wall"], "Clock of --budget_seconds and of "
-                  "the curves' training seconds: cpu = the process's CPU time (not shortened "
-                  "by a job sharing the core, but inflated by contention: run one job per "
-                  "core; docs/sst_study.md section 13), wall = elapsed time.")
+flags.DEFINE_enum("budget_clock", "reference", list(CLOCKS), "Clock of --budget_seconds and "
+                  "of the curves' training seconds: reference = the process's CPU time scaled "
+                  "by the machine's speed (measured before every epoch; the same budget buys "
+                  "the same work on a slower machine), cpu = the process's CPU time (not "
+                  "shortened by a job sharing the core, but one CPU second was twice the work "
+                  "in one session as in another: docs/sst_study.md section 14), wall = "
+                  "elapsed time.")
 flags.DEFINE_list("benchmarks", [], "The suite: name=data_dir pairs (e.g. typeface=data/suite/"
                   "typeface); every loss x seed runs on each; one table per benchmark and an "
                   "aggregate. Empty: the one data set of --data_dir.")
@@ -130,13 +134,6 @@ METRICS = (("map@r", "MAP@R"), ("r_precision", "R-Precision"), ("recall@1", "Rec
            ("nmi", "NMI"))
 
 
-def _write_atomic(path: str, text: str | bytes) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb" if isinstance(text, bytes) else "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
              eval_every: int, budget_seconds: float = 0.0, benchmark: str | None = None,
              clock: str = "wall", variant: str | None = None,
@@ -148,8 +145,11 @@ def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
     `budget_seconds` > 0 the run trains whole epochs until its training
     seconds reach the budget (the epoch that crosses it is finished), instead
     of `base.epochs` epochs. `clock` "cpu" measures training seconds as the
-    process's CPU time (unchanged by other jobs on the core), "wall" as elapsed
-    time; the elapsed training seconds are recorded either way. `variant`
+    process's CPU time (unchanged by other jobs on the core), "reference" as
+    that CPU time scaled by the machine's measured speed (sst_tf/clock.py),
+    "wall" as elapsed time; the elapsed training seconds are recorded either
+    way, and so are the speed probes ("reference_op_seconds": one per epoch
+    with the reference clock, one before training with the others). `variant`
     names an arm of `--variant` and `overrides` its configuration fields
     (other than loss and sampler).
     """
@@ -166,14 +166,16 @@ def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
     before = trainer.evaluate()
     curve = [(0.0, 0, before)]
     train_seconds = wall_seconds = 0.0
+    timer = TrainingClock(clock)
+    probes = [] if clock == "reference" else [reference_op_seconds()]
     epoch = 0
     while (train_seconds < budget_seconds) if budget_seconds > 0 else (epoch < cfg.epochs):
         refresh = epoch == 0 or epoch % cfg.refresh_every == 0
-        start, cpu_start = time.perf_counter(), time.process_time()
+        timer.start()
         stats = trainer.train_epoch(epoch, refresh)
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        seconds, elapsed = timer.stop()
         wall_seconds += elapsed
-        train_seconds += cpu if clock == "cpu" else elapsed
+        train_seconds += seconds
         trainer.end_epoch(epoch, stats["loss"])
         last = (train_seconds >= budget_seconds) if budget_seconds > 0 else (
             epoch + 1 == cfg.epochs)
@@ -190,10 +192,10 @@ def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
     metrics = {"before": before, "after": after,
                "settings": loss_registry.settings(trainer.config),
                "curve": [{"train_seconds": t, "epoch": e, **m} for t, e, m in curve]}
-    _write_atomic(os.path.join(cfg.model_dir, "metrics.json"), json.dumps(metrics, indent=2))
+    write_text_atomic(os.path.join(cfg.model_dir, "metrics.json"), json.dumps(metrics, indent=2))
     out = {"loss": loss, "sampler": cfg.sampler, "seed": seed,
            "train_seconds": train_seconds, "clock": clock, "wall_seconds": wall_seconds,
-           "epochs": epoch, **metrics}
+           "epochs": epoch, "reference_op_seconds": probes + timer.op_seconds, **metrics}
     if benchmark:
         out["benchmark"] = benchmark
     if variant:
@@ -664,12 +666,13 @@ def main(argv):
                     if variant:
                         failed["variant"] = variant
                     results.append(failed)
-                _write_atomic(os.path.join(FLAGS.out_dir, "compare.json"),
+                write_text_atomic(os.path.join(FLAGS.out_dir, "compare.json"),
                               json.dumps(results, indent=2))
     if FLAGS.from_json:  # rows grouped by loss, in order of first appearance
         order = list(dict.fromkeys(arm(r) for r in results))
         results.sort(key=lambda r: order.index(arm(r)))
-        _write_atomic(os.path.join(FLAGS.out_dir, "compare.json"), json.dumps(results, indent=2))
+        write_text_atomic(os.path.join(FLAGS.out_dir, "compare.json"),
+                          json.dumps(results, indent=2))
     seen = sorted({r["seed"] for r in results if r.get("seed") is not None})
     budget = (f"{FLAGS.budget_seconds:g} training seconds ({FLAGS.budget_clock} clock; whole "
               "epochs until the budget)"
@@ -686,11 +689,11 @@ def main(argv):
               f"{clocks} clock).\n\n")
     if len(by_benchmark(results)) > 1 or benchmarks:
         table = suite_markdown(results, FLAGS.share)
-        _write_atomic(os.path.join(FLAGS.out_dir, "compare.md"), header + table)
+        write_text_atomic(os.path.join(FLAGS.out_dir, "compare.md"), header + table)
         suite_plot(results, os.path.join(FLAGS.out_dir, "compare.png"))
     else:
         table = markdown_table(results)
-        _write_atomic(os.path.join(FLAGS.out_dir, "compare.md"), header + table)
+        write_text_atomic(os.path.join(FLAGS.out_dir, "compare.md"), header + table)
         plot(results, os.path.join(FLAGS.out_dir, "compare.png"),
              f"{base.dataset}: MAP@R vs epoch")
     print(header + table)

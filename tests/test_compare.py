@@ -248,10 +248,14 @@ def test_noscratch_and_a_named_single_set_join_one_suite_table(tmp_path):
               "--embedding_dim=8", "--batch_size=16", "--samples_per_class=4",
               "--num_targets=3", "--losses=sst", "--seeds=0", "--epochs=1", "--threads=1"]
     pre, single, merged = tmp_path / "pre", tmp_path / "single", tmp_path / "merged"
+    ref = tmp_path / "ref"
     runs = [common + [f"--out_dir={pre}", f"--benchmarks=b={tmp_path / 'b'}", "--noscratch",
-                      "--pretrained_benchmarks=b", f"--suite_weights={weights}"],
+                      "--pretrained_benchmarks=b", f"--suite_weights={weights}",
+                      "--budget_clock=cpu"],
             common + [f"--out_dir={single}", f"--data_dir={tmp_path / 'a'}",
                       "--benchmark_name=digits_like", "--budget_clock=wall"],
+            common + [f"--out_dir={ref}", f"--data_dir={tmp_path / 'a'}",
+                      "--benchmark_name=digits_like"],  # the default clock: reference
             common + [f"--out_dir={tmp_path / 'arms'}", f"--data_dir={tmp_path / 'a'}",
                       "--variant=m01:loss=triplet,margin=0.1,normalize=true",
                       "--variant=m05:loss=triplet,margin=0.5,normalize=false"]]
@@ -263,10 +267,18 @@ def test_noscratch_and_a_named_single_set_join_one_suite_table(tmp_path):
     single_runs = json.loads((single / "compare.json").read_text())
     assert [r["benchmark"] for r in pre_runs] == ["b+pretrained"]  # no scratch run of b
     assert [r["benchmark"] for r in single_runs] == ["digits_like"]
-    # Training seconds on the clock asked for: CPU time by default, elapsed with wall.
+    # Training seconds on the clock asked for: CPU time, elapsed with wall, and by default
+    # CPU time scaled by the speed probe measured before the epoch.
+    ref_runs = json.loads((ref / "compare.json").read_text())
     assert pre_runs[0]["clock"] == "cpu" and single_runs[0]["clock"] == "wall"
+    assert ref_runs[0]["clock"] == "reference"
     assert single_runs[0]["train_seconds"] == single_runs[0]["wall_seconds"]
     assert 0 < pre_runs[0]["train_seconds"] != pre_runs[0]["wall_seconds"]
+    for r in pre_runs + single_runs + ref_runs:  # one probe per epoch, or one before training
+        assert len(r["reference_op_seconds"]) == 1 and r["reference_op_seconds"][0] > 0
+    # The probe does not touch the training: the same run on the wall clock ends the same.
+    assert ref_runs[0]["after"] == single_runs[0]["after"]
+    assert ref_runs[0]["curve"][0] == single_runs[0]["curve"][0]
     assert (single / "digits_like" / "sst-local-seed0" / "metrics.json").is_file()
     # --variant: named arms in place of --losses, each with its own settings.
     arms = json.loads((tmp_path / "arms" / "compare.json").read_text())
