@@ -71,7 +71,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sst_tf import cli, config_flags, loss_registry  # noqa: E402
 from sst_tf import train as train_cli  # noqa: E402  (defines the shared training flags)
-from sst_tf.clock import CLOCKS, TrainingClock, reference_op_seconds  # noqa: E402
+from sst_tf.clock import (  # noqa: E402
+    CLOCKS,
+    REFERENCE_OP_SECONDS,
+    TrainingClock,
+    reference_op_seconds,
+)
 from sst_tf.config import LOSSES  # noqa: E402
 from sst_tf.outputs import check_output_dir, write_marker, write_text_atomic  # noqa: E402
 
@@ -201,6 +206,20 @@ def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
     if variant:
         out["variant"] = variant
     return out
+
+
+def probe_summary(results: list[dict]) -> str:
+    """One sentence on the machine's speed: the runs' reference-op probes against the unit's.
+
+    Empty when no run carries probes (runs stored before the probes existed).
+    """
+    probes = [p for r in results for p in r.get("reference_op_seconds", [])]
+    if not probes:
+        return ""
+    return (f"Speed probe (sst_tf/clock.py): median {statistics.median(probes) * 1000:.1f} ms "
+            f"over {len(probes)} probes, range {min(probes) * 1000:.1f}-"
+            f"{max(probes) * 1000:.1f} ms (the reference second's machine: "
+            f"{REFERENCE_OP_SECONDS * 1000:.1f} ms).")
 
 
 def arm(run: dict) -> str:
@@ -686,7 +705,7 @@ def main(argv):
               "cosine = L2-normalised embeddings, euclidean = raw; a run fails when its "
               "MAP@R ends not above the untrained model's in the same geometry; train s: "
               f"training seconds of a run (sampling + steps, evaluation excluded; "
-              f"{clocks} clock).\n\n")
+              f"{clocks} clock). {probe_summary(results)}\n\n")
     if len(by_benchmark(results)) > 1 or benchmarks:
         table = suite_markdown(results, FLAGS.share)
         write_text_atomic(os.path.join(FLAGS.out_dir, "compare.md"), header + table)

@@ -356,3 +356,14 @@ def test_stored_validation_runs_give_the_table_of_section_13():
                       if r.get("variant") == arm and r["benchmark"] == bench and "after" in r]
             assert cell.startswith(f"{statistics.fmean(values):.3f}"), (arm, bench, cell)
 
+
+
+def test_the_header_reports_the_speed_probes_of_the_runs():
+    compare = _load_compare()
+    runs = [dict(_run("sst", 0, 0.1, 0.5), reference_op_seconds=[0.030, 0.040]),
+            dict(_run("sst", 1, 0.1, 0.5), reference_op_seconds=[0.020]),
+            _run("sst", 2, 0.1, 0.5)]  # stored before the probes: no field
+    text = compare.probe_summary(runs)
+    assert "median 30.0 ms over 3 probes, range 20.0-40.0 ms" in text
+    assert f"{compare.REFERENCE_OP_SECONDS * 1000:.1f} ms" in text
+    assert compare.probe_summary(runs[2:]) == ""
