@@ -22,9 +22,11 @@ import time
 
 import tensorflow as tf
 
-# CPU seconds of one `reference_op_seconds` call (median) on the machine that
-# defined the unit: this project's 2-core build machine, one TensorFlow thread,
-# 2026-12-03, with a training run on the other core.
+# CPU seconds of one `reference_op_seconds` call on the machine that defined the
+# unit: the median of 30 probes (25-34 ms) on this project's 2-core build
+# machine, one TensorFlow thread, during the runs of docs/sst_study.md section 14
+# (2026-12-03), so those CPU-clock runs count about one reference second per
+# CPU second. Fixed: changing it changes the unit of every stored budget.
 REFERENCE_OP_SECONDS = 0.032
 
 CLOCKS = ("wall", "cpu", "reference")
