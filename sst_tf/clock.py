@@ -38,14 +38,15 @@ def _reference_op():
     """The fixed workload: two 3x3 convolutions on 32 images of 32x32, with gradients."""
     global _OP
     if _OP is None:
-        rng = tf.random.Generator.from_seed(0)
-        x = rng.normal((32, 32, 32, 16))
-        w1 = tf.Variable(rng.normal((3, 3, 16, 32)) * 0.1)
-        w2 = tf.Variable(rng.normal((3, 3, 32, 32)) * 0.1)
+        with tf.device("/CPU:0"):  # the CPU's speed, also on a machine with a GPU
+            rng = tf.random.Generator.from_seed(0)
+            x = rng.normal((32, 32, 32, 16))
+            w1 = tf.Variable(rng.normal((3, 3, 16, 32)) * 0.1)
+            w2 = tf.Variable(rng.normal((3, 3, 32, 32)) * 0.1)
 
         @tf.function
         def op():
-            with tf.GradientTape() as tape:
+            with tf.device("/CPU:0"), tf.GradientTape() as tape:
                 h = tf.nn.relu(tf.nn.conv2d(x, w1, 1, "SAME"))
                 y = tf.nn.conv2d(h, w2, 1, "SAME")
                 loss = tf.reduce_mean(tf.square(y))
