@@ -693,11 +693,11 @@ def main(argv):
         write_text_atomic(os.path.join(FLAGS.out_dir, "compare.json"),
                           json.dumps(results, indent=2))
     seen = sorted({r["seed"] for r in results if r.get("seed") is not None})
-    budget = (f"{FLAGS.budget_seconds:g} training seconds ({FLAGS.budget_clock} clock; whole "
+    clocks = "/".join(sorted({r.get("clock", "wall") for r in results if "error" not in r})
+                          or [FLAGS.budget_clock])  # the runs' own (--from_json: stored runs)
+    budget = (f"{FLAGS.budget_seconds:g} training seconds ({clocks} clock; whole "
               "epochs until the budget)"
               if FLAGS.budget_seconds else f"{base.epochs} epochs")
-    clocks = "/".join(sorted({r.get("clock", "wall") for r in results if "error" not in r})
-                          or [FLAGS.budget_clock])
     header = (f"Data set `{base.dataset}`, backbone `{base.backbone}`, {budget} "
               f"for every loss, batch {base.batch_size}, seeds "
               f"{','.join(str(s) for s in seen)}; "

@@ -289,6 +289,7 @@ def test_noscratch_and_a_named_single_set_join_one_suite_table(tmp_path):
     arms_table = (tmp_path / "arms" / "compare.md").read_text()
     assert "| m01 | local | cosine |" in arms_table and "| m05 | local | euclidean |" in arms_table
     proc = subprocess.run(common + [f"--out_dir={merged}", f"--data_dir={tmp_path / 'a'}",
+                                    "--budget_seconds=60",
                                     f"--from_json={pre / 'compare.json'},"
                                     f"{single / 'compare.json'}"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -297,6 +298,7 @@ def test_noscratch_and_a_named_single_set_join_one_suite_table(tmp_path):
     for head in ("### b+pretrained", "### digits_like", "### aggregate"):
         assert head in table
     assert "| sst | local | 1.00 |" in table  # the one loss ranks first on both
+    assert "60 training seconds (cpu/wall clock;" in table  # the stored runs' clocks
 
 
 def test_plot_of_budget_runs_whose_seeds_reach_different_epochs(tmp_path):
