@@ -369,3 +369,25 @@ def test_the_header_reports_the_speed_probes_of_the_runs():
     assert "median 30.0 ms over 3 probes, range 20.0-40.0 ms" in text
     assert f"{compare.REFERENCE_OP_SECONDS * 1000:.1f} ms" in text
     assert compare.probe_summary(runs[2:]) == ""
+
+
+def test_stored_runs_of_section_14_give_its_aggregate_and_the_readme_table():
+    """sst_study.md section 14 and the README suite table are the aggregate of the stored runs."""
+    compare = _load_compare()
+    runs = []
+    for name in ("2026-12-03c_scratch_seeds12_60s", "2026-12-03c_pretrained_seed0_60s",
+                 "2026-12-03c_digits_seed0_30s"):
+        with open(os.path.join(ROOT, "docs", "suite_runs", f"{name}.json")) as f:
+            runs.extend(json.load(f))
+    with open(os.path.join(ROOT, "docs", "sst_study.md")) as f:
+        text = f.read()
+    section = text[text.index("## 14."):text.index("## Not done")]
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    aggregate = compare.aggregate(runs)
+    assert len(aggregate) == 11 and len(runs) == 110
+    for a in aggregate:
+        rank, gain = f"{a['mean_rank']:.2f}", f"{a['mean_gain']:+.3f}"
+        assert f"| {a['loss']} | {a['sampler']} | {rank} | {gain} |" in section, a
+        row = next(line for line in readme.splitlines() if line.startswith(f"| {a['loss']} |"))
+        assert row.endswith(f"| {rank} | {gain} |"), row
