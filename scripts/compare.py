@@ -35,11 +35,13 @@ The suite (docs/devbench.md#the-benchmark-suite): `--benchmarks=name=dir,...`
 runs every loss x seed on each data set (`--pretrained_benchmarks` also from
 `--suite_weights`, with a smaller backbone and larger head rate), and
 `--budget_seconds` gives every run the same training time (whole epochs until
-the budget) instead of `--epochs`, measured by default in reference seconds
-(`--budget_clock=reference`: the process's CPU time scaled by the machine's
-speed, measured before every epoch by a fixed workload, sst_tf/clock.py; `cpu`
-for plain CPU time, `wall` for elapsed time). `--noscratch` runs only the pretrained variants (a
-second process can take them on another core), and `--benchmark_name=NAME`
+the budget) instead of `--epochs`, measured by default in the process's CPU
+time (`--budget_clock=cpu`; `reference` scales it by a speed probe,
+sst_tf/clock.py; `wall` for elapsed time). A CPU second is equal work only
+within one session of one machine: run a table's cells in one session, one job
+per core (compare.md warns when merged runs' speed probes disagree).
+`--noscratch` runs only the pretrained variants (a second process can take
+them on another core), and `--benchmark_name=NAME`
 names the flags' one data set, so that a run of another config (digits:
 `--flagfile=configs/digits.cfg --benchmark_name=digits`) joins the suite's
 tables through `--from_json`. compare.md then has one table per
@@ -94,13 +96,14 @@ flags.DEFINE_integer("compare_eval_every", 1, "Evaluate every N epochs for the c
 flags.DEFINE_float("budget_seconds", 0.0, "Equal training-time budget per run (--budget_clock): "
                    "train whole epochs until this many training seconds (sampling + steps) "
                    "have passed, then evaluate; 0: --epochs epochs.")
-flags.DEFINE_enum("budget_clock", "reference", list(CLOCKS), "Clock of --budget_seconds and "
-                  "of the curves' training seconds: reference = the process's CPU time scaled "
-                  "by the machine's speed (measured before every epoch; the same budget buys "
-                  "the same work on a slower machine), cpu = the process's CPU time (not "
-                  "shortened by a job sharing the core, but one CPU second was twice the work "
-                  "in one session as in another: docs/sst_study.md section 14), wall = "
-                  "elapsed time.")
+flags.DEFINE_enum("budget_clock", "cpu", list(CLOCKS), "Clock of --budget_seconds and of "
+                  "the curves' training seconds: cpu = the process's CPU time (not shortened "
+                  "by a job sharing the core; equal work within one session, but one CPU "
+                  "second was twice the work in one session as in another, so a table's runs "
+                  "come from one session: docs/sst_study.md sections 14-15), reference = the "
+                  "CPU time scaled by a speed probe taken before every epoch (it did not "
+                  "carry the unit across sessions: the probe moved 2.7 x where the training "
+                  "moved 2.0 x), wall = elapsed time.")
 flags.DEFINE_list("benchmarks", [], "The suite: name=data_dir pairs (e.g. typeface=data/suite/"
                   "typeface); every loss x seed runs on each; one table per benchmark and an "
                   "aggregate. Empty: the one data set of --data_dir.")
@@ -208,18 +211,34 @@ def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
     return out
 
 
+# Runs whose median speed probes differ by more than this came from machines of
+# different speed: within one session the runs' medians spread up to 1.44 x
+# (2026-12-03c, 22 runs), between two sessions they moved 2.7 x (section 15).
+MIXED_SPEED_RATIO = 1.6
+
+
 def probe_summary(results: list[dict]) -> str:
     """One sentence on the machine's speed: the runs' reference-op probes against the unit's.
 
-    Empty when no run carries probes (runs stored before the probes existed).
+    Adds a warning when the runs' median probes differ by more than
+    `MIXED_SPEED_RATIO` (runs of machines or sessions of different speed). Empty
+    when no run carries probes (runs stored before the probes existed).
     """
     probes = [p for r in results for p in r.get("reference_op_seconds", [])]
     if not probes:
         return ""
-    return (f"Speed probe (sst_tf/clock.py): median {statistics.median(probes) * 1000:.1f} ms "
+    text = (f"Speed probe (sst_tf/clock.py): median {statistics.median(probes) * 1000:.1f} ms "
             f"over {len(probes)} probes, range {min(probes) * 1000:.1f}-"
             f"{max(probes) * 1000:.1f} ms (the reference second's machine: "
             f"{REFERENCE_OP_SECONDS * 1000:.1f} ms).")
+    per_run = [statistics.median(r["reference_op_seconds"]) for r in results
+               if r.get("reference_op_seconds")]
+    ratio = max(per_run) / min(per_run)
+    if ratio > MIXED_SPEED_RATIO:
+        text += (f" **The runs' probes differ by {ratio:.2f} x: they ran on machines of "
+                 f"different speed, where an equal budget is not equal work; compare them "
+                 f"by epochs, not by seconds.**")
+    return text
 
 
 def arm(run: dict) -> str:

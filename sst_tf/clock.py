@@ -13,6 +13,14 @@ same work on a slower or busier machine:
 `REFERENCE_OP_SECONDS` is the op's CPU time on the machine that defined the
 unit; on a machine twice as slow a CPU second counts as half a reference
 second.
+
+Measured limit: the probe does not follow the training's speed across
+sessions. In the session after the unit was fixed the probe ran 2.7 x faster
+(11.5-12.5 ms) while the suite's training epochs ran 2.0 x faster, so 60
+reference seconds bought 4-5 epochs where the unit's session trained 5-6
+(docs/sst_study.md section 15). `scripts/compare.py` therefore counts CPU
+seconds by default and takes a table's runs from one session; the probes are
+still recorded, and compare.md warns when merged runs' probes disagree.
 """
 
 from __future__ import annotations

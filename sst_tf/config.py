@@ -142,7 +142,7 @@ class TrainConfig:
         help="Batch sampler: neighbourhood batches (local, see --neighborhoods), random "
              "batches, or P classes x K images, each image at most once per epoch "
              "(class_balanced); unset: the loss's default (local for "
-             "sst/triplet/contrastive).")
+             "sst and triplet).")
     samples_per_class: int = flag_field(
         4, help="K images per class in class_balanced batches (batch_size = P * K).")
     proxy_lr_multiplier: float = flag_field(

@@ -86,7 +86,7 @@ def test_compare_script_runs_seeds_in_each_loss_geometry(tmp_path):
     # The untrained model is measured in each run's own geometry: it differs by loss.
     assert results[0]["before"]["map@r"] != results[2]["before"]["map@r"]
     table = (tmp_path / "compare.md").read_text()
-    assert "| contrastive | local | euclidean |" in table
+    assert "| contrastive | class_balanced | euclidean |" in table
     assert "| multi_similarity | class_balanced | cosine |" in table
     assert (tmp_path / "compare.png").stat().st_size > 1000
     # --from_json merges earlier runs without training.
@@ -250,12 +250,11 @@ def test_noscratch_and_a_named_single_set_join_one_suite_table(tmp_path):
     pre, single, merged = tmp_path / "pre", tmp_path / "single", tmp_path / "merged"
     ref = tmp_path / "ref"
     runs = [common + [f"--out_dir={pre}", f"--benchmarks=b={tmp_path / 'b'}", "--noscratch",
-                      "--pretrained_benchmarks=b", f"--suite_weights={weights}",
-                      "--budget_clock=cpu"],
+                      "--pretrained_benchmarks=b", f"--suite_weights={weights}"],  # default: cpu
             common + [f"--out_dir={single}", f"--data_dir={tmp_path / 'a'}",
                       "--benchmark_name=digits_like", "--budget_clock=wall"],
             common + [f"--out_dir={ref}", f"--data_dir={tmp_path / 'a'}",
-                      "--benchmark_name=digits_like"],  # the default clock: reference
+                      "--benchmark_name=digits_like", "--budget_clock=reference"],
             common + [f"--out_dir={tmp_path / 'arms'}", f"--data_dir={tmp_path / 'a'}",
                       "--variant=m01:loss=triplet,margin=0.1,normalize=true",
                       "--variant=m05:loss=triplet,margin=0.5,normalize=false"]]
@@ -267,8 +266,8 @@ def test_noscratch_and_a_named_single_set_join_one_suite_table(tmp_path):
     single_runs = json.loads((single / "compare.json").read_text())
     assert [r["benchmark"] for r in pre_runs] == ["b+pretrained"]  # no scratch run of b
     assert [r["benchmark"] for r in single_runs] == ["digits_like"]
-    # Training seconds on the clock asked for: CPU time, elapsed with wall, and by default
-    # CPU time scaled by the speed probe measured before the epoch.
+    # Training seconds on the clock asked for: by default CPU time, elapsed with wall, and
+    # with reference CPU time scaled by the speed probe measured before the epoch.
     ref_runs = json.loads((ref / "compare.json").read_text())
     assert pre_runs[0]["clock"] == "cpu" and single_runs[0]["clock"] == "wall"
     assert ref_runs[0]["clock"] == "reference"
@@ -369,6 +368,16 @@ def test_the_header_reports_the_speed_probes_of_the_runs():
     assert "median 30.0 ms over 3 probes, range 20.0-40.0 ms" in text
     assert f"{compare.REFERENCE_OP_SECONDS * 1000:.1f} ms" in text
     assert compare.probe_summary(runs[2:]) == ""
+
+
+def test_the_header_warns_when_merged_runs_ran_at_different_speeds():
+    compare = _load_compare()
+    slow = dict(_run("sst", 0, 0.1, 0.5), reference_op_seconds=[0.032, 0.031, 0.033])
+    fast = dict(_run("sst", 1, 0.1, 0.5), reference_op_seconds=[0.012])
+    text = compare.probe_summary([slow, fast])
+    assert "The runs' probes differ by 2.67 x" in text and "by epochs" in text
+    near = dict(fast, reference_op_seconds=[0.032 / compare.MIXED_SPEED_RATIO * 1.01])
+    assert "differ" not in compare.probe_summary([slow, near])
 
 
 def test_stored_runs_of_section_14_give_its_aggregate_and_the_readme_table():
