@@ -67,7 +67,7 @@ def train(model_dir: str, epochs: int, eval_every: int, seed: int) -> dict:
     digits = data.load_dataset("digits")
     options = pipeline.ImageOptions(image_size=32, resize_size=36, random_flip=False)
     # The trainer's SST defaults: L2-normalised embeddings, scale 16, softmax over
-    # imposters, class neighbourhoods of 4 images per class (digits' 10 classes
+    # imposters, class neighbourhoods of 8 images per class (digits' 10 classes
     # then get 10 each).
     model = model_lib.build_model("small_cnn", weights=None, embedding_dim=64, image_size=32,
                                   normalize=True)
@@ -81,7 +81,7 @@ def train(model_dir: str, epochs: int, eval_every: int, seed: int) -> dict:
 
     sampler = sampling.make_sampler(
         "local", digits.train.labels, batch_size=100, num_targets=5, seed=seed,
-        neighborhoods="classes", min_classes=4, members_per_class=4)
+        neighborhoods="classes", min_classes=4, members_per_class=8)
     source = fit.SamplerDataset(digits.train, sampler, options, seed=seed)
     before = test_metrics(model, digits.test, options, seed)
     history = model.fit(

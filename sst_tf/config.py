@@ -169,7 +169,7 @@ class TrainConfig:
                 "neighbourhood batches.")
     members_per_class: int | None = flag_field(
         None, help="--neighborhoods=classes: images per class in a batch; unset: the "
-                   "loss's default (4 for sst, 10 otherwise).")
+                   "loss's default (8 for sst, 10 otherwise).")
     epochs: int = flag_field(150, help="Maximum number of epochs.")
     lr: float = flag_field(1e-4, help="Adam learning rate of the backbone.")
     head_lr_multiplier: float = flag_field(
