@@ -380,8 +380,8 @@ def test_the_header_warns_when_merged_runs_ran_at_different_speeds():
     assert "differ" not in compare.probe_summary([slow, near])
 
 
-def test_stored_runs_of_section_14_give_its_aggregate_and_the_readme_table():
-    """sst_study.md section 14 and the README suite table are the aggregate of the stored runs."""
+def test_stored_runs_of_section_14_give_its_aggregate():
+    """sst_study.md section 14 is the aggregate of its stored runs."""
     compare = _load_compare()
     runs = []
     for name in ("2026-12-03c_scratch_seeds12_60s", "2026-12-03c_pretrained_seed0_60s",
@@ -390,13 +390,81 @@ def test_stored_runs_of_section_14_give_its_aggregate_and_the_readme_table():
             runs.extend(json.load(f))
     with open(os.path.join(ROOT, "docs", "sst_study.md")) as f:
         text = f.read()
-    section = text[text.index("## 14."):text.index("## Not done")]
-    with open(os.path.join(ROOT, "README.md")) as f:
-        readme = f.read()
+    section = text[text.index("## 14."):text.index("## 15.")]
     aggregate = compare.aggregate(runs)
     assert len(aggregate) == 11 and len(runs) == 110
     for a in aggregate:
         rank, gain = f"{a['mean_rank']:.2f}", f"{a['mean_gain']:+.3f}"
         assert f"| {a['loss']} | {a['sampler']} | {rank} | {gain} |" in section, a
-        row = next(line for line in readme.splitlines() if line.startswith(f"| {a['loss']} |"))
+
+
+SUITE_15 = ("cross_script", "within_script", "typeface", "many_classes",
+            "cross_script+pretrained", "digits")
+
+
+def _section_15():
+    with open(os.path.join(ROOT, "docs", "sst_study.md")) as f:
+        text = f.read()
+    return text[text.index("## 15."):text.index("## Not done")]
+
+
+def _stored(name):
+    with open(os.path.join(ROOT, "docs", "suite_runs", f"{name}.json")) as f:
+        return json.load(f)
+
+
+def test_the_suite_table_of_section_15_and_the_readme_are_its_stored_runs():
+    """All eleven losses x six benchmarks x three seeds, one session: the tables are theirs."""
+    compare = _load_compare()
+    runs = _stored("2026-12-05_suite_30s")
+    cells = {}
+    for r in runs:
+        cells.setdefault((r["loss"], r["benchmark"]), []).append(r["seed"])
+    assert len(runs) == 11 * 6 * 3
+    assert {loss for loss, _ in cells} == set(compare.LOSSES)
+    assert all(sorted(seeds) == [0, 1, 2] for seeds in cells.values())
+    assert {bench for _, bench in cells} == set(SUITE_15)
+    # One session, one clock: no warning of mixed machine speeds.
+    assert {r["clock"] for r in runs if "error" not in r} == {"cpu"}
+    assert "differ" not in compare.probe_summary(runs)
+    section = _section_15()
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    summaries = {b: {(g["loss"], g["sampler"]): g for g in compare.summarize(group)}
+                 for b, group in compare.by_benchmark(runs).items()}
+    for a in compare.aggregate(runs):
+        rank, gain = f"{a['mean_rank']:.2f}", f"{a['mean_gain']:+.3f}"
+        assert f"| {a['loss']} | {a['sampler']} | {rank} | {gain} |" in section, a
+        row = next(line for line in readme.splitlines()
+                   if line.startswith(f"| {a['loss']} | {a['sampler']} |"))
         assert row.endswith(f"| {rank} | {gain} |"), row
+        cells = [c.strip().strip("*") for c in row.strip("|").split("|")][2:8]
+        for bench, cell in zip(SUITE_15, cells, strict=True):
+            g = summaries[bench][(a["loss"], a["sampler"])]
+            finals = [r["after"]["map@r"] for r in g["passed"]]
+            if finals:
+                assert cell.startswith(f"{statistics.fmean(finals):.3f}"), (a, bench, cell)
+            else:
+                assert cell.startswith("failed"), (a, bench, cell)
+
+
+def test_stored_validation_runs_give_the_table_of_section_15():
+    """The validation table of sst_study.md section 15 is the mean of the stored runs."""
+    runs = _stored("2026-12-05_val_30s")
+    lines = [line for line in _section_15().splitlines() if line.startswith("| `")]
+    benchmarks = ("cross_script", "within_script", "typeface", "many_classes")
+    arms = list(dict.fromkeys(r["variant"] for r in runs))
+    assert len(arms) >= 9
+    for arm in arms:
+        row = next(line for line in lines if line.startswith(f"| `{arm}`"))
+        cells = [c.strip().strip("*") for c in row.strip("|").split("|")][2:6]
+        means = []
+        for bench, cell in zip(benchmarks, cells, strict=True):
+            group = [r for r in runs if r["variant"] == arm and r["benchmark"] == bench]
+            passed = [r["after"]["map@r"] for r in group
+                      if "error" not in r and r["after"]["map@r"] > r["before"]["map@r"]]
+            if passed:
+                means.append(statistics.fmean(passed))
+                assert cell.startswith(f"{means[-1]:.3f}"), (arm, bench, cell)
+            else:
+                assert cell.startswith("failed"), (arm, bench, cell)
