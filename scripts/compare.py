@@ -103,7 +103,7 @@ flags.DEFINE_enum("budget_clock", "cpu", list(CLOCKS), "Clock of --budget_second
                   "come from one session: docs/sst_study.md sections 14-15), reference = the "
                   "CPU time scaled by a speed probe taken before every epoch (it did not "
                   "carry the unit across sessions: the probe moved 2.7 x where the training "
-                  "moved 2.0 x), wall = elapsed time.")
+                  "moved 1.7-2.1 x), wall = elapsed time.")
 flags.DEFINE_list("benchmarks", [], "The suite: name=data_dir pairs (e.g. typeface=data/suite/"
                   "typeface); every loss x seed runs on each; one table per benchmark and an "
                   "aggregate. Empty: the one data set of --data_dir.")

@@ -16,8 +16,8 @@ second.
 
 Measured limit: the probe does not follow the training's speed across
 sessions. In the session after the unit was fixed the probe ran 2.7 x faster
-(11.5-12.5 ms) while the suite's training epochs ran 2.0 x faster, so 60
-reference seconds bought 4-5 epochs where the unit's session trained 5-6
+(11.5-12.5 ms) while the suite's training epochs ran 1.7-2.1 x faster, so
+60 reference seconds bought 4-5 epochs where the unit's session trained 6
 (docs/sst_study.md section 15). `scripts/compare.py` therefore counts CPU
 seconds by default and takes a table's runs from one session; the probes are
 still recorded, and compare.md warns when merged runs' probes disagree.
