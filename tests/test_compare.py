@@ -312,18 +312,28 @@ def test_plot_of_budget_runs_whose_seeds_reach_different_epochs(tmp_path):
     assert os.path.getsize(path) > 1000
 
 
-def test_stored_suite_runs_rebuild_the_aggregate_of_the_study():
-    """docs/suite_runs holds the runs of sst_study.md section 12: its aggregate is theirs."""
-    compare = _load_compare()
-    names = ("2026-12-03_scratch_seed0_60s", "2026-12-03_cross_script_pretrained_60s",
-             "2026-12-03_digits_30s")
+def _stored(*names):
+    """The runs of these docs/suite_runs files, concatenated."""
     runs = []
     for name in names:
         with open(os.path.join(ROOT, "docs", "suite_runs", f"{name}.json")) as f:
             runs.extend(json.load(f))
+    return runs
+
+
+def _study_section(start, stop):
+    """The text of docs/sst_study.md from `start` up to `stop`."""
     with open(os.path.join(ROOT, "docs", "sst_study.md")) as f:
         text = f.read()
-    section = text[text.index("## 12."):text.index("## 13.")]
+    return text[text.index(start):text.index(stop)]
+
+
+def test_stored_suite_runs_rebuild_the_aggregate_of_the_study():
+    """docs/suite_runs holds the runs of sst_study.md section 12: its aggregate is theirs."""
+    compare = _load_compare()
+    runs = _stored("2026-12-03_scratch_seed0_60s", "2026-12-03_cross_script_pretrained_60s",
+                   "2026-12-03_digits_30s")
+    section = _study_section("## 12.", "## 13.")
     rows = {line.split(" | ")[0].strip("| "): line for line in section.splitlines()
             if line.startswith("| ") and "mean rank" not in line}
     aggregate = compare.aggregate(runs)
@@ -335,13 +345,8 @@ def test_stored_suite_runs_rebuild_the_aggregate_of_the_study():
 
 def test_stored_validation_runs_give_the_table_of_section_13():
     """The validation table of sst_study.md section 13 is the mean of the stored runs."""
-    runs = []
-    for name in ("2026-12-03b_val_defaults_60s", "2026-12-03_val_triplet_contrastive_60s"):
-        with open(os.path.join(ROOT, "docs", "suite_runs", f"{name}.json")) as f:
-            runs.extend(json.load(f))
-    with open(os.path.join(ROOT, "docs", "sst_study.md")) as f:
-        text = f.read()
-    section = text[text.index("## 13."):text.index("Three defaults changed")]
+    runs = _stored("2026-12-03b_val_defaults_60s", "2026-12-03_val_triplet_contrastive_60s")
+    section = _study_section("## 13.", "Three defaults changed")
     # Table rows by arm, in the order of the stored variants.
     arms = {"sst": "sst (previous default", "sst_refresh_memory": "**sst, `--refresh=memory`**",
             "sst_mem_t3": "sst, memory, `--num_targets=3`",
@@ -383,14 +388,9 @@ def test_the_header_warns_when_merged_runs_ran_at_different_speeds():
 def test_stored_runs_of_section_14_give_its_aggregate():
     """sst_study.md section 14 is the aggregate of its stored runs."""
     compare = _load_compare()
-    runs = []
-    for name in ("2026-12-03c_scratch_seeds12_60s", "2026-12-03c_pretrained_seed0_60s",
-                 "2026-12-03c_digits_seed0_30s"):
-        with open(os.path.join(ROOT, "docs", "suite_runs", f"{name}.json")) as f:
-            runs.extend(json.load(f))
-    with open(os.path.join(ROOT, "docs", "sst_study.md")) as f:
-        text = f.read()
-    section = text[text.index("## 14."):text.index("## 15.")]
+    runs = _stored("2026-12-03c_scratch_seeds12_60s", "2026-12-03c_pretrained_seed0_60s",
+                   "2026-12-03c_digits_seed0_30s")
+    section = _study_section("## 14.", "## 15.")
     aggregate = compare.aggregate(runs)
     assert len(aggregate) == 11 and len(runs) == 110
     for a in aggregate:
@@ -400,17 +400,6 @@ def test_stored_runs_of_section_14_give_its_aggregate():
 
 SUITE_15 = ("cross_script", "within_script", "typeface", "many_classes",
             "cross_script+pretrained", "digits")
-
-
-def _section_15():
-    with open(os.path.join(ROOT, "docs", "sst_study.md")) as f:
-        text = f.read()
-    return text[text.index("## 15."):text.index("## Not done")]
-
-
-def _stored(name):
-    with open(os.path.join(ROOT, "docs", "suite_runs", f"{name}.json")) as f:
-        return json.load(f)
 
 
 def test_the_suite_table_of_section_15_and_the_readme_are_its_stored_runs():
@@ -427,7 +416,7 @@ def test_the_suite_table_of_section_15_and_the_readme_are_its_stored_runs():
     # One session, one clock: no warning of mixed machine speeds.
     assert {r["clock"] for r in runs if "error" not in r} == {"cpu"}
     assert "differ" not in compare.probe_summary(runs)
-    section = _section_15()
+    section = _study_section("## 15.", "## Not done")
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
     summaries = {b: {(g["loss"], g["sampler"]): g for g in compare.summarize(group)}
@@ -450,21 +439,25 @@ def test_the_suite_table_of_section_15_and_the_readme_are_its_stored_runs():
 
 def test_stored_validation_runs_give_the_table_of_section_15():
     """The validation table of sst_study.md section 15 is the mean of the stored runs."""
+    compare = _load_compare()
     runs = _stored("2026-12-05_val_30s")
-    lines = [line for line in _section_15().splitlines() if line.startswith("| `")]
+    lines = [line for line in _study_section("## 15.", "## Not done").splitlines()
+             if line.startswith("| `")]
     benchmarks = ("cross_script", "within_script", "typeface", "many_classes")
     arms = list(dict.fromkeys(r["variant"] for r in runs))
     assert len(arms) >= 9
     for arm in arms:
         row = next(line for line in lines if line.startswith(f"| `{arm}`"))
-        cells = [c.strip().strip("*") for c in row.strip("|").split("|")][2:6]
+        cells = [c.strip().strip("*") for c in row.strip("|").split("|")][2:7]
         means = []
-        for bench, cell in zip(benchmarks, cells, strict=True):
-            group = [r for r in runs if r["variant"] == arm and r["benchmark"] == bench]
-            passed = [r["after"]["map@r"] for r in group
-                      if "error" not in r and r["after"]["map@r"] > r["before"]["map@r"]]
+        for bench, cell in zip(benchmarks, cells[:4], strict=True):
+            passed = [r["after"]["map@r"] for r in runs if r["variant"] == arm
+                      and r["benchmark"] == bench and compare.failure(r) is None]
             if passed:
                 means.append(statistics.fmean(passed))
                 assert cell.startswith(f"{means[-1]:.3f}"), (arm, bench, cell)
             else:
                 assert cell.startswith("failed"), (arm, bench, cell)
+        # The last column: the mean over the four sets, when every set has a passed run.
+        want = f"{statistics.fmean(means):.3f}" if len(means) == len(benchmarks) else "-"
+        assert cells[4] == want, (arm, cells[4])
