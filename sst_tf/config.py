@@ -137,6 +137,18 @@ class TrainConfig:
         None, help="N-pairs: factor of the logits (dot products), a temperature 1/s on unit "
                    "vectors. Default: 16 with --normalize, 1 (Sohn's and tensorflow-addons' "
                    "form) without (docs/baselines.md).")
+    # Fixed parameters of Multi-Similarity and Proxy-Anchor (loss_registry.PARAM_FLAGS).
+    ms_alpha: float | None = flag_field(
+        None, help="Multi-Similarity: scale alpha of the positive pairs; unset: 2 (Wang et al.).")
+    ms_beta: float | None = flag_field(
+        None, help="Multi-Similarity: scale beta of the negative pairs; unset: 50 (Wang et al.).")
+    ms_base: float | None = flag_field(
+        None, help="Multi-Similarity: similarity threshold lambda (a cosine, in [-1, 1]); "
+                   "unset: 0.5 (Wang et al.).")
+    proxy_alpha: float | None = flag_field(
+        None, help="Proxy-Anchor: scale alpha; unset: 32 (Kim et al.).")
+    proxy_delta: float | None = flag_field(
+        None, help="Proxy-Anchor: margin delta (a cosine); unset: 0.1 (Kim et al.).")
     sampler: str | None = flag_field(
         None, choices=SAMPLERS,
         help="Batch sampler: neighbourhood batches (local, see --neighborhoods), random "
@@ -338,6 +350,17 @@ class TrainConfig:
              c.npairs_scale),
             (c.npairs_scale is None or c.loss == "npairs",
              f"--npairs_scale does not apply to --loss={c.loss}", c.npairs_scale),
+            (c.ms_alpha is None or c.ms_alpha > 0, "--ms_alpha must be > 0", c.ms_alpha),
+            (c.ms_beta is None or c.ms_beta > 0, "--ms_beta must be > 0", c.ms_beta),
+            (c.ms_base is None or -1 <= c.ms_base <= 1, "--ms_base must be in [-1, 1]",
+             c.ms_base),
+            (c.proxy_alpha is None or c.proxy_alpha > 0, "--proxy_alpha must be > 0",
+             c.proxy_alpha),
+            (c.proxy_delta is None or c.proxy_delta >= 0, "--proxy_delta must be >= 0",
+             c.proxy_delta),
+            *((getattr(c, flag) is None or c.loss == loss,
+               f"--{flag} does not apply to --loss={c.loss} (only to --loss={loss})",
+               getattr(c, flag)) for flag, (loss, _) in loss_registry.PARAM_FLAGS.items()),
             # On raw embeddings a scale s only rescales the embeddings (s z(x) =
             # z(sqrt(s) x)), and the softmax form was not measured there.
             (c.loss != "sst" or c.normalize or (

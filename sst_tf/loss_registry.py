@@ -173,6 +173,16 @@ TARGET_LOSSES = ("sst", "triplet")
 REFERENCE_LOSSES = ("sst", "triplet", "contrastive", "triplet_hard", "triplet_hard_soft",
                     "npairs", "pairwise_contrastive", "multi_similarity")
 
+# Flags that replace one of a loss's fixed parameters (`LossSpec.params`):
+# flag -> (loss, parameter).
+PARAM_FLAGS: Mapping[str, tuple[str, str]] = MappingProxyType({
+    "ms_alpha": ("multi_similarity", "alpha"),
+    "ms_beta": ("multi_similarity", "beta"),
+    "ms_base": ("multi_similarity", "base"),
+    "proxy_alpha": ("proxy_anchor", "alpha"),
+    "proxy_delta": ("proxy_anchor", "delta"),
+})
+
 # Fields of a run's configuration that a loss can default -> LossSpec fields.
 DEFAULTED_FIELDS = {"normalize": "normalize", "sampler": "sampler", "margin": "margin",
                     "loss_lr_multiplier": "lr_multiplier",
@@ -211,20 +221,39 @@ def resolve(config):
     return dataclasses.replace(config, **values) if values else config
 
 
+def params(config) -> dict:
+    """The fixed parameters a config's loss trains with.
+
+    Args:
+      config: a `TrainConfig` (any object with `loss` and the `PARAM_FLAGS`
+        attributes; a missing attribute counts as unset).
+
+    Returns:
+      The loss's `LossSpec.params`, each replaced by its `PARAM_FLAGS` flag
+      where that flag is set for this loss.
+    """
+    out = dict(spec(config.loss).params)
+    for flag, (loss, name) in PARAM_FLAGS.items():
+        value = getattr(config, flag, None)
+        if value is not None and loss == config.loss:
+            out[name] = float(value)
+    return out
+
+
 def settings(config) -> dict:
     """The loss settings a resolved config trains with, for metrics.json and reports.
 
     Returns:
       {"loss", "normalize", "geometry" ("cosine" on unit vectors, or
       "euclidean" on raw embeddings), "sampler", "margin",
-      "loss_lr_multiplier", "members_per_class", "params"}, and "sst" (its
+      "loss_lr_multiplier", "members_per_class", "params" (`params`)}, and "sst" (its
       options) for SST, "npairs_scale" for N-pairs.
     """
-    s = spec(config.loss)
+    spec(config.loss)  # an unknown loss: ValueError naming every loss
     return {"loss": config.loss, "normalize": bool(config.normalize),
             "geometry": "cosine" if config.normalize else "euclidean",
             "sampler": config.sampler, "margin": config.margin,
             "loss_lr_multiplier": config.loss_lr_multiplier,
-            "members_per_class": config.members_per_class, "params": dict(s.params),
+            "members_per_class": config.members_per_class, "params": params(config),
             **({"sst": config.sst_options()} if config.loss == "sst" else {}),
             **({"npairs_scale": config.npairs_logit_scale()} if config.loss == "npairs" else {})}

@@ -36,7 +36,7 @@ owns the proxies).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import keras
 import numpy as np
@@ -1073,11 +1073,24 @@ class ProxyAnchor(keras.layers.Layer):
 # -- losses by name ----------------------------------------------------------
 
 
+def _fixed_params(spec: loss_registry.LossSpec, name: str,
+                  params: Mapping[str, float] | None) -> dict:
+    """A loss's fixed parameters: the registry's, with the given ones replacing them."""
+    unknown = sorted(set(params or {}) - set(spec.params))
+    if unknown:
+        raise ValueError(f"--loss={name} has no parameter {', '.join(unknown)}; its "
+                         f"parameters: {', '.join(spec.params) or 'none'}.")
+    return {**spec.params, **(params or {})}
+
+
 def make_loss(name: str, margin: float | None = None, proxy_anchor=None,
-              sst_options: dict | None = None, npairs_scale: float = 1.0) -> Callable:
+              sst_options: dict | None = None, npairs_scale: float = 1.0,
+              params: Mapping[str, float] | None = None) -> Callable:
     """Returns fn(embeddings, labels, targets, mask) -> scalar for a `--loss` name.
 
-    The loss's fixed parameters come from `sst_tf.loss_registry`.
+    The loss's fixed parameters come from `sst_tf.loss_registry`; `params`
+    replaces some of them (e.g. Multi-Similarity's `{"alpha": 1.0}`; an
+    unknown key is a ValueError).
 
     `margin` None means the loss's own default. `proxy_anchor` is the
     `ProxyAnchor` layer (with the train split's class ids) that
@@ -1087,7 +1100,7 @@ def make_loss(name: str, margin: float | None = None, proxy_anchor=None,
     """
     spec = loss_registry.spec(name)  # an unknown name: ValueError naming every loss
     margin = spec.margin if margin is None else margin
-    params = dict(spec.params)
+    params = _fixed_params(spec, name, params)
     simple = {
         "triplet_semihard": lambda e, y, t, k: triplet_semihard_loss(
             e, y, margin, sample_mask=k),
@@ -1119,7 +1132,8 @@ def make_loss(name: str, margin: float | None = None, proxy_anchor=None,
 
 
 def make_reference_loss(name: str, margin: float | None = None,
-                        sst_options: dict | None = None, npairs_scale: float = 1.0) -> Callable:
+                        sst_options: dict | None = None, npairs_scale: float = 1.0,
+                        params: Mapping[str, float] | None = None) -> Callable:
     """The reference-set form of a `--loss` name (see `loss_registry.REFERENCE_LOSSES`).
 
     Returns fn(embeddings, labels, targets, mask, ref_embeddings, ref_labels,
@@ -1127,7 +1141,8 @@ def make_reference_loss(name: str, margin: float | None = None,
     reference set's rows their candidates (positives and negatives; for SST
     and triplet the imposters, the targets staying in the batch). Used by the
     cross-batch memory (`sst_tf.negatives.with_memory`). N-pairs' L2 penalty
-    on the embeddings is left to the batch loss.
+    on the embeddings is left to the batch loss. `params` replaces fixed
+    parameters, as in `make_loss`.
 
     Raises:
       ValueError: the loss has no reference form (lifted_struct,
@@ -1139,7 +1154,7 @@ def make_reference_loss(name: str, margin: float | None = None,
             f"--loss={name} has no form with a reference set (a cross-batch memory); the "
             f"losses that have one: {', '.join(loss_registry.REFERENCE_LOSSES)}.")
     margin = spec.margin if margin is None else margin
-    params = dict(spec.params)
+    params = _fixed_params(spec, name, params)
     opts = dict(sst_options or {})
 
     def ref(re, ry, rm, offset=None):

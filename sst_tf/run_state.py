@@ -157,6 +157,8 @@ RUN_FLAGS = ("loss", "margin", "sampler", "batch_size", "num_targets", "seed", "
              "kmeans",
              "members_per_class", "local_share", "min_classes", "warmup_epochs",
              "loss_lr_multiplier", "sst_scale", "sst_imposters", "npairs_scale",
+             "proxy_lr_multiplier", "ms_alpha", "ms_beta", "ms_base", "proxy_alpha",
+             "proxy_delta",
              "global_negatives",
              "memory_warmup_steps", "memory_weight")
 # Everything else (epochs, eval_every, patience, progress, ...) may change: logged.

@@ -472,16 +472,17 @@ def _make_loss_layer(config: TrainConfig, labels: np.ndarray) -> keras.layers.La
         class_ids=np.unique(labels), embedding_dim=config.embedding_dim,
         lr_multiplier=config.proxy_lr_multiplier, seed=config.seed,
         dtype="float32",  # the loss stays float32 under mixed precision
-        **loss_registry.spec("proxy_anchor").params)
+        **loss_registry.params(config))
 
 
 def _make_step(config: TrainConfig, model: keras.Model, loss_layer: keras.layers.Layer | None,
                num_replicas: int) -> step_lib.TrainStep:
     """The training step of `model` with the loss and optimizers `config` names."""
     backbone_vars, head_vars = model_lib.variable_groups(model)
+    params = loss_registry.params(config)
     loss_fn = losses.make_loss(config.loss, config.margin, loss_layer,
                                sst_options=config.sst_options(),
-                               npairs_scale=config.npairs_logit_scale())
+                               npairs_scale=config.npairs_logit_scale(), params=params)
     if config.global_negatives:
         loss_fn = negatives.global_negatives(loss_fn)
     memory = None
@@ -491,7 +492,8 @@ def _make_step(config: TrainConfig, model: keras.Model, loss_layer: keras.layers
         loss_fn = negatives.with_memory(
             loss_fn, losses.make_reference_loss(config.loss, config.margin,
                                                 sst_options=config.sst_options(),
-                                                npairs_scale=config.npairs_logit_scale()),
+                                                npairs_scale=config.npairs_logit_scale(),
+                                                params=params),
             memory, config.memory_weight)
     return step_lib.TrainStep(
         model, loss_fn,

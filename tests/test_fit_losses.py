@@ -108,6 +108,24 @@ def test_npairs_scale_reaches_the_loss_and_its_config(batches):
     np.testing.assert_allclose(float(value.result()), float(want), rtol=1e-5)
 
 
+def test_params_reach_the_loss_and_its_config(batches):
+    from test_losses_baselines import ms_reference
+    _, y = batches[0]
+    emb = np.random.default_rng(2).normal(size=(20, 8)).astype(np.float32)
+    labels, _, mask = fit.unpack_targets(y)
+    params = {"alpha": 0.01, "beta": 40.0, "base": 0.77}
+    want = ms_reference(emb, labels.numpy(), mask=mask.numpy(), **params)
+    loss = fit.MetricLoss("multi_similarity", params=params)
+    np.testing.assert_allclose(float(loss(y, emb)), want, rtol=1e-5)
+    clone = fit.MetricLoss.from_config(loss.get_config())
+    np.testing.assert_allclose(float(clone(y, emb)), want, rtol=1e-5)
+    value = fit.LossValue("multi_similarity", params=params)
+    value.update_state(y, emb)
+    np.testing.assert_allclose(float(value.result()), want, rtol=1e-5)
+    with pytest.raises(ValueError, match="no parameter delta"):
+        fit.MetricLoss("multi_similarity", params={"delta": 0.1})
+
+
 def _drop_row_targets(targets, row):
     t = np.delete(targets, row, 0)
     t = np.where(t == row, -1, t)

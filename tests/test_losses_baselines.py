@@ -217,3 +217,26 @@ def test_proxy_anchor_layer_maps_class_ids_to_proxies():
     np.testing.assert_allclose(layer(x, layer.class_index(labels)).numpy(), expected, rtol=1e-5)
     clone = losses.ProxyAnchor.from_config(layer.get_config())
     assert clone.class_ids == [10, 20, 30]
+
+
+def test_make_loss_params_replace_the_registry_values():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(12, 6)).astype(np.float32)
+    labels = np.repeat(np.arange(4), 3)
+    mask = np.ones(12, bool)
+    none = np.zeros((12, 0), np.int32)
+    # Musgrave et al.'s tuned Multi-Similarity values; epsilon stays the registry's.
+    fn = losses.make_loss("multi_similarity", params={"alpha": 0.01, "base": 0.77})
+    want = ms_reference(x, labels, alpha=0.01, base=0.77)
+    np.testing.assert_allclose(float(fn(x, labels, none, mask)), want, rtol=1e-5)
+    assert abs(want - ms_reference(x, labels)) > 1e-3  # the parameters matter here
+    ref = losses.make_reference_loss("multi_similarity", params={"beta": 10.0})
+    direct = losses.multi_similarity_loss(x, labels, beta=10.0, sample_mask=mask,
+                                          ref_embeddings=x[:6], ref_labels=labels[:6],
+                                          ref_mask=mask[:6])
+    np.testing.assert_allclose(float(ref(x, labels, none, mask, x[:6], labels[:6], mask[:6],
+                                         None)), float(direct), rtol=1e-6)
+    with pytest.raises(ValueError, match="no parameter gamma; its parameters: alpha, beta"):
+        losses.make_loss("multi_similarity", params={"gamma": 1.0})
+    with pytest.raises(ValueError, match="--loss=triplet has no parameter alpha.*none"):
+        losses.make_loss("triplet", params={"alpha": 1.0})

@@ -85,6 +85,57 @@ def test_trainer_npairs_loss_has_the_scale(tmp_path, tiny):
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+@pytest.mark.parametrize("loss,kw,want", [
+    ("multi_similarity", {}, {"alpha": 2.0, "beta": 50.0, "base": 0.5, "epsilon": 0.1}),
+    ("multi_similarity", {"ms_alpha": 0.01, "ms_beta": 40.0, "ms_base": 0.77},
+     {"alpha": 0.01, "beta": 40.0, "base": 0.77, "epsilon": 0.1}),
+    ("proxy_anchor", {"proxy_alpha": 16.0, "proxy_delta": 0.0}, {"alpha": 16.0, "delta": 0.0}),
+])
+def test_loss_parameter_flags_reach_settings(tmp_path, loss, kw, want):
+    cfg = _config(tmp_path, loss=loss, sampler="class_balanced", samples_per_class=5, **kw)
+    cfg.validate()
+    assert loss_registry.settings(cfg.resolved())["params"] == want
+
+
+@pytest.mark.parametrize("kw,needle", [
+    ({"loss": "multi_similarity", "ms_alpha": 0.0}, "--ms_alpha must be > 0"),
+    ({"loss": "multi_similarity", "ms_beta": -1.0}, "--ms_beta must be > 0"),
+    ({"loss": "multi_similarity", "ms_base": 1.5}, r"--ms_base must be in \[-1, 1\]"),
+    ({"loss": "proxy_anchor", "proxy_alpha": 0.0}, "--proxy_alpha must be > 0"),
+    ({"loss": "proxy_anchor", "proxy_delta": -0.1}, "--proxy_delta must be >= 0"),
+    ({"loss": "proxy_anchor", "ms_beta": 40.0},
+     "--ms_beta does not apply to --loss=proxy_anchor .only to --loss=multi_similarity"),
+    ({"loss": "multi_similarity", "proxy_delta": 0.2},
+     "--proxy_delta does not apply to --loss=multi_similarity"),
+])
+def test_bad_loss_parameter_flags_are_refused(tmp_path, kw, needle):
+    with pytest.raises(ValueError, match=needle):
+        _config(tmp_path, sampler="class_balanced", samples_per_class=5, **kw).validate()
+
+
+def test_trainer_losses_use_the_parameter_flags(tmp_path, tiny):
+    from test_losses_baselines import ms_reference, pa_reference
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 8)).astype(np.float32)
+    y = np.repeat(np.arange(4), 3)
+    m = np.ones(12, bool)
+    none = np.zeros((12, 0), np.int32)
+    common = dict(sampler="class_balanced", samples_per_class=5)
+    t = Trainer(_config(tmp_path / "ms", loss="multi_similarity", ms_alpha=0.01, ms_beta=40.0,
+                        ms_base=0.77, **common), dataset=tiny)
+    want = ms_reference(x, y, alpha=0.01, beta=40.0, base=0.77)
+    np.testing.assert_allclose(float(t.step.loss_fn(x, y, none, m)), want, rtol=1e-5)
+    t = Trainer(_config(tmp_path / "pa", loss="proxy_anchor", proxy_alpha=16.0,
+                        proxy_delta=0.0, **common), dataset=tiny)
+    layer = t.loss_layer
+    assert (layer.alpha, layer.delta) == (16.0, 0.0)
+    ids = np.asarray(layer.class_ids)
+    index = y % len(ids)  # proxy rows of the batch's (real) class ids
+    labels = ids[index]
+    want = pa_reference(x, index, np.asarray(layer.proxies), alpha=16.0, delta=0.0)
+    np.testing.assert_allclose(float(t.step.loss_fn(x, labels, none, m)), want, rtol=1e-4)
+
+
 def test_collapsed_embeddings_stop_the_run_with_a_reason(tmp_path, tiny):
     # The full pass: every refresh embeds the split (the stub below) and checks it.
     t = Trainer(_config(tmp_path, normalize=True, sst_scale=1.0, refresh="full"), dataset=tiny)

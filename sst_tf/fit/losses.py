@@ -83,7 +83,8 @@ def add_weight_decay(model: keras.Model, weight_decay: float) -> None:
 
 def loss_function(name: str, margin: float | None = None,
                   sst_options: dict | None = None,
-                  npairs_scale: float = 1.0) -> Callable[..., tf.Tensor]:
+                  npairs_scale: float = 1.0,
+                  params: dict | None = None) -> Callable[..., tf.Tensor]:
     """fn(embeddings, labels, targets, mask) -> scalar of a loss name (see `LOSSES`).
 
     The same functions as the trainer's (`sst_tf.losses.make_loss`), with each
@@ -97,6 +98,8 @@ def loss_function(name: str, margin: float | None = None,
         `imposters`); None: the paper's form.
       npairs_scale: factor of N-pairs' logits (the trainer's --npairs_scale;
         it uses 16 on L2-normalised embeddings, 1 here is Sohn's form).
+      params: fixed parameters replacing the registry's (e.g. Multi-Similarity's
+        `{"alpha": 1.0}`, the trainer's --ms_alpha); None: the registry's.
 
     Raises:
       ValueError: unknown name, or `proxy_anchor` (use `ProxyAnchorModel`).
@@ -105,20 +108,24 @@ def loss_function(name: str, margin: float | None = None,
         raise ValueError(
             "proxy_anchor has trainable proxies, which a keras Loss cannot own: wrap the model "
             "in sst_tf.fit.ProxyAnchorModel and compile it without a loss.")
-    return losses.make_loss(name, margin, sst_options=sst_options, npairs_scale=npairs_scale)
+    return losses.make_loss(name, margin, sst_options=sst_options, npairs_scale=npairs_scale,
+                            params=params)
 
 
 class _NamedLoss:
     """What `MetricLoss` and `LossValue` share: a loss by name, applied to Keras' arguments."""
 
     def _set_loss(self, loss: str, margin: float | None, sst_options: dict | None,
-                  global_negatives: bool = False, npairs_scale: float = 1.0) -> None:
+                  global_negatives: bool = False, npairs_scale: float = 1.0,
+                  params: dict | None = None) -> None:
         self.loss = loss
         self.margin = margin
         self.sst_options = dict(sst_options) if sst_options else None
         self.global_negatives = bool(global_negatives)
         self.npairs_scale = float(npairs_scale)
-        self._fn = loss_function(loss, margin, self.sst_options, self.npairs_scale)
+        self.params = {k: float(v) for k, v in params.items()} if params else None
+        self._fn = loss_function(loss, margin, self.sst_options, self.npairs_scale,
+                                 self.params)
         if self.global_negatives:
             self._fn = negatives.global_negatives(self._fn)
 
@@ -130,7 +137,7 @@ class _NamedLoss:
     def get_config(self) -> dict:  # noqa: D102
         return {"loss": self.loss, "margin": self.margin, "name": self.name,
                 "sst_options": self.sst_options, "global_negatives": self.global_negatives,
-                "npairs_scale": self.npairs_scale}
+                "npairs_scale": self.npairs_scale, "params": self.params}
 
 
 @keras.saving.register_keras_serializable(package="sst_tf")
@@ -146,7 +153,8 @@ class MetricLoss(_NamedLoss, keras.losses.Loss):
 
     def __init__(self, loss: str = "sst", margin: float | None = None,
                  name: str | None = None, sst_options: dict | None = None,
-                 global_negatives: bool = False, npairs_scale: float = 1.0, **kwargs):
+                 global_negatives: bool = False, npairs_scale: float = 1.0,
+                 params: dict | None = None, **kwargs):
         """Creates the loss.
 
         Args:
@@ -160,11 +168,12 @@ class MetricLoss(_NamedLoss, keras.losses.Loss):
             of the all-gathered global batch (`sst_tf.negatives`; the trainer's
             --global_negatives); no effect on one replica.
           npairs_scale: factor of N-pairs' logits (the trainer's --npairs_scale).
+          params: fixed parameters replacing the registry's (`loss_function`).
           **kwargs: `reduction` / `dtype` of a serialised config (ignored:
             the value is always a per-replica scalar in float32).
         """
         super().__init__(name=name or loss, reduction="none", dtype="float32")
-        self._set_loss(loss, margin, sst_options, global_negatives, npairs_scale)
+        self._set_loss(loss, margin, sst_options, global_negatives, npairs_scale, params)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         """The batch loss divided by the replicas in sync (scalar float32)."""
@@ -192,10 +201,11 @@ class LossValue(_NamedLoss, keras.metrics.Mean):
 
     def __init__(self, loss: str = "sst", margin: float | None = None,
                  name: str | None = None, sst_options: dict | None = None,
-                 global_negatives: bool = False, npairs_scale: float = 1.0, **kwargs):
+                 global_negatives: bool = False, npairs_scale: float = 1.0,
+                 params: dict | None = None, **kwargs):
         """Creates the metric (arguments as `MetricLoss`; name default `<loss>_loss`)."""
         super().__init__(name=name or f"{loss}_loss", dtype="float32")
-        self._set_loss(loss, margin, sst_options, global_negatives, npairs_scale)
+        self._set_loss(loss, margin, sst_options, global_negatives, npairs_scale, params)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         """Adds one batch's loss (sample weights are not supported)."""
