@@ -466,6 +466,7 @@ def suite_plot(results: list[dict], path: str) -> None:
     colors = plt.get_cmap("tab10" if len(keys) <= 10 else "tab20")
     fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(benches)), 4.5))
     width = 0.8 / max(len(keys), 1)
+    labelled = set()  # a loss that failed on the first benchmark gets its label later
     for b, runs in enumerate(benches.values()):
         groups = {(g["loss"], g["sampler"]): g for g in summarize(runs)}
         finished = [r for r in runs if "error" not in r]
@@ -479,7 +480,8 @@ def suite_plot(results: list[dict], path: str) -> None:
             finals = [r["after"]["map@r"] for r in g["passed"]]
             ax.bar(b - 0.4 + (i + 0.5) * width, statistics.fmean(finals), width,
                    yerr=statistics.stdev(finals) if len(finals) > 1 else 0.0,
-                   color=colors(i), label=f"{key[0]} / {key[1]}" if b == 0 else None)
+                   color=colors(i), label=None if key in labelled else f"{key[0]} / {key[1]}")
+            labelled.add(key)
     ax.set_xticks(range(len(benches)), list(benches), fontsize=8)
     ax.set_ylabel("final MAP@R (test); dotted: mean floor (before training)")
     ax.grid(alpha=0.3, axis="y")

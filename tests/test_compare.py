@@ -312,6 +312,22 @@ def test_plot_of_budget_runs_whose_seeds_reach_different_epochs(tmp_path):
     assert os.path.getsize(path) > 1000
 
 
+def test_suite_plot_labels_a_loss_that_failed_on_the_first_benchmark(tmp_path, monkeypatch):
+    compare = _load_compare()
+    runs = []
+    for bench in ("glyphs", "digits"):
+        for seed in (0, 1):
+            runs.append({**_run("sst", seed, 0.2, 0.6), "benchmark": bench})
+            # Proxy-Anchor ends below its floor on the first benchmark only.
+            after = 0.1 if bench == "glyphs" else 0.7
+            runs.append({**_run("proxy_anchor", seed, 0.2, after), "benchmark": bench})
+    figures = []
+    monkeypatch.setattr(compare, "_save_figure", lambda fig, path: figures.append(fig))
+    compare.suite_plot(runs, str(tmp_path / "suite.png"))
+    legend = [t.get_text() for t in figures[0].axes[0].get_legend().get_texts()]
+    assert legend == ["sst / class_balanced", "proxy_anchor / class_balanced"]
+
+
 def _stored(*names):
     """The runs of these docs/suite_runs files, concatenated."""
     runs = []
