@@ -155,8 +155,9 @@ class TrainConfig:
              "batches, or P classes x K images, each image at most once per epoch "
              "(class_balanced); unset: the loss's default (local for "
              "sst and triplet).")
-    samples_per_class: int = flag_field(
-        4, help="K images per class in class_balanced batches (batch_size = P * K).")
+    samples_per_class: int | None = flag_field(
+        None, help="K images per class in class_balanced batches (batch_size = P * K); "
+                   "unset: the loss's default (5 for pairwise_contrastive, 4 otherwise).")
     proxy_lr_multiplier: float = flag_field(
         100.0, help="Proxy-Anchor: the proxies' learning rate is lr times this.")
     loss_lr_multiplier: float | None = flag_field(

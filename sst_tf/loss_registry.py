@@ -41,6 +41,8 @@ class LossSpec:
         the run is `--lr` times this (1 for most losses).
       members_per_class: default `--members_per_class` (images per class in a
         batch of the local sampler's class neighbourhoods).
+      samples_per_class: default `--samples_per_class` (K images per class in
+        a class-balanced batch).
       params: fixed keyword arguments of the loss function (scales, mining
         margins), passed by the trainer.
       sources: where each value comes from, keyed by field name (and by
@@ -52,6 +54,7 @@ class LossSpec:
     margin: float | None = None
     lr_multiplier: float = 1.0
     members_per_class: int = 10
+    samples_per_class: int = 4
     params: Mapping[str, float] = dataclasses.field(default_factory=dict)
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
@@ -135,11 +138,14 @@ LOSS_SPECS: Mapping[str, LossSpec] = MappingProxyType({
                               "penalty; unit vectors did not",
                  "sampler": f"{NPAIRS}: pairs from N different classes per batch"}),
     "pairwise_contrastive": LossSpec(
-        normalize=False, sampler="class_balanced", margin=1.0,
+        normalize=False, sampler="class_balanced", margin=1.0, samples_per_class=5,
         sources={"normalize": f"{HADSELL}: unnormalised embeddings",
                  "sampler": "this project: class-balanced batches so that every batch "
                             "holds positive pairs",
-                 "margin": f"{TFA} default"}),
+                 "margin": f"{TFA} default",
+                 "samples_per_class": f"{SST_STUDY} section 16: 20 classes x 5 images beat "
+                                      "25 x 4 on 7 of 8 runs of the suite's validation "
+                                      "splits (mean MAP@R 0.426 against 0.401)"}),
     "multi_similarity": LossSpec(
         normalize=True, sampler="class_balanced",
         params={"alpha": 2.0, "beta": 50.0, "base": 0.5, "epsilon": 0.1},
@@ -186,7 +192,8 @@ PARAM_FLAGS: Mapping[str, tuple[str, str]] = MappingProxyType({
 # Fields of a run's configuration that a loss can default -> LossSpec fields.
 DEFAULTED_FIELDS = {"normalize": "normalize", "sampler": "sampler", "margin": "margin",
                     "loss_lr_multiplier": "lr_multiplier",
-                    "members_per_class": "members_per_class"}
+                    "members_per_class": "members_per_class",
+                    "samples_per_class": "samples_per_class"}
 
 
 def spec(loss: str) -> LossSpec:
@@ -208,9 +215,9 @@ def resolve(config):
         `DEFAULTED_FIELDS`).
 
     Returns:
-      A copy with `normalize`, `sampler`, `margin` and `loss_lr_multiplier`
-      set: the given value
-      where there is one, else the loss's default. An unknown loss is
+      A copy with the `DEFAULTED_FIELDS` (`normalize`, `sampler`, `margin`,
+      `loss_lr_multiplier`, `members_per_class`, `samples_per_class`) set:
+      the given value where there is one, else the loss's default. An unknown loss is
       returned unchanged (validation reports it).
     """
     if config.loss not in LOSS_SPECS:
@@ -246,7 +253,8 @@ def settings(config) -> dict:
     Returns:
       {"loss", "normalize", "geometry" ("cosine" on unit vectors, or
       "euclidean" on raw embeddings), "sampler", "margin",
-      "loss_lr_multiplier", "members_per_class", "params" (`params`)}, and "sst" (its
+      "loss_lr_multiplier", "members_per_class", "samples_per_class", "params"
+      (`params`)}, and "sst" (its
       options) for SST, "npairs_scale" for N-pairs.
     """
     spec(config.loss)  # an unknown loss: ValueError naming every loss
@@ -254,6 +262,7 @@ def settings(config) -> dict:
             "geometry": "cosine" if config.normalize else "euclidean",
             "sampler": config.sampler, "margin": config.margin,
             "loss_lr_multiplier": config.loss_lr_multiplier,
-            "members_per_class": config.members_per_class, "params": params(config),
+            "members_per_class": config.members_per_class,
+            "samples_per_class": config.samples_per_class, "params": params(config),
             **({"sst": config.sst_options()} if config.loss == "sst" else {}),
             **({"npairs_scale": config.npairs_logit_scale()} if config.loss == "npairs" else {})}

@@ -73,6 +73,29 @@ def test_given_flags_override_the_loss_defaults():
                  "--normalize").resolved().normalize is True
 
 
+def test_class_balanced_images_per_class_default_per_loss():
+    from sst_tf.trainer import _make_sampler
+    labels = np.repeat(np.arange(30), 6)
+    for loss, want in (("pairwise_contrastive", 5), ("multi_similarity", 4)):
+        cfg = parse("--flagfile=configs/glyphs.cfg", f"--loss={loss}")
+        assert cfg.samples_per_class is None  # unset: the loss's default
+        r = cfg.resolved()
+        assert r.samples_per_class == want == loss_registry.spec(loss).samples_per_class
+        assert loss_registry.settings(r)["samples_per_class"] == want
+        sampler = _make_sampler(r, labels)
+        assert (sampler.samples_per_class, sampler.classes_per_batch) == (want, 100 // want)
+    # A flag file's value (digits.cfg: 10) and a given flag win over the loss's default.
+    assert parse("--flagfile=configs/digits.cfg",
+                 "--loss=pairwise_contrastive").resolved().samples_per_class == 10
+    r = parse("--flagfile=configs/glyphs.cfg", "--loss=pairwise_contrastive",
+              "--samples_per_class=4").resolved()
+    assert r.samples_per_class == 4
+    # The default must still divide the batch: the error names the flag.
+    with pytest.raises(ValueError, match="--batch_size must be a multiple .* "
+                                         "--samples_per_class"):
+        TrainConfig(model_dir="m", loss="pairwise_contrastive", batch_size=64).validate()
+
+
 def test_margin_for_a_loss_without_one_is_refused():
     with pytest.raises(ValueError, match="--margin does not apply to --loss=npairs"):
         dataclasses.replace(TrainConfig(model_dir="m", loss="npairs", margin=0.5)).validate()
@@ -127,7 +150,8 @@ def test_trainer_uses_the_loss_geometry_and_records_it(tmp_path, tiny):
     assert metrics["settings"] == {"loss": "triplet_hard", "normalize": True,
                                    "geometry": "cosine", "sampler": "class_balanced",
                                    "margin": 1.0, "loss_lr_multiplier": 0.25,
-                                   "members_per_class": 10, "params": {}}
+                                   "members_per_class": 10, "samples_per_class": 10,
+                                   "params": {}}
     with open(tmp_path / "config.json") as f:
         saved = json.load(f)
     assert (saved["normalize"], saved["sampler"], saved["margin"]) == (True, "class_balanced",
