@@ -127,7 +127,7 @@ def test_dry_run_prints_the_resolved_settings():
          "--model_dir=unused", "--loss=proxy_anchor"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert ("--loss=proxy_anchor: normalize True (cosine geometry), sampler class_balanced, "
+    assert ("--loss=proxy_anchor: normalize True (cosine geometry), sampler random, "
             "margin none, lr x 1, alpha 32, delta 0.1") in proc.stdout
 
 
