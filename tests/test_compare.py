@@ -418,28 +418,16 @@ SUITE_15 = ("cross_script", "within_script", "typeface", "many_classes",
             "cross_script+pretrained", "digits")
 
 
-def test_the_suite_table_of_section_15_and_the_readme_are_its_stored_runs():
-    """All eleven losses x six benchmarks x three seeds, one session: the tables are theirs."""
+def _assert_suite_table(runs, section, readme=None):
+    """Every row of a suite table (and of the README's, if given) is its runs' aggregate."""
     compare = _load_compare()
-    runs = _stored("2026-12-05_suite_30s")
-    cells = {}
-    for r in runs:
-        cells.setdefault((r["loss"], r["benchmark"]), []).append(r["seed"])
-    assert len(runs) == 11 * 6 * 3
-    assert {loss for loss, _ in cells} == set(compare.LOSSES)
-    assert all(sorted(seeds) == [0, 1, 2] for seeds in cells.values())
-    assert {bench for _, bench in cells} == set(SUITE_15)
-    # One session, one clock: no warning of mixed machine speeds.
-    assert {r["clock"] for r in runs if "error" not in r} == {"cpu"}
-    assert "differ" not in compare.probe_summary(runs)
-    section = _study_section("## 15.", "## Not done")
-    with open(os.path.join(ROOT, "README.md")) as f:
-        readme = f.read()
     summaries = {b: {(g["loss"], g["sampler"]): g for g in compare.summarize(group)}
                  for b, group in compare.by_benchmark(runs).items()}
     for a in compare.aggregate(runs):
         rank, gain = f"{a['mean_rank']:.2f}", f"{a['mean_gain']:+.3f}"
         assert f"| {a['loss']} | {a['sampler']} | {rank} | {gain} |" in section, a
+        if readme is None:
+            continue
         row = next(line for line in readme.splitlines()
                    if line.startswith(f"| {a['loss']} | {a['sampler']} |"))
         assert row.endswith(f"| {rank} | {gain} |"), row
@@ -451,6 +439,50 @@ def test_the_suite_table_of_section_15_and_the_readme_are_its_stored_runs():
                 assert cell.startswith(f"{statistics.fmean(finals):.3f}"), (a, bench, cell)
             else:
                 assert cell.startswith("failed"), (a, bench, cell)
+
+
+def _assert_complete_suite(runs):
+    """Eleven losses x six benchmarks x seeds 0-2, on the CPU clock at one machine speed."""
+    compare = _load_compare()
+    cells = {}
+    for r in runs:
+        cells.setdefault((r["loss"], r["benchmark"]), []).append(r["seed"])
+    assert len(runs) == 11 * 6 * 3
+    assert {loss for loss, _ in cells} == set(compare.LOSSES)
+    assert all(sorted(seeds) == [0, 1, 2] for seeds in cells.values())
+    assert {bench for _, bench in cells} == set(SUITE_15)
+    assert {r["clock"] for r in runs if "error" not in r} == {"cpu"}
+    assert "differ" not in compare.probe_summary(runs)
+
+
+def test_the_suite_table_of_section_15_is_its_stored_runs():
+    """All eleven losses x six benchmarks x three seeds, one session: the table is theirs."""
+    runs = _stored("2026-12-05_suite_30s")
+    _assert_complete_suite(runs)
+    _assert_suite_table(runs, _study_section("## 15.", "## 16."))
+
+
+# The losses whose defaults section 16 changed; their suite rows were rerun.
+RETUNED_16 = ("pairwise_contrastive", "proxy_anchor")
+
+
+def test_the_suite_table_of_section_16_and_the_readme_are_its_stored_runs():
+    """Section 15's runs with the two retuned losses rerun in their new defaults."""
+    reruns = _stored("2026-12-06_suite_retuned_30s")
+    assert {r["loss"] for r in reruns} == set(RETUNED_16)
+    runs = [r for r in _stored("2026-12-05_suite_30s") if r["loss"] not in RETUNED_16]
+    runs += reruns
+    _assert_complete_suite(runs)
+    # The reruns trained with the new defaults (digits.cfg sets its own K = 10).
+    for r in reruns:
+        s = r["settings"]
+        if r["loss"] == "proxy_anchor":
+            assert s["sampler"] == "random", r["benchmark"]
+        elif r["benchmark"] != "digits":
+            assert s["samples_per_class"] == 5, r["benchmark"]
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    _assert_suite_table(runs, _study_section("## 16.", "## Not done"), readme)
 
 
 def _assert_validation_table(runs, section):
@@ -482,3 +514,24 @@ def test_stored_validation_runs_give_the_table_of_section_15():
     arms = _assert_validation_table(_stored("2026-12-05_val_30s"),
                                     _study_section("## 15.", "## 16."))
     assert len(arms) >= 9
+
+
+def test_stored_validation_runs_give_the_tables_of_section_16():
+    """Section 16's validation table and its paired gains are those of the stored runs."""
+    runs = _stored("2026-12-06_val_baselines_30s")
+    section = _study_section("## 16.", "## Not done")
+    arms = _assert_validation_table(runs, section)
+    assert len(arms) >= 36  # SST's candidate and 5 arms of each of the 7 baselines
+    value = {(r["variant"], r["benchmark"], r["seed"]): r["after"]["map@r"] for r in runs}
+    rows = [line for line in section.splitlines() if line.startswith("| `")
+            and line.count("|") == 5]  # | arm | gain | t | won |
+    assert len(rows) >= 8
+    for row in rows:
+        arm, gain, t, won = [c.strip().strip("`") for c in row.strip("|").split("|")]
+        default = arm.rsplit("_", 1)[0]  # pa_random -> pa, pairwise_k5 -> pairwise
+        diffs = [v - value[(default, bench, seed)] for (a, bench, seed), v in value.items()
+                 if a == arm]
+        mean = statistics.fmean(diffs)
+        se = statistics.stdev(diffs) / len(diffs) ** 0.5
+        assert (gain, t, won) == (f"{mean:+.3f}", f"{mean / se:.1f}",
+                                  f"{sum(d > 0 for d in diffs)}/{len(diffs)}"), row
