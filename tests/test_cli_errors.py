@@ -348,6 +348,14 @@ def _fmt(values, w):
     return [v.format(**w) for v in values]
 
 
+def test_every_case_is_a_row_of_the_errors_page():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "docs", "errors.md")) as f:
+        page = f.read()
+    missing = [c[0] for c in CASES if f"`test_bad_input[{c[0]}]`" not in page]
+    assert not missing, missing
+
+
 @pytest.mark.parametrize("case", [pytest.param(c, id=c[0]) for c in CASES])
 def test_bad_input(case, world, capsys, monkeypatch):
     _, command, argv, want_code, words, absent, survivors = case
