@@ -128,7 +128,7 @@ def test_dry_run_prints_the_resolved_settings():
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert ("--loss=proxy_anchor: normalize True (cosine geometry), sampler random, "
-            "margin none, lr x 1, alpha 32, delta 0.1") in proc.stdout
+            "margin none, lr x 0.25, alpha 32, delta 0.1") in proc.stdout
 
 
 def test_trainer_uses_the_loss_geometry_and_records_it(tmp_path, tiny):
