@@ -162,7 +162,8 @@ class TrainConfig:
         100.0, help="Proxy-Anchor: the proxies' learning rate is lr times this.")
     loss_lr_multiplier: float | None = flag_field(
         None, help="Every learning rate of the run is --lr times this; unset: the loss's "
-                   "default (1, except 0.25 for the batch-hard triplet losses).")
+                   "default (1; 0.1 for triplet_hard, 0.25 for triplet_hard_soft and "
+                   "proxy_anchor).")
     batch_size: int = flag_field(200, help="Batch size B (>= 2).")
     num_targets: int = flag_field(5, help="Target neighbours k per anchor (>= 1).")
     refresh_every: int = flag_field(

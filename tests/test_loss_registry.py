@@ -140,16 +140,16 @@ def test_trainer_uses_the_loss_geometry_and_records_it(tmp_path, tiny):
                       lr=1e-3, progress=False, export=False)
     trainer = Trainer(cfg, dataset=tiny)
     assert trainer.config.normalize is True and trainer.config.sampler == "class_balanced"
-    # Batch-hard trains at a quarter of --lr unless --loss_lr_multiplier is given.
-    assert float(trainer.step.backbone_optimizer.learning_rate) == pytest.approx(0.25e-3)
-    assert float(trainer.step.head_optimizer.learning_rate) == pytest.approx(2.5e-3)
+    # Batch-hard trains at a tenth of --lr unless --loss_lr_multiplier is given.
+    assert float(trainer.step.backbone_optimizer.learning_rate) == pytest.approx(0.1e-3)
+    assert float(trainer.step.head_optimizer.learning_rate) == pytest.approx(1e-3)
     metrics = trainer.fit()
     # Evaluation ranks the model's own outputs: unit vectors here.
     norms = np.linalg.norm(trainer.last_embeddings, axis=1)
     np.testing.assert_allclose(norms, 1.0, atol=1e-5)
     assert metrics["settings"] == {"loss": "triplet_hard", "normalize": True,
                                    "geometry": "cosine", "sampler": "class_balanced",
-                                   "margin": 1.0, "loss_lr_multiplier": 0.25,
+                                   "margin": 1.0, "loss_lr_multiplier": 0.1,
                                    "members_per_class": 10, "samples_per_class": 10,
                                    "params": {}}
     with open(tmp_path / "config.json") as f:
