@@ -466,7 +466,7 @@ def test_the_suite_table_of_section_15_is_its_stored_runs():
 RETUNED_16 = ("pairwise_contrastive", "proxy_anchor")
 
 
-def test_the_suite_table_of_section_16_and_the_readme_are_its_stored_runs():
+def test_the_suite_table_of_section_16_is_its_stored_runs():
     """Section 15's runs with the two retuned losses rerun in their new defaults."""
     reruns = _stored("2026-12-06_suite_retuned_30s")
     assert {r["loss"] for r in reruns} == set(RETUNED_16)
@@ -480,9 +480,28 @@ def test_the_suite_table_of_section_16_and_the_readme_are_its_stored_runs():
             assert s["sampler"] == "random", r["benchmark"]
         elif r["benchmark"] != "digits":
             assert s["samples_per_class"] == 5, r["benchmark"]
+    _assert_suite_table(runs, _study_section("## 16.", "## 17."))
+
+
+# The losses whose defaults section 17 changed (their learning rates), rerun.
+RETUNED_17 = {"proxy_anchor": 0.25, "triplet_hard": 0.1}
+
+
+def test_the_suite_table_of_section_17_and_the_readme_are_its_stored_runs():
+    """Section 16's table with the two losses of section 17 rerun; the README's table."""
+    reruns = _stored("2026-12-06b_suite_retuned_30s")
+    assert {r["loss"] for r in reruns} == set(RETUNED_17)
+    for r in reruns:
+        assert r["settings"]["loss_lr_multiplier"] == RETUNED_17[r["loss"]], r["benchmark"]
+    runs = [r for r in _stored("2026-12-05_suite_30s")
+            if r["loss"] not in RETUNED_16 + tuple(RETUNED_17)]
+    runs += [r for r in _stored("2026-12-06_suite_retuned_30s")
+             if r["loss"] == "pairwise_contrastive"]
+    runs += reruns
+    _assert_complete_suite(runs)
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
-    _assert_suite_table(runs, _study_section("## 16.", "## Not done"), readme)
+    _assert_suite_table(runs, _study_section("## 17.", "## Not done"), readme)
 
 
 def _assert_validation_table(runs, section):
@@ -516,16 +535,12 @@ def test_stored_validation_runs_give_the_table_of_section_15():
     assert len(arms) >= 9
 
 
-def test_stored_validation_runs_give_the_tables_of_section_16():
-    """Section 16's validation table and its paired gains are those of the stored runs."""
-    runs = _stored("2026-12-06_val_baselines_30s")
-    section = _study_section("## 16.", "## Not done")
-    arms = _assert_validation_table(runs, section)
-    assert len(arms) >= 36  # SST's candidate and 5 arms of each of the 7 baselines
+def _assert_paired_table(runs, section):
+    """Each `| arm | gain | t | won |` row of a section: the arm's paired gain over its
+    default (the arm's name without its last `_part`; same set and seed) in its runs."""
     value = {(r["variant"], r["benchmark"], r["seed"]): r["after"]["map@r"] for r in runs}
     rows = [line for line in section.splitlines() if line.startswith("| `")
             and line.count("|") == 5]  # | arm | gain | t | won |
-    assert len(rows) >= 8
     for row in rows:
         arm, gain, t, won = [c.strip().strip("`") for c in row.strip("|").split("|")]
         default = arm.rsplit("_", 1)[0]  # pa_random -> pa, pairwise_k5 -> pairwise
@@ -535,3 +550,27 @@ def test_stored_validation_runs_give_the_tables_of_section_16():
         se = statistics.stdev(diffs) / len(diffs) ** 0.5
         assert (gain, t, won) == (f"{mean:+.3f}", f"{mean / se:.1f}",
                                   f"{sum(d > 0 for d in diffs)}/{len(diffs)}"), row
+    return rows
+
+
+def test_stored_validation_runs_give_the_tables_of_section_16():
+    """Section 16's validation table and its paired gains are those of the stored runs."""
+    runs = _stored("2026-12-06_val_baselines_30s")
+    section = _study_section("## 16.", "## 17.")
+    arms = _assert_validation_table(runs, section)
+    assert len(arms) >= 36  # SST's candidate and 5 arms of each of the 7 baselines
+    assert len(_assert_paired_table(runs, section)) >= 8
+
+
+def test_stored_validation_runs_give_the_tables_of_section_17():
+    """Section 17's arms, each paired with its default rerun in the same session."""
+    runs = _stored("2026-12-06b_val_baselines_30s")
+    section = _study_section("## 17.", "## Not done")
+    arms = _assert_validation_table(runs, section)
+    defaults = [a for a in arms if "_" not in a]
+    assert len(defaults) == 10  # every baseline's default, rerun beside its arms
+    for arm in arms:
+        assert arm.rsplit("_", 1)[0] in defaults, arm
+        assert len([r for r in runs if r["variant"] == arm]) == 8, arm
+    rows = _assert_paired_table(runs, section)
+    assert len(rows) == len(arms) - len(defaults)  # every arm's paired gain is shown
