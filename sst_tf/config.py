@@ -27,12 +27,12 @@ SST_IMPOSTERS = ("mean", "softmax")  # sst_tf.losses.sst_loss(imposters=...)
 # embeddings; on L2-normalised ones (squared distances <= 4) scale 1 leaves
 # softplus nearly linear with vanishing gradients and training collapsed on
 # digits, and a softmax over the imposters did best on the glyph benchmark's
-# validation split (docs/sst_study.md).
+# validation split (study/docs/sst_study.md).
 NORMALIZED_SST_SCALE = 16.0
 NORMALIZED_SST_IMPOSTERS = "softmax"
 # --npairs_scale when unset: 16 on unit vectors (logits in [-1, 1] at scale 1
 # left N-pairs below the pretrained floor; 16 won every validation split of the
-# suite, docs/sst_study.md section 13), 1 (Sohn's form) on raw embeddings.
+# suite, study/docs/sst_study.md section 13), 1 (Sohn's form) on raw embeddings.
 NORMALIZED_NPAIRS_SCALE = 16.0
 SAMPLERS = ("local", "random", "class_balanced")  # sst_tf.sampling.make_sampler
 # Local sampler neighbourhoods (sst_tf.sampling.neighborhoods); "original" is the paper's rule.
@@ -104,7 +104,7 @@ class TrainConfig:
         True, help="Start from ImageNet weights (--nopretrained: random).")
     backbone_weights: str | None = flag_field(
         None, help="Start the backbone from this Keras weights file (.weights.h5, written by "
-                   "scripts/pretrain.py for the same --backbone); replaces --pretrained's "
+                   "study/pretrain.py for the same --backbone); replaces --pretrained's "
                    "ImageNet weights.")
     embedding_dim: int = flag_field(512, help="Embedding size d.")
     normalize: bool | None = flag_field(
@@ -231,7 +231,7 @@ class TrainConfig:
         "memory", choices=REFRESH_MODES, enum_flag=True,
         help="Refresh embeddings from the previous epochs' training forward passes (memory: "
              "no extra pass after the first; chosen on the suite's validation splits, "
-             "docs/sst_study.md) or by an inference pass over the training split (full: "
+             "study/docs/sst_study.md) or by an inference pass over the training split (full: "
              "the paper's, configs/cub.cfg).")
     kmeans: str = flag_field(
         "sklearn", choices=KMEANS_METHODS, enum_flag=True,
@@ -369,7 +369,7 @@ class TrainConfig:
                 c.sst_scale in (None, 1.0) and c.sst_imposters in (None, "mean")),
              "--sst_scale other than 1 and --sst_imposters=softmax need --normalize (on raw "
              "embeddings a scale only rescales them, and the softmax form was not measured "
-             "there; docs/sst_study.md)",
+             "there; study/docs/sst_study.md)",
              (c.sst_scale, c.sst_imposters)),
             c._choice_check("sampler"),
             c._choice_check("backbone"),

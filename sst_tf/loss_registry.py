@@ -24,7 +24,7 @@ NPAIRS = "N-pair loss (Sohn 2016)"
 HADSELL = "Dimensionality reduction by learning an invariant mapping (Hadsell et al. 2006)"
 MS = "Multi-Similarity loss (Wang et al. 2019)"
 PROXY = "Proxy-Anchor loss (Kim et al. 2020)"
-SST_STUDY = "this project's SST study (docs/sst_study.md)"
+SST_STUDY = "this project's SST study (study/docs/sst_study.md)"
 MUSGRAVE = "A Metric Learning Reality Check (Musgrave et al. 2020)"
 
 
@@ -75,7 +75,7 @@ LOSS_SPECS: Mapping[str, LossSpec] = MappingProxyType({
     # imposters, sst_tf.config), local class neighbourhoods of 8 images per class.
     # The paper's exact recipe (raw embeddings, the paper's neighbourhood rule)
     # is configs/cub.cfg; the form was chosen on the glyph benchmark, the batch
-    # shape on the validation splits of the benchmark suite (docs/sst_study.md
+    # shape on the validation splits of the benchmark suite (study/docs/sst_study.md
     # sections 8 and 15).
     "sst": LossSpec(
         normalize=True, sampler="local", members_per_class=8,
@@ -89,7 +89,7 @@ LOSS_SPECS: Mapping[str, LossSpec] = MappingProxyType({
                                       "for 4 of 25; a class of 5 images stays whole)"}),
     # The SST paper's triplet baseline is raw with margin 0.2 (--nonormalize
     # --margin=0.2); Musgrave et al.'s values won every validation split of the
-    # benchmark suite (docs/sst_study.md section 13).
+    # benchmark suite (study/docs/sst_study.md section 13).
     "triplet": LossSpec(
         normalize=True, sampler="local", margin=0.1,
         sources={"normalize": f"{MUSGRAVE}: L2-normalised embeddings; on the suite's "
@@ -99,7 +99,7 @@ LOSS_SPECS: Mapping[str, LossSpec] = MappingProxyType({
                  "margin": f"{MUSGRAVE}: triplet margin about 0.1 (the SST paper: 0.2)"}),
     # The SST paper's contrastive baseline draws local batches (--sampler=local);
     # class-balanced batches won every validation split of the benchmark suite
-    # (docs/sst_study.md section 15).
+    # (study/docs/sst_study.md section 15).
     "contrastive": LossSpec(
         normalize=False, sampler="class_balanced", margin=0.5,
         sources={"normalize": f"{SST_PAPER}: baselines in the same geometry as SST; on the "

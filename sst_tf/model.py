@@ -88,7 +88,7 @@ def build_model(
       normalize: L2-normalise the embedding.
       image_size: side of the square RGB input.
       backbone_weights: a Keras weights file of this backbone (written by
-        `save_backbone_weights`, e.g. by scripts/pretrain.py) to load instead of
+        `save_backbone_weights`, e.g. by study/pretrain.py) to load instead of
         `weights` (which must then be None).
 
     Returns:

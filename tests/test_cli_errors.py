@@ -2,7 +2,7 @@
 
 Each case of `CASES` is a row of docs/errors.md (its id is the row's test).
 The commands' `main` functions run in this process on flags parsed by absl
-into a fresh `FlagValues` (or the global one for train and compare), so
+into a fresh `FlagValues` (or the global one for train), so
 TensorFlow starts once; the few things only a real process shows (a closed
 pipe, start-up logs, a fast --help) run in subprocesses.
 """
@@ -33,7 +33,6 @@ USER_TEXT = "a file the user wrote\n"
 
 
 _PREPARE = load_script("prepare_data")
-_COMPARE = load_script("compare")
 
 
 def _user_file(path):
@@ -137,7 +136,7 @@ def run_module(module, argv, capsys, monkeypatch):
 
 
 def run_global(prog, main, argv, capsys):
-    """The same for train / compare, whose flags live in the global FlagValues."""
+    """The same for train, whose flags live in the global FlagValues."""
     flags.FLAGS.unparse_flags()
     try:
         main(cli.parse_flags([prog, *argv], prog))
@@ -164,8 +163,7 @@ def run_benchmark(argv, capsys, monkeypatch):
 MODULES = {"export": ex, "embed": embed, "search": search, "report": report,
            "visualize": visualize}
 PROGS = {**{k: m.PROG for k, m in MODULES.items()}, "train": "sst_tf.train",
-         "prepare_data": "prepare_data.py", "compare": "compare.py",
-         "benchmark": "benchmark.py"}
+         "prepare_data": "prepare_data.py", "benchmark": "benchmark.py"}
 DIGITS = "--flagfile={repo}/configs/digits.cfg"
 
 # (id, command, argv, exit code, words the error line contains, words it must not contain,
@@ -329,13 +327,6 @@ CASES = [
     ("prepare-data-dir-is-a-file", "prepare_data",
      ["--dataset=cub", "--archives={dl}", "--data_dir={userfile}"], 2,
      ["--data_dir={userfile}", "is a file"], [], ["userfile"]),
-    # scripts/compare.py
-    ("compare-no-out-dir", "compare", [DIGITS], 2, ["--out_dir is required"], [], []),
-    ("compare-out-dir-user-folder", "compare", [DIGITS, "--out_dir={user}"], 2,
-     ["--out_dir={user}", "did not write"], [], ["user_file"]),
-    ("compare-from-json-missing", "compare",
-     [DIGITS, "--out_dir={tmp}/cmp", "--from_json={nowhere}.json"], 2,
-     ["--from_json={nowhere}.json"], [], []),
     # scripts/benchmark.py
     ("benchmark-unknown-section", "benchmark", ["--sections=bogus"], 2,
      ["--sections", "bogus"], [], []),
@@ -367,8 +358,6 @@ def test_bad_input(case, world, capsys, monkeypatch):
     elif command == "train":
         monkeypatch.setenv("SST_TF_CACHE_DIR", os.path.join(world["tmp"], "cache"))
         code, out, err = run_global("sst_tf.train", train.main, argv, capsys)
-    elif command == "compare":
-        code, out, err = run_global("compare.py", _COMPARE.main, argv, capsys)
     else:
         code, out, err = run_benchmark(argv, capsys, monkeypatch)
     lines = _error_lines(err)

@@ -41,7 +41,7 @@ _HELP_ONLY = {
     "configs/cub.cfg": "CUB-200-2011 is not downloadable here (and the run needs a GPU)",
     "--strategy=multi_worker": "needs two hosts (TF_CONFIG) and CUB",
     "configs/glyphs.cfg": ("the glyph benchmark is built from system fonts by "
-                           "scripts/make_glyphs.py first (tests/test_make_glyphs.py covers it)"),
+                           "study/make_glyphs.py first (study/tests covers it)"),
 }
 # The other lines of the docs' ```bash blocks, by how they start, and why this test
 # does not run them (the lines are checked to be covered by this list).
@@ -49,7 +49,7 @@ _NOT_RUN = {
     "pip install": "installs packages: .ci/run does the README's install in a fresh venv",
     "python -m pytest": "the test suite itself, run by .ci/run",
     "tensorboard --logdir": "a server that runs until it is stopped",
-    "python scripts/compare.py": "a multi-seed study (tests/test_compare.py runs it on tiny data)",
+    "python study/compare.py": "a multi-seed study (study/tests runs it on tiny data)",
     "python3.11 -m venv /tmp/venv-tfa": "TF 2.15 + tensorflow-addons: not installable on TF 2.21",
     "/tmp/venv-tfa/": "TF 2.15 + tensorflow-addons: not installable on TF 2.21",
     "bash job.sh": "the paper's benchmarks: real data sets and a GPU",

@@ -12,7 +12,7 @@ never used.
 Install the fonts (Debian), then build::
 
     apt-get install -y fonts-thai-tlwg culmus fonts-nanum fonts-unfonts-core ...
-    python scripts/make_glyphs.py --output_dir=/data/glyphs
+    python study/make_glyphs.py --output_dir=/data/glyphs
 
 The output is two `--dataset=folder` data sets::
 
@@ -42,7 +42,7 @@ import numpy as np
 from absl import app, flags, logging
 from PIL import Image, ImageDraw, ImageFont
 
-# Run as `python scripts/make_glyphs.py` from a checkout: import sst_tf from it.
+# Run as `python study/make_glyphs.py` from a checkout: import sst_tf from it.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sst_tf import outputs  # noqa: E402
 
@@ -62,7 +62,7 @@ SCRIPTS: dict[str, list[int]] = {
     "devanagari": list(range(0x0904, 0x0915)) + list(range(0x0915, 0x093A)),  # vowels, consonants
     "malayalam": list(range(0x0D05, 0x0D15)) + list(range(0x0D15, 0x0D3B)),   # vowels, consonants
     # CJK ideographs (the first 4,096 of the block; the Korean typefaces draw the
-    # Hanja among them): the pretraining source of scripts/make_suite.py.
+    # Hanja among them): the pretraining source of study/make_suite.py.
     "han": list(range(0x4E00, 0x5E00)),
 }
 SCRIPT_SETS = {script: set(codes) for script, codes in SCRIPTS.items()}

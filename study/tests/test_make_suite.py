@@ -1,4 +1,4 @@
-"""scripts/make_suite.py: tiny versions of every benchmark from a few installed fonts."""
+"""study/make_suite.py: tiny versions of every benchmark from a few installed fonts."""
 
 import json
 import os
@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "study"))
 import make_glyphs  # noqa: E402
 import make_suite  # noqa: E402
 
@@ -128,7 +128,7 @@ def test_typeface_classes_show_characters_their_split_never_saw(tmp_path, hebrew
 
 
 def test_cli_rejects_unknown_benchmark_and_names_the_flag(tmp_path):
-    r = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_suite.py"),
+    r = subprocess.run([sys.executable, os.path.join(REPO, "study", "make_suite.py"),
                         f"--output_dir={tmp_path / 'out'}", "--benchmarks=cars"],
                        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO),
                        timeout=120)

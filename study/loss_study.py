@@ -1,6 +1,6 @@
 r"""Losses side by side: training dynamics, MAP@R over training time, seeds.
 
-  python scripts/loss_study.py --flagfile=configs/digits.cfg --out_dir=runs/loss_study \
+  python study/loss_study.py --flagfile=configs/digits.cfg --out_dir=runs/loss_study \
       --seeds=0,1,2 --curve_every=2 \
       --variant=sst:loss=sst --variant=triplet:loss=triplet \
       --variant=contrastive:loss=contrastive \

@@ -1,10 +1,9 @@
-"""sst_tf/clock.py: the wall, CPU and reference clocks of equal-time budgets."""
+"""study/clock.py: the wall, CPU and reference clocks of equal-time budgets."""
 
 import time
 
+import clock
 import pytest
-
-from sst_tf import clock
 
 
 def _busy(seconds: float) -> None:

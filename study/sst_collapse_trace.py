@@ -1,6 +1,6 @@
 r"""Step-by-step trace of a digits run: the evidence for the --normalize collapse.
 
-  python scripts/sst_collapse_trace.py --normalize --sst_scale=1 --epochs=3
+  python study/sst_collapse_trace.py --normalize --sst_scale=1 --epochs=3
 
 Trains the digits recipe (configs/digits.cfg values; the flags below override
 them) and prints, before every step (all of the first 12, then every 5th):

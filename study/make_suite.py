@@ -9,7 +9,7 @@ cut from its training classes::
     OUT/<name>/manifest.json                flags, classes, typefaces, image hash
     OUT/suite.json                          which benchmarks, their counts and hashes
 
-The benchmarks (docs/devbench.md has their sizes and untrained MAP@R):
+The benchmarks (study/docs/devbench.md has their sizes and untrained MAP@R):
 
   cross_script   characters of Hangul, Arabic, Devanagari, Malayalam for
                  training; Thai and Hebrew for testing (make_glyphs.py's defaults).
@@ -25,15 +25,15 @@ The benchmarks (docs/devbench.md has their sizes and untrained MAP@R):
                  character classes, 5 images each; training classes of Hangul,
                  Arabic, Devanagari, Malayalam, test classes of Hangul (other
                  characters), Thai and Hebrew.
-  pretrain       the source of the pretrained regime (scripts/pretrain.py):
+  pretrain       the source of the pretrained regime (study/pretrain.py):
                  CJK ideographs drawn by the Korean typefaces; no test set of
                  the suite has a Han character, and the typeface benchmark
                  leaves out every typeface that draws one.
 
 Latin, Greek and Cyrillic are never rendered (make_glyphs.py refuses them).
 
-    python scripts/make_suite.py --output_dir=data/suite
-    python scripts/make_suite.py --output_dir=data/suite --benchmarks=typeface
+    python study/make_suite.py --output_dir=data/suite
+    python study/make_suite.py --output_dir=data/suite --benchmarks=typeface
 """
 
 from __future__ import annotations

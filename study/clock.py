@@ -2,7 +2,7 @@
 
 A CPU second is not a fixed amount of work: the same epoch of the same run
 took twice the CPU time on this project's build machine in one session as in
-another, at the same load (docs/sst_study.md section 14). The "reference"
+another, at the same load (study/docs/sst_study.md section 14). The "reference"
 clock divides a run's CPU time by the speed of the machine at that moment,
 measured by a fixed workload (a small convolution forward and backward pass,
 `reference_op_seconds`), so that budgets given in reference seconds buy the
@@ -18,7 +18,7 @@ Measured limit: the probe does not follow the training's speed across
 sessions. In the session after the unit was fixed the probe ran 2.7 x faster
 (11.5-12.5 ms) while the suite's training epochs ran 1.7-2.1 x faster, so
 60 reference seconds bought 4-5 epochs where the unit's session trained 6
-(docs/sst_study.md section 15). `scripts/compare.py` therefore counts CPU
+(study/docs/sst_study.md section 15). `study/compare.py` therefore counts CPU
 seconds by default and takes a table's runs from one session; the probes are
 still recorded, and compare.md warns when merged runs' probes disagree.
 """
@@ -32,7 +32,7 @@ import tensorflow as tf
 
 # CPU seconds of one `reference_op_seconds` call on the machine that defined the
 # unit: the median of 30 probes (25-34 ms) on this project's 2-core build
-# machine, one TensorFlow thread, during the runs of docs/sst_study.md section 14
+# machine, one TensorFlow thread, during the runs of study/docs/sst_study.md section 14
 # (2026-12-03), so those CPU-clock runs count about one reference second per
 # CPU second. Fixed: changing it changes the unit of every stored budget.
 REFERENCE_OP_SECONDS = 0.032

@@ -1,4 +1,4 @@
-"""scripts/pretrain.py: classification pretraining writes backbone weights the trainer loads."""
+"""study/pretrain.py: classification pretraining writes backbone weights the trainer loads."""
 
 import json
 import os
@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from _scripts import load_script
+from _study import load_script
 from sklearn.datasets import load_digits
 
 from sst_tf import model as model_lib

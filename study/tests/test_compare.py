@@ -1,4 +1,4 @@
-"""scripts/compare.py: seeds, mean ± std, runs not above the untrained model marked failed."""
+"""study/compare.py: seeds, mean ± std, runs not above the untrained model marked failed."""
 
 import json
 import os
@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 import pytest
-from _scripts import load_script
+from _study import load_script
 
 from sst_tf import loss_registry
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _load_compare():
@@ -65,7 +65,7 @@ def test_a_run_below_the_untrained_model_is_failed_and_left_out(tmp_path):
 @pytest.mark.slow
 def test_compare_script_runs_seeds_in_each_loss_geometry(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    cmd = [sys.executable, "scripts/compare.py", "--flagfile=configs/digits.cfg",
+    cmd = [sys.executable, "study/compare.py", "--flagfile=configs/digits.cfg",
            f"--out_dir={tmp_path}", "--losses=contrastive,multi_similarity", "--seeds=0,1",
            "--epochs=1", "--image_size=16", "--resize_size=16", "--batch_size=40",
            "--samples_per_class=4"]
@@ -92,7 +92,7 @@ def test_compare_script_runs_seeds_in_each_loss_geometry(tmp_path):
     # --from_json merges earlier runs without training.
     merged = tmp_path / "merged"
     src = tmp_path / "compare.json"
-    proc = subprocess.run([sys.executable, "scripts/compare.py", "--flagfile=configs/digits.cfg",
+    proc = subprocess.run([sys.executable, "study/compare.py", "--flagfile=configs/digits.cfg",
                            f"--out_dir={merged}", f"--from_json={src}"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -201,7 +201,7 @@ def test_suite_runs_each_benchmark_to_the_budget_and_from_the_weights(tmp_path):
     weights = _two_benchmarks_and_weights(tmp_path)
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     out = tmp_path / "out"
-    cmd = [sys.executable, "scripts/compare.py", "--dataset=folder", "--backbone=small_cnn",
+    cmd = [sys.executable, "study/compare.py", "--dataset=folder", "--backbone=small_cnn",
            "--nopretrained", "--image_size=8", "--resize_size=8", "--norandom_flip",
            "--embedding_dim=8", "--batch_size=16", "--samples_per_class=4", "--num_targets=3",
            f"--out_dir={out}", "--losses=sst,multi_similarity", "--seeds=0",
@@ -243,7 +243,7 @@ def test_suite_runs_each_benchmark_to_the_budget_and_from_the_weights(tmp_path):
 def test_noscratch_and_a_named_single_set_join_one_suite_table(tmp_path):
     weights = _two_benchmarks_and_weights(tmp_path)
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    common = [sys.executable, "scripts/compare.py", "--dataset=folder", "--backbone=small_cnn",
+    common = [sys.executable, "study/compare.py", "--dataset=folder", "--backbone=small_cnn",
               "--nopretrained", "--image_size=8", "--resize_size=8", "--norandom_flip",
               "--embedding_dim=8", "--batch_size=16", "--samples_per_class=4",
               "--num_targets=3", "--losses=sst", "--seeds=0", "--epochs=1", "--threads=1"]
@@ -329,23 +329,23 @@ def test_suite_plot_labels_a_loss_that_failed_on_the_first_benchmark(tmp_path, m
 
 
 def _stored(*names):
-    """The runs of these docs/suite_runs files, concatenated."""
+    """The runs of these study/docs/suite_runs files, concatenated."""
     runs = []
     for name in names:
-        with open(os.path.join(ROOT, "docs", "suite_runs", f"{name}.json")) as f:
+        with open(os.path.join(ROOT, "study", "docs", "suite_runs", f"{name}.json")) as f:
             runs.extend(json.load(f))
     return runs
 
 
 def _study_section(start, stop):
-    """The text of docs/sst_study.md from `start` up to `stop`."""
-    with open(os.path.join(ROOT, "docs", "sst_study.md")) as f:
+    """The text of study/docs/sst_study.md from `start` up to `stop`."""
+    with open(os.path.join(ROOT, "study", "docs", "sst_study.md")) as f:
         text = f.read()
     return text[text.index(start):text.index(stop)]
 
 
 def test_stored_suite_runs_rebuild_the_aggregate_of_the_study():
-    """docs/suite_runs holds the runs of sst_study.md section 12: its aggregate is theirs."""
+    """study/docs/suite_runs holds the runs of sst_study.md section 12: its aggregate is theirs."""
     compare = _load_compare()
     runs = _stored("2026-12-03_scratch_seed0_60s", "2026-12-03_cross_script_pretrained_60s",
                    "2026-12-03_digits_30s")
@@ -499,7 +499,7 @@ def test_the_suite_table_of_section_17_and_the_readme_are_its_stored_runs():
              if r["loss"] == "pairwise_contrastive"]
     runs += reruns
     _assert_complete_suite(runs)
-    with open(os.path.join(ROOT, "README.md")) as f:
+    with open(os.path.join(ROOT, "docs", "results.md")) as f:
         readme = f.read()
     _assert_suite_table(runs, _study_section("## 17.", "## Not done"), readme)
 
@@ -574,3 +574,32 @@ def test_stored_validation_runs_give_the_tables_of_section_17():
         assert len([r for r in runs if r["variant"] == arm]) == 8, arm
     rows = _assert_paired_table(runs, section)
     assert len(rows) == len(arms) - len(defaults)  # every arm's paired gain is shown
+
+
+# Bad input (rows of docs/errors.md): (id, argv, words of the one error line).
+BAD_INPUT = [
+    ("compare-no-out-dir", [], ["--out_dir is required"]),
+    ("compare-out-dir-user-folder", ["--out_dir={user}"], ["--out_dir={user}", "did not write"]),
+    ("compare-from-json-missing", ["--out_dir={tmp}/cmp", "--from_json={tmp}/nowhere.json"],
+     ["--from_json={tmp}/nowhere.json"]),
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c[0]) for c in BAD_INPUT])
+def test_bad_input(case, tmp_path):
+    _, argv, words = case
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("the user's\n")
+    names = {"user": str(user), "tmp": str(tmp_path)}
+    cmd = [sys.executable, "study/compare.py", "--flagfile=configs/digits.cfg",
+           *(a.format(**names) for a in argv)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert proc.returncode == 2, proc.stderr
+    assert len(errors) == 1 and errors[0].startswith("compare.py: error: "), proc.stderr
+    for word in words:
+        assert word.format(**names) in errors[0], (word, errors[0])
+    assert "Traceback" not in proc.stderr
+    assert (user / "notes.txt").read_text() == "the user's\n"

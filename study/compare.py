@@ -1,6 +1,6 @@
 r"""Compare losses on one data set, each in its own defaults, over several seeds.
 
-  python scripts/compare.py --flagfile=configs/digits.cfg --out_dir=runs/compare \
+  python study/compare.py --flagfile=configs/digits.cfg --out_dir=runs/compare \
       --losses=sst,triplet,multi_similarity,proxy_anchor --seeds=0,1,2 --epochs=20
 
 Every `sst_tf.train` flag sets the shared configuration (data set, model,
@@ -31,13 +31,13 @@ of the tables under its name, so a grid runs on the suite's validation splits
 `--from_json=a/compare.json,b/compare.json` trains nothing and writes the
 table and plot of earlier runs together.
 
-The suite (docs/devbench.md#the-benchmark-suite): `--benchmarks=name=dir,...`
+The suite (study/docs/devbench.md#the-benchmark-suite): `--benchmarks=name=dir,...`
 runs every loss x seed on each data set (`--pretrained_benchmarks` also from
 `--suite_weights`, with a smaller backbone and larger head rate), and
 `--budget_seconds` gives every run the same training time (whole epochs until
 the budget) instead of `--epochs`, measured by default in the process's CPU
 time (`--budget_clock=cpu`; `reference` scales it by a speed probe,
-sst_tf/clock.py; `wall` for elapsed time). A CPU second is equal work only
+study/clock.py; `wall` for elapsed time). A CPU second is equal work only
 within one session of one machine: run a table's cells in one session, one job
 per core (compare.md warns when merged runs' speed probes disagree).
 `--noscratch` runs only the pretrained variants (a second process can take
@@ -48,9 +48,9 @@ tables through `--from_json`. compare.md then has one table per
 benchmark, the training seconds each loss needs to reach `--share` (0.9) of
 the benchmark's best mean MAP@R, and an aggregate (mean rank, mean gain over
 the floor = the model before training); compare.png one bar per benchmark and
-loss. `--quick` is the subset run in docs/sst_study.md:
+loss. `--quick` is the subset run in study/docs/sst_study.md:
 
-  taskset -c 1 python scripts/compare.py --flagfile=configs/glyphs.cfg --quick \
+  taskset -c 1 python study/compare.py --flagfile=configs/glyphs.cfg --quick \
       --suite_dir=data/suite --suite_weights=data/suite/small_cnn_han.weights.h5 \
       --threads=1 --out_dir=runs/quick
 """
@@ -71,14 +71,15 @@ from absl import flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sst_tf import cli, config_flags, loss_registry  # noqa: E402
-from sst_tf import train as train_cli  # noqa: E402  (defines the shared training flags)
-from sst_tf.clock import (  # noqa: E402
+from clock import (  # noqa: E402
     CLOCKS,
     REFERENCE_OP_SECONDS,
     TrainingClock,
     reference_op_seconds,
 )
+
+from sst_tf import cli, config_flags, loss_registry  # noqa: E402
+from sst_tf import train as train_cli  # noqa: E402  (defines the shared training flags)
 from sst_tf.config import LOSSES  # noqa: E402
 from sst_tf.outputs import check_output_dir, write_marker, write_text_atomic  # noqa: E402
 
@@ -100,7 +101,7 @@ flags.DEFINE_enum("budget_clock", "cpu", list(CLOCKS), "Clock of --budget_second
                   "the curves' training seconds: cpu = the process's CPU time (not shortened "
                   "by a job sharing the core; equal work within one session, but one CPU "
                   "second was twice the work in one session as in another, so a table's runs "
-                  "come from one session: docs/sst_study.md sections 14-15), reference = the "
+                  "come from one session: study/docs/sst_study.md sections 14-15), reference = the "
                   "CPU time scaled by a speed probe taken before every epoch (it did not "
                   "carry the unit across sessions: the probe moved 2.7 x where the training "
                   "moved 1.7-2.1 x), wall = elapsed time.")
@@ -116,7 +117,7 @@ flags.DEFINE_bool("scratch", True, "Run every --benchmarks entry from scratch; -
 flags.DEFINE_string("benchmark_name", None, "Without --benchmarks: the name of the flags' one "
                     "data set in compare.json and the tables, so its runs join a suite "
                     "table through --from_json (e.g. digits, with configs/digits.cfg).")
-flags.DEFINE_string("suite_weights", None, "Backbone weights file of scripts/pretrain.py for "
+flags.DEFINE_string("suite_weights", None, "Backbone weights file of study/pretrain.py for "
                     "--pretrained_benchmarks.")
 flags.DEFINE_float("pretrained_lr_scale", 0.25, "Backbone learning-rate factor of the "
                    "pretrained runs.")
@@ -130,7 +131,7 @@ flags.DEFINE_bool("quick", False, "The quick subset: --losses=sst,contrastive,mu
                   "--seeds=0 --budget_seconds=60 on the four benchmarks of --suite_dir, "
                   "cross_script also pretrained from --suite_weights when given (under 20 "
                   "minutes on 2 cores).")
-flags.DEFINE_string("suite_dir", "data/suite", "Folder of scripts/make_suite.py (--quick).")
+flags.DEFINE_string("suite_dir", "data/suite", "Folder of study/make_suite.py (--quick).")
 flags.DEFINE_list("from_json", [], "Train nothing: merge these compare.json files (earlier "
                   "runs with the same training flags as given here) and write their table "
                   "and plot to --out_dir.")
@@ -154,7 +155,7 @@ def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
     seconds reach the budget (the epoch that crosses it is finished), instead
     of `base.epochs` epochs. `clock` "cpu" measures training seconds as the
     process's CPU time (unchanged by other jobs on the core), "reference" as
-    that CPU time scaled by the machine's measured speed (sst_tf/clock.py),
+    that CPU time scaled by the machine's measured speed (study/clock.py),
     "wall" as elapsed time; the elapsed training seconds are recorded either
     way, and so are the speed probes ("reference_op_seconds": one per epoch
     with the reference clock, one before training with the others). `variant`
@@ -227,7 +228,7 @@ def probe_summary(results: list[dict]) -> str:
     probes = [p for r in results for p in r.get("reference_op_seconds", [])]
     if not probes:
         return ""
-    text = (f"Speed probe (sst_tf/clock.py): median {statistics.median(probes) * 1000:.1f} ms "
+    text = (f"Speed probe (study/clock.py): median {statistics.median(probes) * 1000:.1f} ms "
             f"over {len(probes)} probes, range {min(probes) * 1000:.1f}-"
             f"{max(probes) * 1000:.1f} ms (the reference second's machine: "
             f"{REFERENCE_OP_SECONDS * 1000:.1f} ms).")
@@ -649,7 +650,7 @@ def main(argv):
     if FLAGS.pretrained_benchmarks and not (FLAGS.suite_weights
                                             and os.path.isfile(FLAGS.suite_weights)):
         _fail(f"--suite_weights={FLAGS.suite_weights} is not a file (needed by "
-              "--pretrained_benchmarks; build it with scripts/pretrain.py).")
+              "--pretrained_benchmarks; build it with study/pretrain.py).")
     try:
         base = train_cli.config_from_flags()
     except ValueError as e:

@@ -8,13 +8,13 @@ the backbone's weights are written to a file that `sst_tf.train
 --backbone_weights=FILE` (and `build_model(backbone_weights=FILE)` in a
 `fit` script) starts from.
 
-  python scripts/make_suite.py --output_dir=data/suite --benchmarks=pretrain
-  taskset -c 1 python scripts/pretrain.py --data_dir=data/suite/pretrain \
+  python study/make_suite.py --output_dir=data/suite --benchmarks=pretrain
+  taskset -c 1 python study/pretrain.py --data_dir=data/suite/pretrain \
       --output=data/suite/small_cnn_han.weights.h5
 
 The source must share no class with the test sets the weights are used on:
 data/suite/pretrain holds CJK ideographs, which no benchmark of the suite
-tests on (docs/devbench.md). After training, the embedding (pooled backbone
+tests on (study/docs/devbench.md). After training, the embedding (pooled backbone
 features through the head) is evaluated on the source's test classes and
 written with the settings to FILE.json. An existing FILE is replaced only if
 its FILE.json says this script wrote it.
@@ -45,7 +45,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("image_size", 32, "Side of the model input.")
     flags.DEFINE_integer("resize_size", 36, "Side images are resized to before the random crop.")
     flags.DEFINE_integer("embedding_dim", 64, "Size of the head the classifier sits on.")
-    flags.DEFINE_integer("epochs", 14, "Epochs of classification (docs/devbench.md: 8 stops "
+    flags.DEFINE_integer("epochs", 14, "Epochs of classification (study/docs/devbench.md: 8 stops "
                          "before the take-off from chance is done).")
     flags.DEFINE_integer("batch_size", 128, "Batch size.")
     flags.DEFINE_float("lr", 1e-3, "Adam learning rate (cosine decay to 0 over the epochs).")

@@ -1,4 +1,4 @@
-"""scripts/make_glyphs.py on a few Arabic and Hebrew characters in installed fonts."""
+"""study/make_glyphs.py on a few Arabic and Hebrew characters in installed fonts."""
 
 import json
 import os
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "scripts", "make_glyphs.py")
-sys.path.insert(0, os.path.join(REPO, "scripts"))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(REPO, "study", "make_glyphs.py")
+sys.path.insert(0, os.path.join(REPO, "study"))
 import make_glyphs  # noqa: E402
 
 from sst_tf.datasets import folder  # noqa: E402

@@ -1,6 +1,6 @@
 r"""Samplers (and losses) over several seeds: mean and spread, wall time, batch diagnostics.
 
-  python scripts/sampler_study.py --flagfile=configs/digits.cfg --out_dir=runs/samplers \
+  python study/sampler_study.py --flagfile=configs/digits.cfg --out_dir=runs/samplers \
       --seeds=0,1,2 --losses=sst \
       --variant=random:sampler=random --variant=original:neighborhoods=original \
       --variant=mixed:neighborhoods=mixed
