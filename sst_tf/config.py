@@ -20,20 +20,9 @@ from typing import Any
 from sst_tf import data as data_lib
 from sst_tf import loss_registry
 from sst_tf.datasets import DATA_SOURCES
-from sst_tf.loss_registry import LOSSES, TARGET_LOSSES
+from sst_tf.loss_registry import LOSS_SPECS, LOSSES, TARGET_LOSSES, defaults_text
 
 SST_IMPOSTERS = ("mean", "softmax")  # sst_tf.losses.sst_loss(imposters=...)
-# --sst_scale / --sst_imposters when unset: the paper's loss (1, "mean") on raw
-# embeddings; on L2-normalised ones (squared distances <= 4) scale 1 leaves
-# softplus nearly linear with vanishing gradients and training collapsed on
-# digits, and a softmax over the imposters did best on the glyph benchmark's
-# validation split (study/docs/sst_study.md).
-NORMALIZED_SST_SCALE = 16.0
-NORMALIZED_SST_IMPOSTERS = "softmax"
-# --npairs_scale when unset: 16 on unit vectors (logits in [-1, 1] at scale 1
-# left N-pairs below the pretrained floor; 16 won every validation split of the
-# suite, study/docs/sst_study.md section 13), 1 (Sohn's form) on raw embeddings.
-NORMALIZED_NPAIRS_SCALE = 16.0
 SAMPLERS = ("local", "random", "class_balanced")  # sst_tf.sampling.make_sampler
 # Local sampler neighbourhoods (sst_tf.sampling.neighborhoods); "original" is the paper's rule.
 NEIGHBORHOODS = ("classes", "mixed", "original", "balanced")
@@ -45,7 +34,7 @@ KMEANS_METHODS = ("sklearn", "tf")  # sst_tf.kmeans.kmeans(method=...)
 
 __all__ = [
     "BACKBONES", "DATA_SOURCES", "KMEANS_METHODS", "LOSSES", "NEIGHBORHOODS",
-    "NORMALIZED_SST_IMPOSTERS", "NORMALIZED_SST_SCALE", "PRECISIONS", "REFRESH_MODES",
+    "PRECISIONS", "REFRESH_MODES",
     "SAMPLERS", "SST_IMPOSTERS", "STRATEGIES", "TARGET_LOSSES", "TrainConfig", "flag_field",
 ]
 
@@ -121,34 +110,41 @@ class TrainConfig:
              "two modern baselines (docs/baselines.md).")
     margin: float | None = flag_field(
         None, help="Margin of the losses that have one; unset: the loss's default "
-                   "(triplet 0.1, contrastive 0.5, tensorflow-addons' losses 1.0).")
+                   f"({defaults_text('margin')}).")
     # SST loss options (sst_tf.losses.sst_loss): scale s of the margin variable
     # and how the imposters of an (anchor, target) pair are combined.
     sst_scale: float | None = flag_field(
         None, help="SST: scale s of the margin variable, "
-                   "softplus(s * (D_at - (D_ai + D_ti)/2)). "
-                   "Default: 1 (the paper's) without --normalize, 16 with it.")
+                   "softplus(s * (D_at - (D_ai + D_ti)/2)). Default: "
+                   f"{LOSS_SPECS['sst'].params['scale']:g} on unit vectors, "
+                   f"{LOSS_SPECS['sst'].raw_params['scale']:g} (the paper's) with --nonormalize.")
     sst_imposters: str | None = flag_field(
         None, choices=SST_IMPOSTERS, enum_flag=True,
         help="SST: mean over all triplets (the paper's), or per (anchor, target) pair "
-             "log(1 + sum over imposters of exp(s z)) (hard imposters weigh more). "
-             "Default: mean without --normalize, softmax with it.")
+             "log(1 + sum over imposters of exp(s z)) (hard imposters weigh more). Default: "
+             f"{LOSS_SPECS['sst'].params['imposters']} on unit vectors, "
+             f"{LOSS_SPECS['sst'].raw_params['imposters']} (the paper's) with --nonormalize.")
     npairs_scale: float | None = flag_field(
         None, help="N-pairs: factor of the logits (dot products), a temperature 1/s on unit "
-                   "vectors. Default: 16 with --normalize, 1 (Sohn's and tensorflow-addons' "
-                   "form) without (docs/baselines.md).")
-    # Fixed parameters of Multi-Similarity and Proxy-Anchor (loss_registry.PARAM_FLAGS).
+                   f"vectors. Default: {LOSS_SPECS['npairs'].params['scale']:g} on unit "
+                   f"vectors, {LOSS_SPECS['npairs'].raw_params['scale']:g} (Sohn's and "
+                   "tensorflow-addons' form) with --nonormalize.")
+    # Fixed parameters of the losses (loss_registry.PARAM_FLAGS).
     ms_alpha: float | None = flag_field(
-        None, help="Multi-Similarity: scale alpha of the positive pairs; unset: 2 (Wang et al.).")
+        None, help="Multi-Similarity: scale alpha of the positive pairs; unset: "
+                   f"{LOSS_SPECS['multi_similarity'].params['alpha']:g} (Wang et al.).")
     ms_beta: float | None = flag_field(
-        None, help="Multi-Similarity: scale beta of the negative pairs; unset: 50 (Wang et al.).")
+        None, help="Multi-Similarity: scale beta of the negative pairs; unset: "
+                   f"{LOSS_SPECS['multi_similarity'].params['beta']:g} (Wang et al.).")
     ms_base: float | None = flag_field(
         None, help="Multi-Similarity: similarity threshold lambda (a cosine, in [-1, 1]); "
-                   "unset: 0.5 (Wang et al.).")
+                   f"unset: {LOSS_SPECS['multi_similarity'].params['base']:g} (Wang et al.).")
     proxy_alpha: float | None = flag_field(
-        None, help="Proxy-Anchor: scale alpha; unset: 32 (Kim et al.).")
+        None, help="Proxy-Anchor: scale alpha; unset: "
+                   f"{LOSS_SPECS['proxy_anchor'].params['alpha']:g} (Kim et al.).")
     proxy_delta: float | None = flag_field(
-        None, help="Proxy-Anchor: margin delta (a cosine); unset: 0.1 (Kim et al.).")
+        None, help="Proxy-Anchor: margin delta (a cosine); unset: "
+                   f"{LOSS_SPECS['proxy_anchor'].params['delta']:g} (Kim et al.).")
     sampler: str | None = flag_field(
         None, choices=SAMPLERS,
         help="Batch sampler: neighbourhood batches (local, see --neighborhoods), random "
@@ -157,13 +153,13 @@ class TrainConfig:
              "sst and triplet).")
     samples_per_class: int | None = flag_field(
         None, help="K images per class in class_balanced batches (batch_size = P * K); "
-                   "unset: the loss's default (5 for pairwise_contrastive, 4 otherwise).")
+                   f"unset: the loss's default ({defaults_text('samples_per_class')}).")
     proxy_lr_multiplier: float = flag_field(
-        100.0, help="Proxy-Anchor: the proxies' learning rate is lr times this.")
+        loss_registry.PROXY_LR_MULTIPLIER,
+        help="Proxy-Anchor: the proxies' learning rate is lr times this.")
     loss_lr_multiplier: float | None = flag_field(
         None, help="Every learning rate of the run is --lr times this; unset: the loss's "
-                   "default (1; 0.1 for triplet_hard, 0.25 for triplet_hard_soft and "
-                   "proxy_anchor).")
+                   f"default ({defaults_text('lr_multiplier')}).")
     batch_size: int = flag_field(200, help="Batch size B (>= 2).")
     num_targets: int = flag_field(5, help="Target neighbours k per anchor (>= 1).")
     refresh_every: int = flag_field(
@@ -171,19 +167,22 @@ class TrainConfig:
     neighborhoods: str = flag_field(
         "classes", choices=NEIGHBORHOODS, enum_flag=True,
         help="Local sampler batches: neighbouring classes with random members each "
-             "(classes), a k-means neighbourhood + random images with a class guarantee "
-             "(mixed), one k-means cluster per batch, the paper's rule (original), or "
-             "k-means clusters split/packed into full batches using every image (balanced).")
+             "(classes), one k-means cluster per batch, the paper's rule (original), "
+             "k-means clusters split/packed into full batches using every image (balanced), "
+             "or, experimental (below random batches on digits, docs/samplers.md), a k-means "
+             "neighbourhood + random images with a class guarantee (mixed).")
     local_share: float = flag_field(
-        0.5, help="--neighborhoods=mixed: share of each batch taken from its neighbourhood.")
+        0.5, help="Experimental, --neighborhoods=mixed only: share of each batch taken from "
+                  "its neighbourhood.")
     min_classes: int = flag_field(
-        4, help="--neighborhoods=mixed: classes with >= 2 members guaranteed per batch.")
+        4, help="Experimental, --neighborhoods=mixed only: classes with >= 2 members "
+                "guaranteed per batch.")
     warmup_epochs: int = flag_field(
         0, help="Local sampler: random batches for this many epochs before the first "
                 "neighbourhood batches.")
     members_per_class: int | None = flag_field(
         None, help="--neighborhoods=classes: images per class in a batch; unset: the "
-                   "loss's default (8 for sst, 10 otherwise).")
+                   f"loss's default ({defaults_text('members_per_class')}).")
     epochs: int = flag_field(150, help="Maximum number of epochs.")
     lr: float = flag_field(1e-4, help="Adam learning rate of the backbone.")
     head_lr_multiplier: float = flag_field(
@@ -210,6 +209,10 @@ class TrainConfig:
     export: bool = flag_field(
         True, help="After training, write MODEL_DIR/export (SavedModel) and "
                    "MODEL_DIR/projector (TensorBoard projector of the test embeddings).")
+    stop_on_collapse: bool = flag_field(
+        False, help="Stop the run when the refreshed training embeddings collapse to nearly "
+                    "one point (default: a warning with advice, and training goes on: such "
+                    "runs can recover).")
     max_consecutive_nonfinite: int = flag_field(
         10, help="Stop after N steps in a row with a non-finite loss or gradient (each "
                  "such step is skipped); the last good checkpoint is kept.")
@@ -274,21 +277,6 @@ class TrainConfig:
                 "embedding_dim": self.embedding_dim, "normalize": self.normalize,
                 "image_size": self.image_size}
 
-    def sst_options(self) -> dict:
-        """Keyword arguments of `sst_tf.losses.sst_loss` for this run (after `resolved`)."""
-        scale, imposters = self.sst_scale, self.sst_imposters
-        if scale is None:
-            scale = NORMALIZED_SST_SCALE if self.normalize else 1.0
-        if imposters is None:
-            imposters = NORMALIZED_SST_IMPOSTERS if self.normalize else "mean"
-        return {"scale": float(scale), "imposters": imposters}
-
-    def npairs_logit_scale(self) -> float:
-        """`batch_npairs_loss`'s scale for this run (after `resolved`)."""
-        if self.npairs_scale is not None:
-            return float(self.npairs_scale)
-        return NORMALIZED_NPAIRS_SCALE if self.normalize else 1.0
-
     def resolved(self) -> TrainConfig:
         """This config with unset loss-dependent flags taken from the loss's defaults.
 
@@ -350,8 +338,6 @@ class TrainConfig:
             c._choice_check("sst_imposters"),
             (c.npairs_scale is None or c.npairs_scale > 0, "--npairs_scale must be > 0",
              c.npairs_scale),
-            (c.npairs_scale is None or c.loss == "npairs",
-             f"--npairs_scale does not apply to --loss={c.loss}", c.npairs_scale),
             (c.ms_alpha is None or c.ms_alpha > 0, "--ms_alpha must be > 0", c.ms_alpha),
             (c.ms_beta is None or c.ms_beta > 0, "--ms_beta must be > 0", c.ms_beta),
             (c.ms_base is None or -1 <= c.ms_base <= 1, "--ms_base must be in [-1, 1]",

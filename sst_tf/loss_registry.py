@@ -24,7 +24,7 @@ NPAIRS = "N-pair loss (Sohn 2016)"
 HADSELL = "Dimensionality reduction by learning an invariant mapping (Hadsell et al. 2006)"
 MS = "Multi-Similarity loss (Wang et al. 2019)"
 PROXY = "Proxy-Anchor loss (Kim et al. 2020)"
-SST_STUDY = "this project's SST study (study/docs/sst_study.md)"
+LOSS_STUDY = "this project's loss study (docs/results.md)"
 MUSGRAVE = "A Metric Learning Reality Check (Musgrave et al. 2020)"
 
 
@@ -44,7 +44,9 @@ class LossSpec:
       samples_per_class: default `--samples_per_class` (K images per class in
         a class-balanced batch).
       params: fixed keyword arguments of the loss function (scales, mining
-        margins), passed by the trainer.
+        margins) on the loss's default geometry (`normalize`).
+      raw_params: the parameters that differ on raw embeddings
+        (`--nonormalize`), replacing those of `params`.
       sources: where each value comes from, keyed by field name (and by
         parameter name for `params`).
     """
@@ -55,58 +57,51 @@ class LossSpec:
     lr_multiplier: float = 1.0
     members_per_class: int = 10
     samples_per_class: int = 4
-    params: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    params: Mapping[str, float | str] = dataclasses.field(default_factory=dict)
+    raw_params: Mapping[str, float | str] = dataclasses.field(default_factory=dict)
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
-        object.__setattr__(self, "sources", MappingProxyType(dict(self.sources)))
+        for name in ("params", "raw_params", "sources"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
 
 _TFA_TRIPLET_NORM = f"{TFA} docstring: embeddings should be L2-normalised"
 _PK = "P classes x K images per batch"
-# Batch-hard mining from a random init collapsed every embedding onto one point
-# at the rate the other losses train with (digits, docs/baselines.md).
-_BATCH_HARD_LR = ("this project (measured on digits): at the full rate batch-hard mining "
-                  "collapsed the embedding (with margin 1, 0.2 and the soft margin)")
+_VALIDATION = f"{LOSS_STUDY}: chosen on the benchmark suite's validation splits"
+_BATCH_HARD_LR = (f"{LOSS_STUDY}: at the full rate batch-hard mining collapsed the "
+                  "embedding from a random init")
 
 LOSS_SPECS: Mapping[str, LossSpec] = MappingProxyType({
-    # SST: L2-normalised (which brings --sst_scale 16 and the softmax over
-    # imposters, sst_tf.config), local class neighbourhoods of 8 images per class.
-    # The paper's exact recipe (raw embeddings, the paper's neighbourhood rule)
-    # is configs/cub.cfg; the form was chosen on the glyph benchmark, the batch
-    # shape on the validation splits of the benchmark suite (study/docs/sst_study.md
-    # sections 8 and 15).
+    # SST: the paper's loss on L2-normalised embeddings with a scale and a
+    # softmax over each pair's imposters, local class neighbourhoods. The
+    # paper's exact recipe (raw embeddings, scale 1, mean over imposters, the
+    # paper's neighbourhood rule) is configs/cub.cfg.
     "sst": LossSpec(
         normalize=True, sampler="local", members_per_class=8,
-        sources={"normalize": f"{SST_STUDY}: the paper's raw form trails every other "
-                              "loss on unseen classes (MAP@R 0.076 against 0.29); the "
-                              "authors' job script left normalisation off (configs/cub.cfg)",
+        params={"scale": 16.0, "imposters": "softmax"},
+        raw_params={"scale": 1.0, "imposters": "mean"},
+        sources={"normalize": f"{_VALIDATION}; the authors' job script left normalisation "
+                              "off (configs/cub.cfg)",
+                 "scale": f"{LOSS_STUDY}: on unit vectors (squared distances <= 4) scale 1 "
+                          "leaves softplus nearly linear and training collapsed; "
+                          f"{SST_PAPER} on raw embeddings: 1",
+                 "imposters": f"{_VALIDATION}; {SST_PAPER} on raw embeddings: the mean",
                  "sampler": f"{SST_PAPER}: local sampling",
-                 "members_per_class": f"{SST_STUDY} section 15: 8 images of 12 neighbouring "
-                                      "classes per batch had the best mean MAP@R over the "
-                                      "suite's four validation splits (0.527 against 0.488 "
-                                      "for 4 of 25; a class of 5 images stays whole)"}),
+                 "members_per_class": _VALIDATION}),
     # The SST paper's triplet baseline is raw with margin 0.2 (--nonormalize
-    # --margin=0.2); Musgrave et al.'s values won every validation split of the
-    # benchmark suite (study/docs/sst_study.md section 13).
+    # --margin=0.2).
     "triplet": LossSpec(
         normalize=True, sampler="local", margin=0.1,
-        sources={"normalize": f"{MUSGRAVE}: L2-normalised embeddings; on the suite's "
-                              "validation splits raw embeddings (the SST paper's baseline) "
-                              "lost on all four and collapsed on many classes",
+        sources={"normalize": f"{MUSGRAVE}: L2-normalised embeddings; {_VALIDATION}",
                  "sampler": f"{SST_PAPER}: baselines with the same sampler as SST",
                  "margin": f"{MUSGRAVE}: triplet margin about 0.1 (the SST paper: 0.2)"}),
-    # The SST paper's contrastive baseline draws local batches (--sampler=local);
-    # class-balanced batches won every validation split of the benchmark suite
-    # (study/docs/sst_study.md section 15).
+    # The SST paper's contrastive baseline draws local batches (--sampler=local).
     "contrastive": LossSpec(
         normalize=False, sampler="class_balanced", margin=0.5,
-        sources={"normalize": f"{SST_PAPER}: baselines in the same geometry as SST; on the "
-                              "suite's validation splits unit vectors lost on all four",
-                 "sampler": f"{SST_STUDY} section 15: P classes x K images beat the SST "
-                            "paper's local sampler on all four validation splits of the "
-                            "benchmark suite",
+        sources={"normalize": f"{SST_PAPER}: baselines in the same geometry as SST; "
+                              f"{_VALIDATION}",
+                 "sampler": _VALIDATION,
                  "margin": f"{SST_PAPER}: contrastive baseline"}),
     "triplet_semihard": LossSpec(
         normalize=True, sampler="class_balanced", margin=1.0,
@@ -117,8 +112,7 @@ LOSS_SPECS: Mapping[str, LossSpec] = MappingProxyType({
         normalize=True, sampler="class_balanced", margin=1.0, lr_multiplier=0.1,
         sources={"normalize": _TFA_TRIPLET_NORM, "sampler": f"{HERMANS}: {_PK}",
                  "margin": f"{TFA} default",
-                 "lr_multiplier": f"{_BATCH_HARD_LR}; a tenth beat a quarter on 6 of 8 runs "
-                                  f"of the suite's validation splits ({SST_STUDY} section 17)"}),
+                 "lr_multiplier": f"{_BATCH_HARD_LR}; {_VALIDATION}"}),
     "triplet_hard_soft": LossSpec(
         normalize=True, sampler="class_balanced", margin=1.0, lr_multiplier=0.25,
         sources={"normalize": _TFA_TRIPLET_NORM, "sampler": f"{HERMANS}: {_PK}",
@@ -130,24 +124,21 @@ LOSS_SPECS: Mapping[str, LossSpec] = MappingProxyType({
                  "sampler": f"{LIFTED}: batches built from positive pairs",
                  "margin": f"{TFA} default"}),
     "npairs": LossSpec(
-        normalize=True, sampler="class_balanced", params={"l2_penalty": 0.002},
+        normalize=True, sampler="class_balanced",
+        params={"scale": 16.0, "l2_penalty": 0.002}, raw_params={"scale": 1.0},
         sources={"l2_penalty": f"{NPAIRS}; 0.002 as in TensorFlow's original npairs_loss "
                                "(constant, so without effect, on unit vectors)",
-                 # The paper keeps raw embeddings small by the penalty; on digits
-                 # they diverged anyway (docs/baselines.md).
-                 "normalize": "this project (measured on digits): raw embeddings, as in "
-                              f"{NPAIRS}, ended below the untrained model even with the "
-                              "penalty; unit vectors did not",
+                 "scale": f"{_VALIDATION} (on unit vectors scale 1 leaves the softmax "
+                          f"over cosines near uniform); {NPAIRS} on raw embeddings: 1",
+                 "normalize": f"{LOSS_STUDY}: raw embeddings, as in {NPAIRS}, diverged even "
+                              "with the penalty; unit vectors did not",
                  "sampler": f"{NPAIRS}: pairs from N different classes per batch"}),
     "pairwise_contrastive": LossSpec(
         normalize=False, sampler="class_balanced", margin=1.0, samples_per_class=5,
         sources={"normalize": f"{HADSELL}: unnormalised embeddings",
-                 "sampler": "this project: class-balanced batches so that every batch "
-                            "holds positive pairs",
+                 "sampler": "class-balanced batches so that every batch holds positive pairs",
                  "margin": f"{TFA} default",
-                 "samples_per_class": f"{SST_STUDY} section 16: 20 classes x 5 images beat "
-                                      "25 x 4 on 7 of 8 runs of the suite's validation "
-                                      "splits (mean MAP@R 0.426 against 0.401)"}),
+                 "samples_per_class": _VALIDATION}),
     "multi_similarity": LossSpec(
         normalize=True, sampler="class_balanced",
         params={"alpha": 2.0, "beta": 50.0, "base": 0.5, "epsilon": 0.1},
@@ -160,19 +151,14 @@ LOSS_SPECS: Mapping[str, LossSpec] = MappingProxyType({
         params={"alpha": 32.0, "delta": 0.1},
         sources={"normalize": f"{PROXY}: cosine similarity to proxies, L2-normalised "
                               "embeddings",
-                 # On digits (10 classes) random batches ended below the untrained
-                 # model and class-balanced ones did not (docs/baselines.md); on the
-                 # suite's validation splits it is the other way round.
-                 "sampler": f"{PROXY}: random batches; on the suite's validation splits "
-                            "class-balanced batches (25 classes x 4) ended below the "
-                            "untrained model, random ones did not "
-                            f"({SST_STUDY} section 16)",
+                 "sampler": f"{PROXY}: random batches; {_VALIDATION}",
                  "alpha": PROXY, "delta": f"{PROXY} (margin)",
                  "proxy_lr_multiplier": f"{PROXY}: proxies learn 100x faster",
-                 "lr_multiplier": f"{SST_STUDY} sections 16-17: a quarter of the rate beat "
-                                  "the full rate on 8 of 8 runs of the suite's validation "
-                                  "splits, with class-balanced and with random batches"}),
+                 "lr_multiplier": _VALIDATION}),
 })
+
+# Proxy-Anchor's proxies learn this many times faster than the model (Kim et al.).
+PROXY_LR_MULTIPLIER = 100.0
 
 # The --loss choices, in the order above (the paper's three, tensorflow-addons'
 # batch forms, modern baselines).
@@ -190,6 +176,9 @@ REFERENCE_LOSSES = ("sst", "triplet", "contrastive", "triplet_hard", "triplet_ha
 # Flags that replace one of a loss's fixed parameters (`LossSpec.params`):
 # flag -> (loss, parameter).
 PARAM_FLAGS: Mapping[str, tuple[str, str]] = MappingProxyType({
+    "sst_scale": ("sst", "scale"),
+    "sst_imposters": ("sst", "imposters"),
+    "npairs_scale": ("npairs", "scale"),
     "ms_alpha": ("multi_similarity", "alpha"),
     "ms_beta": ("multi_similarity", "beta"),
     "ms_base": ("multi_similarity", "base"),
@@ -215,6 +204,31 @@ def spec(loss: str) -> LossSpec:
     return LOSS_SPECS[loss]
 
 
+def defaults_text(field: str, param: str | None = None) -> str:
+    """A `LossSpec` field's (or parameter's) default per loss, for flag help texts.
+
+    Args:
+      field: a `LossSpec` field (`margin`, `lr_multiplier`, ...).
+      param: with field "params": the parameter.
+
+    Returns:
+      e.g. "0.1 for triplet, 0.5 for contrastive, 1 otherwise": the most
+      common value last as "otherwise" (losses without the value left out).
+    """
+    values = {}
+    for name, s in LOSS_SPECS.items():
+        value = s.params.get(param) if field == "params" else getattr(s, field)
+        if value is not None:
+            values.setdefault(value, []).append(name)
+    if not values:
+        return "none"
+    common = max(values, key=lambda v: len(values[v]))
+    parts = [f"{v:g} for {' and '.join(names)}" if isinstance(v, float) else
+             f"{v} for {' and '.join(names)}" for v, names in values.items() if v != common]
+    tail = f"{common:g}" if isinstance(common, float) else f"{common}"
+    return ", ".join([*parts, f"{tail} otherwise"]) if parts else tail
+
+
 def resolve(config):
     """Fills the unset (None) loss-dependent fields of a config from its loss's spec.
 
@@ -236,23 +250,49 @@ def resolve(config):
     return dataclasses.replace(config, **values) if values else config
 
 
+def loss_params(loss: str, normalize: bool | None = None,
+                params: Mapping[str, float | str] | None = None) -> dict:
+    """The fixed parameters a loss computes with: every door (trainer, Keras loss, fit).
+
+    Args:
+      loss: a `--loss` name.
+      normalize: whether the embeddings are L2-normalised; None: the loss's
+        default geometry (`LossSpec.normalize`). On raw embeddings
+        `LossSpec.raw_params` replace some of `LossSpec.params`.
+      params: values replacing some of them (e.g. `{"scale": 32.0}`).
+
+    Returns:
+      {parameter: value} for every parameter of the loss.
+
+    Raises:
+      ValueError: unknown loss, or a key of `params` the loss does not have.
+    """
+    s = spec(loss)
+    unknown = sorted(set(params or {}) - set(s.params))
+    if unknown:
+        raise ValueError(f"--loss={loss} has no parameter {', '.join(unknown)}; its "
+                         f"parameters: {', '.join(s.params) or 'none'}.")
+    normalize = s.normalize if normalize is None else bool(normalize)
+    return {**s.params, **({} if normalize else s.raw_params), **(params or {})}
+
+
 def params(config) -> dict:
     """The fixed parameters a config's loss trains with.
 
     Args:
-      config: a `TrainConfig` (any object with `loss` and the `PARAM_FLAGS`
-        attributes; a missing attribute counts as unset).
+      config: a `TrainConfig` (any object with `loss`, `normalize` and the
+        `PARAM_FLAGS` attributes; a missing attribute counts as unset).
 
     Returns:
-      The loss's `LossSpec.params`, each replaced by its `PARAM_FLAGS` flag
-      where that flag is set for this loss.
+      `loss_params` of the config's loss and geometry, each replaced by its
+      `PARAM_FLAGS` flag where that flag is set for this loss.
     """
-    out = dict(spec(config.loss).params)
+    given = {}
     for flag, (loss, name) in PARAM_FLAGS.items():
         value = getattr(config, flag, None)
         if value is not None and loss == config.loss:
-            out[name] = float(value)
-    return out
+            given[name] = value if isinstance(value, str) else float(value)
+    return loss_params(config.loss, getattr(config, "normalize", None), given)
 
 
 def settings(config) -> dict:
@@ -262,8 +302,7 @@ def settings(config) -> dict:
       {"loss", "normalize", "geometry" ("cosine" on unit vectors, or
       "euclidean" on raw embeddings), "sampler", "margin",
       "loss_lr_multiplier", "members_per_class", "samples_per_class", "params"
-      (`params`)}, and "sst" (its
-      options) for SST, "npairs_scale" for N-pairs.
+      (`params`)}.
     """
     spec(config.loss)  # an unknown loss: ValueError naming every loss
     return {"loss": config.loss, "normalize": bool(config.normalize),
@@ -271,6 +310,4 @@ def settings(config) -> dict:
             "sampler": config.sampler, "margin": config.margin,
             "loss_lr_multiplier": config.loss_lr_multiplier,
             "members_per_class": config.members_per_class,
-            "samples_per_class": config.samples_per_class, "params": params(config),
-            **({"sst": config.sst_options()} if config.loss == "sst" else {}),
-            **({"npairs_scale": config.npairs_logit_scale()} if config.loss == "npairs" else {})}
+            "samples_per_class": config.samples_per_class, "params": params(config)}

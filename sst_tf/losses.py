@@ -311,7 +311,7 @@ def _reference(x, labels, mask, ref_embeddings, ref_labels, ref_mask):
 # tensorflow-addons:
 #   * the functions take (embeddings, labels, ...) like every loss of this
 #     module (tfa: labels first); the Keras `Loss` classes keep Keras'
-#     `(y_true, y_pred)` order, so `model.compile(loss=TripletSemiHardLoss())`
+#     `(y_true, y_pred)` order, so `model.compile(loss=TfaTripletSemiHardLoss())`
 #     code ports unchanged;
 #   * labels are [B] (tfa also took [B, 1]; the Keras classes still flatten
 #     `y_true`);
@@ -579,7 +579,7 @@ def npairs_loss(similarity_matrix, labels) -> tf.Tensor:
 
     tensorflow-addons' raw form, kept for code that builds its own similarity
     matrix; the arguments follow the module's order (tfa: labels first, as
-    `NpairsLoss` still does). `--loss=npairs` trains `batch_npairs_loss`.
+    `TfaNpairsLoss` still does). `--loss=npairs` trains `batch_npairs_loss`.
 
     Args:
       similarity_matrix: float [B, B] similarities.
@@ -608,7 +608,7 @@ def pairwise_contrastive_loss(distances, pair_labels, margin: float = 1.0) -> tf
 
     tensorflow-addons' raw, element-wise form, kept for code that forms its own
     pairs; the arguments follow the module's order (tfa: labels first, as
-    `PairwiseContrastiveLoss` still does). `--loss=pairwise_contrastive`
+    `TfaContrastiveLoss` still does). `--loss=pairwise_contrastive`
     trains `batch_pairwise_contrastive_loss`.
 
     Args:
@@ -750,8 +750,11 @@ def per_replica(loss: tf.Tensor) -> tf.Tensor:
 
 
 @keras.saving.register_keras_serializable(package="sst_tf")
-class TripletSemiHardLoss(keras.losses.Loss):
-    """Keras loss for `triplet_semihard_loss`: `loss(y_true=labels, y_pred=embeddings)`."""
+class TfaTripletSemiHardLoss(keras.losses.Loss):
+    """tensorflow-addons' `TripletSemiHardLoss` for Keras 3 (`triplet_semihard_loss`, its defaults).
+
+    Called as `loss(y_true=labels, y_pred=embeddings)`.
+    """
 
     def __init__(self, margin: float = 1.0, distance_metric="L2", name: str | None = None,
                  **kwargs):
@@ -771,8 +774,11 @@ class TripletSemiHardLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="sst_tf")
-class TripletHardLoss(keras.losses.Loss):
-    """Keras loss for `triplet_hard_loss`: `loss(y_true=labels, y_pred=embeddings)`."""
+class TfaTripletHardLoss(keras.losses.Loss):
+    """tensorflow-addons' `TripletHardLoss` for Keras 3 (`triplet_hard_loss`, its defaults).
+
+    Called as `loss(y_true=labels, y_pred=embeddings)`.
+    """
 
     def __init__(self, margin: float = 1.0, soft: bool = False, distance_metric="L2",
                  name: str | None = None, **kwargs):
@@ -793,8 +799,11 @@ class TripletHardLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="sst_tf")
-class LiftedStructLoss(keras.losses.Loss):
-    """Keras loss for `lifted_struct_loss`: `loss(y_true=labels, y_pred=embeddings)`."""
+class TfaLiftedStructLoss(keras.losses.Loss):
+    """tensorflow-addons' `LiftedStructLoss` for Keras 3 (`lifted_struct_loss`, its defaults).
+
+    Called as `loss(y_true=labels, y_pred=embeddings)`.
+    """
 
     def __init__(self, margin: float = 1.0, name: str | None = None, **kwargs):
         super().__init__(name=name or "lifted_struct_loss", reduction="none",
@@ -809,8 +818,11 @@ class LiftedStructLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="sst_tf")
-class NpairsLoss(keras.losses.Loss):
-    """Keras loss for `npairs_loss`: `loss(y_true=labels, y_pred=similarity_matrix)`."""
+class TfaNpairsLoss(keras.losses.Loss):
+    """tensorflow-addons' `NpairsLoss` for Keras 3 (`npairs_loss`, its defaults).
+
+    Called as `loss(y_true=labels, y_pred=similarity_matrix)`.
+    """
 
     def __init__(self, name: str = "npairs_loss", **kwargs):
         super().__init__(name=name, reduction="none", dtype=kwargs.get("dtype"))
@@ -823,8 +835,12 @@ class NpairsLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="sst_tf")
-class PairwiseContrastiveLoss(keras.losses.Loss):
-    """Keras loss for `pairwise_contrastive_loss` (tensorflow-addons' `ContrastiveLoss`).
+class TfaContrastiveLoss(keras.losses.Loss):
+    """tensorflow-addons' `ContrastiveLoss` for Keras 3: `pairwise_contrastive_loss`.
+
+    Not the SST paper's contrastive loss (`contrastive_loss`, squared
+    distance, margin 0.5, `--loss=contrastive`): this one takes distances and
+    pair labels, plain distance, margin 1.
 
     `loss(y_true=pair_labels, y_pred=distances)`, reduced by `reduction`
     (default: mean over pairs, as in tensorflow-addons).
@@ -843,8 +859,6 @@ class PairwiseContrastiveLoss(keras.losses.Loss):
         return {"name": self.name, "margin": self.margin, "reduction": self.reduction}
 
 
-# tensorflow-addons' class name, for code ported from `tfa.losses.ContrastiveLoss`.
-ContrastiveLoss = PairwiseContrastiveLoss
 
 
 # ---------------------------------------------------------------------------
@@ -1016,7 +1030,8 @@ class ProxyAnchor(keras.layers.Layer):
     """
 
     def __init__(self, num_classes: int | None = None, embedding_dim: int = 512,
-                 alpha: float = 32.0, delta: float = 0.1, lr_multiplier: float = 100.0,
+                 alpha: float | None = None, delta: float | None = None,
+                 lr_multiplier: float = loss_registry.PROXY_LR_MULTIPLIER,
                  seed: int | None = None, class_ids=None, **kwargs):
         super().__init__(**kwargs)
         if class_ids is not None:
@@ -1032,6 +1047,9 @@ class ProxyAnchor(keras.layers.Layer):
         self.num_classes = int(num_classes)
         self.class_ids = class_ids
         self.embedding_dim = int(embedding_dim)
+        defaults = loss_registry.loss_params("proxy_anchor")
+        alpha = defaults["alpha"] if alpha is None else alpha
+        delta = defaults["delta"] if delta is None else delta
         self.alpha = float(alpha)
         self.delta = float(delta)
         self.lr_multiplier = float(lr_multiplier)
@@ -1073,67 +1091,40 @@ class ProxyAnchor(keras.layers.Layer):
 # -- losses by name ----------------------------------------------------------
 
 
-def _fixed_params(spec: loss_registry.LossSpec, name: str,
-                  params: Mapping[str, float] | None) -> dict:
-    """A loss's fixed parameters: the registry's, with the given ones replacing them."""
-    unknown = sorted(set(params or {}) - set(spec.params))
-    if unknown:
-        raise ValueError(f"--loss={name} has no parameter {', '.join(unknown)}; its "
-                         f"parameters: {', '.join(spec.params) or 'none'}.")
-    return {**spec.params, **(params or {})}
-
-
 def make_loss(name: str, margin: float | None = None, proxy_anchor=None,
-              sst_options: dict | None = None, npairs_scale: float = 1.0,
-              params: Mapping[str, float] | None = None) -> Callable:
+              params: Mapping[str, float | str] | None = None,
+              normalize: bool | None = None) -> Callable:
     """Returns fn(embeddings, labels, targets, mask) -> scalar for a `--loss` name.
 
-    The loss's fixed parameters come from `sst_tf.loss_registry`; `params`
-    replaces some of them (e.g. Multi-Similarity's `{"alpha": 1.0}`; an
+    Every default comes from `sst_tf.loss_registry`: the margin
+    (`LossSpec.margin`) and the fixed parameters of the loss's geometry
+    (`loss_registry.loss_params`); `params` replaces some of them (e.g.
+    SST's `{"scale": 32.0}` or Multi-Similarity's `{"alpha": 1.0}`; an
     unknown key is a ValueError).
 
-    `margin` None means the loss's own default. `proxy_anchor` is the
-    `ProxyAnchor` layer (with the train split's class ids) that
-    `--loss=proxy_anchor` needs. `sst_options` are keyword arguments of
-    `sst_loss` (scale, imposters); `npairs_scale` is `batch_npairs_loss`'s
-    `scale`.
+    Args:
+      name: the loss, as the trainer's `--loss`.
+      margin: the margin; None: the loss's default.
+      proxy_anchor: the `ProxyAnchor` layer (with the training split's class
+        ids) that `proxy_anchor` needs.
+      params: fixed parameters replacing the registry's.
+      normalize: whether the embeddings are L2-normalised; None: the loss's
+        default geometry (the parameters of raw embeddings differ for SST
+        and N-pairs, `LossSpec.raw_params`).
     """
     spec = loss_registry.spec(name)  # an unknown name: ValueError naming every loss
     margin = spec.margin if margin is None else margin
-    params = _fixed_params(spec, name, params)
-    simple = {
-        "triplet_semihard": lambda e, y, t, k: triplet_semihard_loss(
-            e, y, margin, sample_mask=k),
-        "triplet_hard": lambda e, y, t, k: triplet_hard_loss(e, y, margin, sample_mask=k),
-        "triplet_hard_soft": lambda e, y, t, k: triplet_hard_loss(
-            e, y, margin, soft=True, sample_mask=k),
-        "lifted_struct": lambda e, y, t, k: lifted_struct_loss(e, y, margin, sample_mask=k),
-        "npairs": lambda e, y, t, k: batch_npairs_loss(e, y, sample_mask=k, scale=npairs_scale)
-        + _embedding_l2(e, k, params.get("l2_penalty", 0.0)),
-        "pairwise_contrastive": lambda e, y, t, k: batch_pairwise_contrastive_loss(
-            e, y, margin, sample_mask=k),
-        "multi_similarity": lambda e, y, t, k: multi_similarity_loss(
-            e, y, sample_mask=k, **params),
-    }
-    if name in simple:
-        return simple[name]
+    p = loss_registry.loss_params(name, normalize, params)
     if name == "proxy_anchor":
         if proxy_anchor is None:
             raise ValueError("--loss=proxy_anchor needs a ProxyAnchor layer.")
         return lambda e, y, t, k: proxy_anchor(e, proxy_anchor.class_index(y), k)
-    if name == "sst":
-        opts = dict(sst_options or {})
-        return lambda e, y, t, m: sst_loss(e, y, t, sample_mask=m, **opts)
-    if name == "triplet":
-        return lambda e, y, t, m: triplet_loss(e, y, t, margin=margin, sample_mask=m)
-    if name == "contrastive":
-        return lambda e, y, t, m: contrastive_loss(e, y, margin=margin, sample_mask=m)
-    raise ValueError(f"no loss function for --loss={name!r}.")
+    return _LOSS_FORMS[name](margin, p)
 
 
 def make_reference_loss(name: str, margin: float | None = None,
-                        sst_options: dict | None = None, npairs_scale: float = 1.0,
-                        params: Mapping[str, float] | None = None) -> Callable:
+                        params: Mapping[str, float | str] | None = None,
+                        normalize: bool | None = None) -> Callable:
     """The reference-set form of a `--loss` name (see `loss_registry.REFERENCE_LOSSES`).
 
     Returns fn(embeddings, labels, targets, mask, ref_embeddings, ref_labels,
@@ -1141,8 +1132,7 @@ def make_reference_loss(name: str, margin: float | None = None,
     reference set's rows their candidates (positives and negatives; for SST
     and triplet the imposters, the targets staying in the batch). Used by the
     cross-batch memory (`sst_tf.negatives.with_memory`). N-pairs' L2 penalty
-    on the embeddings is left to the batch loss. `params` replaces fixed
-    parameters, as in `make_loss`.
+    on the embeddings is left to the batch loss. Arguments as `make_loss`.
 
     Raises:
       ValueError: the loss has no reference form (lifted_struct,
@@ -1154,33 +1144,64 @@ def make_reference_loss(name: str, margin: float | None = None,
             f"--loss={name} has no form with a reference set (a cross-batch memory); the "
             f"losses that have one: {', '.join(loss_registry.REFERENCE_LOSSES)}.")
     margin = spec.margin if margin is None else margin
-    params = _fixed_params(spec, name, params)
-    opts = dict(sst_options or {})
+    p = loss_registry.loss_params(name, normalize, params)
+    return _REFERENCE_FORMS[name](margin, p)
 
-    def ref(re, ry, rm, offset=None):
-        out = {"ref_embeddings": re, "ref_labels": ry, "ref_mask": rm}
-        return out if offset is None else {**out, "ref_offset": offset}
 
-    forms = {
-        "sst": lambda e, y, t, m, re, ry, rm, o: sst_loss(
-            e, y, t, sample_mask=m, **opts, **ref(re, ry, rm)),
-        "triplet": lambda e, y, t, m, re, ry, rm, o: triplet_loss(
-            e, y, t, margin=margin, sample_mask=m, **ref(re, ry, rm)),
-        # Self-pairs count in the batch form (0 loss), so the offset is not needed.
-        "contrastive": lambda e, y, t, m, re, ry, rm, o: contrastive_loss(
-            e, y, margin=margin, sample_mask=m, **ref(re, ry, rm)),
-        "triplet_hard": lambda e, y, t, m, re, ry, rm, o: triplet_hard_loss(
-            e, y, margin, sample_mask=m, **ref(re, ry, rm, o)),
-        "triplet_hard_soft": lambda e, y, t, m, re, ry, rm, o: triplet_hard_loss(
-            e, y, margin, soft=True, sample_mask=m, **ref(re, ry, rm, o)),
-        "npairs": lambda e, y, t, m, re, ry, rm, o: batch_npairs_loss(
-            e, y, sample_mask=m, scale=npairs_scale, **ref(re, ry, rm, o)),
-        "pairwise_contrastive": lambda e, y, t, m, re, ry, rm, o: (
-            batch_pairwise_contrastive_loss(e, y, margin, sample_mask=m, **ref(re, ry, rm, o))),
-        "multi_similarity": lambda e, y, t, m, re, ry, rm, o: multi_similarity_loss(
-            e, y, sample_mask=m, **params, **ref(re, ry, rm, o)),
-    }
-    return forms[name]
+def _ref(re, ry, rm, offset=None) -> dict:
+    """The reference-set keyword arguments of the losses' functions."""
+    out = {"ref_embeddings": re, "ref_labels": ry, "ref_mask": rm}
+    return out if offset is None else {**out, "ref_offset": offset}
+
+
+def _sst_args(p: Mapping) -> dict:
+    return {"scale": float(p["scale"]), "imposters": p["imposters"]}
+
+
+# Each loss name -> (margin, params) -> fn(embeddings, labels, targets, mask).
+_LOSS_FORMS: dict[str, Callable] = {
+    "sst": lambda margin, p: lambda e, y, t, m: sst_loss(e, y, t, sample_mask=m, **_sst_args(p)),
+    "triplet": lambda margin, p: lambda e, y, t, m: triplet_loss(
+        e, y, t, margin=margin, sample_mask=m),
+    "contrastive": lambda margin, p: lambda e, y, t, m: contrastive_loss(
+        e, y, margin=margin, sample_mask=m),
+    "triplet_semihard": lambda margin, p: lambda e, y, t, k: triplet_semihard_loss(
+        e, y, margin, sample_mask=k),
+    "triplet_hard": lambda margin, p: lambda e, y, t, k: triplet_hard_loss(
+        e, y, margin, sample_mask=k),
+    "triplet_hard_soft": lambda margin, p: lambda e, y, t, k: triplet_hard_loss(
+        e, y, margin, soft=True, sample_mask=k),
+    "lifted_struct": lambda margin, p: lambda e, y, t, k: lifted_struct_loss(
+        e, y, margin, sample_mask=k),
+    "npairs": lambda margin, p: lambda e, y, t, k: batch_npairs_loss(
+        e, y, sample_mask=k, scale=float(p["scale"]))
+    + _embedding_l2(e, k, float(p["l2_penalty"])),
+    "pairwise_contrastive": lambda margin, p: lambda e, y, t, k: batch_pairwise_contrastive_loss(
+        e, y, margin, sample_mask=k),
+    "multi_similarity": lambda margin, p: lambda e, y, t, k: multi_similarity_loss(
+        e, y, sample_mask=k, **p),
+}
+
+# The reference-set forms: fn(e, y, t, m, ref_embeddings, ref_labels, ref_mask, ref_offset).
+_REFERENCE_FORMS: dict[str, Callable] = {
+    "sst": lambda margin, p: lambda e, y, t, m, re, ry, rm, o: sst_loss(
+        e, y, t, sample_mask=m, **_sst_args(p), **_ref(re, ry, rm)),
+    "triplet": lambda margin, p: lambda e, y, t, m, re, ry, rm, o: triplet_loss(
+        e, y, t, margin=margin, sample_mask=m, **_ref(re, ry, rm)),
+    # Self-pairs count in the batch form (0 loss), so the offset is not needed.
+    "contrastive": lambda margin, p: lambda e, y, t, m, re, ry, rm, o: contrastive_loss(
+        e, y, margin=margin, sample_mask=m, **_ref(re, ry, rm)),
+    "triplet_hard": lambda margin, p: lambda e, y, t, m, re, ry, rm, o: triplet_hard_loss(
+        e, y, margin, sample_mask=m, **_ref(re, ry, rm, o)),
+    "triplet_hard_soft": lambda margin, p: lambda e, y, t, m, re, ry, rm, o: triplet_hard_loss(
+        e, y, margin, soft=True, sample_mask=m, **_ref(re, ry, rm, o)),
+    "npairs": lambda margin, p: lambda e, y, t, m, re, ry, rm, o: batch_npairs_loss(
+        e, y, sample_mask=m, scale=float(p["scale"]), **_ref(re, ry, rm, o)),
+    "pairwise_contrastive": lambda margin, p: lambda e, y, t, m, re, ry, rm, o: (
+        batch_pairwise_contrastive_loss(e, y, margin, sample_mask=m, **_ref(re, ry, rm, o))),
+    "multi_similarity": lambda margin, p: lambda e, y, t, m, re, ry, rm, o: multi_similarity_loss(
+        e, y, sample_mask=m, **p, **_ref(re, ry, rm, o)),
+}
 
 
 def _embedding_l2(embeddings, mask, weight: float) -> tf.Tensor:
@@ -1194,3 +1215,20 @@ def _embedding_l2(embeddings, mask, weight: float) -> tf.Tensor:
     valid = tf.cast(mask, tf.float32)
     sq = tf.reduce_sum(tf.square(x), axis=1) * valid
     return 0.5 * weight * tf.reduce_sum(sq) / tf.maximum(tf.reduce_sum(valid), 1.0)
+
+
+# Names of an earlier release -> the tensorflow-addons-compatible classes.
+_RENAMED = {"TripletSemiHardLoss": "TfaTripletSemiHardLoss",
+            "TripletHardLoss": "TfaTripletHardLoss", "LiftedStructLoss": "TfaLiftedStructLoss",
+            "NpairsLoss": "TfaNpairsLoss", "PairwiseContrastiveLoss": "TfaContrastiveLoss",
+            "ContrastiveLoss": "TfaContrastiveLoss"}
+
+
+def __getattr__(name: str):
+    """Old class names fail with the new one (they were tensorflow-addons' classes)."""
+    if name in _RENAMED:
+        raise AttributeError(
+            f"sst_tf.losses.{name} is now sst_tf.losses.{_RENAMED[name]} (tensorflow-addons' "
+            "class with its defaults); the project's losses by name: "
+            "sst_tf.fit.MetricLoss(NAME) or sst_tf.losses.make_loss(NAME).")
+    raise AttributeError(f"module 'sst_tf.losses' has no attribute {name!r}")

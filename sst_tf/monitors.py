@@ -8,8 +8,11 @@
 * `NonFiniteMonitor`: counts the steps skipped for a non-finite loss or
   gradient (`step.TrainStep` skips them in-graph); `max_consecutive_nonfinite`
   in a row stop the run as diverged (`step.NonFiniteError`).
-* `check_collapse`: refreshed embeddings of the training split that collapsed
-  to one point stop the run (`CollapseError`): the loss has no gradient left.
+* `check_collapse`: refreshed embeddings of the training split that nearly
+  collapsed to one point are reported by a warning with advice that fits the
+  run's settings; with `stop_on_collapse` they stop the run (`CollapseError`).
+  A warning by default: a low spread after a few epochs is not always final
+  (runs that dipped below the threshold recovered and trained well).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 from absl import logging
 
+from sst_tf import loss_registry
 from sst_tf.checkpoints import LoopState, RunCheckpoints
 from sst_tf.config import TrainConfig
 from sst_tf.step import NonFiniteError, TrainStep
@@ -139,24 +143,47 @@ def relative_spread(embeddings: np.ndarray) -> float:
     return float(spread / max(np.linalg.norm(e, axis=1).mean(), 1e-30))
 
 
+# SST on unit vectors: squared distances are at most 4, so below this scale its
+# softplus stays nearly linear and its gradients vanish (the paper's scale 1).
+SST_UNIT_VECTOR_MIN_SCALE = 4.0
+
+
+def collapse_advice(config: TrainConfig) -> str:
+    """What to change in a run whose embeddings collapsed, from its actual settings."""
+    if config.loss == "sst" and config.normalize:
+        scale = float(loss_registry.params(config)["scale"])
+        if scale < SST_UNIT_VECTOR_MIN_SCALE:
+            return (f"SST on L2-normalised embeddings needs --sst_scale well above 1 (now "
+                    f"{scale:g}; its margin variable is at most 4 there, the default is "
+                    f"{loss_registry.loss_params('sst')['scale']:g}).")
+    rate = config.lr * (config.loss_lr_multiplier or 1.0)
+    return f"Try a lower --lr (the run's rate is now {rate:g})."
+
+
 def check_collapse(embeddings: np.ndarray, epoch: int, config: TrainConfig,
-                   checkpoint_dir: str) -> None:
-    """Raises `CollapseError` when the refreshed embeddings are one point.
+                   checkpoint_dir: str) -> bool:
+    """Warns (with `config.stop_on_collapse`: stops) when the refreshed embeddings are one point.
 
     Args:
       embeddings: the training split's embeddings, [N, d].
       epoch: the epoch they were refreshed for (0-based; epochs trained so far).
-      config: the run's configuration (the message's advice).
+      config: the run's configuration (the advice, `stop_on_collapse`).
       checkpoint_dir: where the run's checkpoints are (named in the message).
+
+    Returns:
+      True when the embeddings count as collapsed (a warning was logged).
+
+    Raises:
+      CollapseError: collapsed, and `config.stop_on_collapse`.
     """
     spread = relative_spread(embeddings)
     if spread >= COLLAPSE_SPREAD:
-        return
-    hint = (" SST on L2-normalised embeddings needs --sst_scale well above 1 (its margin "
-            "variable is at most 4 there)." if config.loss == "sst" and config.normalize
-            else "")
-    raise CollapseError(
-        f"the embeddings of the training split collapsed after epoch {epoch} to one point "
-        f"(spread {spread:.2g} of their norm, below {COLLAPSE_SPREAD}): the loss has no "
-        f"gradient left and the model is worse than untrained.{hint} Try a lower --lr "
-        f"(now {config.lr:g}). Checkpoints so far: {checkpoint_dir}.")
+        return False
+    what = (f"the embeddings of the training split collapsed after epoch {epoch} to nearly "
+            f"one point (spread {spread:.2g} of their norm, below {COLLAPSE_SPREAD}): the "
+            f"loss has little gradient left. {collapse_advice(config)}")
+    if getattr(config, "stop_on_collapse", False):
+        raise CollapseError(f"{what} Checkpoints so far: {checkpoint_dir}.")
+    logging.warning("%s Training goes on (runs can recover; --stop_on_collapse stops here).",
+                    what)
+    return True

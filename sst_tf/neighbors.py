@@ -1,8 +1,8 @@
 """Target-neighbour tables and pairwise distance helpers.
 
-Both public functions accept either NumPy arrays (the sampler's path; results
-are NumPy) or TensorFlow tensors (usable inside `tf.function`, e.g. to pick
-targets online from the current embeddings; results are tensors).
+`pairwise_squared_distances` accepts NumPy arrays (results are NumPy) or
+TensorFlow tensors (results are tensors, usable inside `tf.function`);
+`target_neighbors` is the samplers' NumPy path.
 """
 
 from __future__ import annotations
@@ -66,11 +66,8 @@ def target_neighbors(embeddings, labels, k: int, sample_mask=None):
     Among equal distances the lower row index comes first. Rows with fewer than
     `k` same-class partners are padded with -1.
 
-    NumPy input (the sampler) is computed in float64 and returns a NumPy int32
-    array. Tensor input is computed in float32 and returns an int32 tensor; it
-    works inside `tf.function` (the batch size may be dynamic; `k` is a Python
-    int). NaN checks and empty-input checks need concrete values: they run for
-    NumPy input and for eager tensors.
+    Computed in float64 with NumPy (the samplers' path, between steps); eager
+    tensors are converted. Returns a NumPy int32 array.
 
     Args:
       embeddings: [B, d] float array or tensor.
@@ -86,9 +83,11 @@ def target_neighbors(embeddings, labels, k: int, sample_mask=None):
         embeddings.
     """
     k = _check_k(k)
-    if _is_tensor(embeddings) or _is_tensor(labels) or _is_tensor(sample_mask):
-        return _target_neighbors_tf(embeddings, labels, k, sample_mask)
-    return _target_neighbors_np(embeddings, labels, k, sample_mask)
+    if any(_is_tensor(x) and not tf.executing_eagerly() for x in (embeddings, labels)):
+        raise ValueError("target_neighbors runs on concrete arrays (between steps), not "
+                         "inside tf.function: pass NumPy arrays or eager tensors")
+    return _target_neighbors_np(*(np.asarray(x) if x is not None else None
+                                  for x in (embeddings, labels, sample_mask)), k)
 
 
 def _check_shapes(emb_shape, lab_shape, mask_shape):
@@ -108,7 +107,7 @@ def _check_shapes(emb_shape, lab_shape, mask_shape):
         raise ValueError("embeddings is empty (0 rows)")
 
 
-def _target_neighbors_np(embeddings, labels, k, sample_mask):
+def _target_neighbors_np(embeddings, labels, sample_mask, k):
     emb = np.asarray(embeddings)
     lab = np.asarray(labels)
     mask = None if sample_mask is None else np.asarray(sample_mask, dtype=bool)
@@ -129,31 +128,3 @@ def _target_neighbors_np(embeddings, labels, k, sample_mask):
     out = np.full((n, k), -1, dtype=np.int32)
     out[:, :kk] = np.where(ok, order, -1)
     return out
-
-
-def _target_neighbors_tf(embeddings, labels, k, sample_mask):
-    emb = tf.convert_to_tensor(embeddings)
-    lab = tf.convert_to_tensor(labels)
-    mask = None if sample_mask is None else tf.cast(sample_mask, tf.bool)
-    _check_shapes(
-        emb.shape.as_list() if emb.shape.rank is not None else [None] * 2,
-        lab.shape.as_list() if lab.shape.rank is not None else [None],
-        None if mask is None else mask.shape.as_list(),
-    )
-    if tf.executing_eagerly() and bool(tf.reduce_any(tf.math.is_nan(tf.cast(emb, tf.float32)))):
-        raise ValueError("embeddings contains NaN")
-    n = tf.shape(emb)[0]
-    d = pairwise_squared_distances(emb)
-    valid = tf.equal(lab[:, None], lab[None, :])
-    valid = tf.logical_and(valid, tf.logical_not(tf.eye(n, dtype=tf.bool)))
-    if mask is not None:
-        valid = tf.logical_and(valid, tf.logical_and(mask[:, None], mask[None, :]))
-    neg = tf.where(valid, -d, tf.constant(-np.inf, tf.float32))
-    kk = tf.minimum(k, n)
-    # top_k puts the lower index first among equal values.
-    _, idx = tf.math.top_k(neg, k=kk, sorted=True)
-    ok = tf.gather(valid, idx, batch_dims=1)
-    idx = tf.where(ok, idx, -1)
-    idx = tf.pad(idx, [[0, 0], [0, k - kk]], constant_values=-1)
-    idx = tf.ensure_shape(tf.cast(idx, tf.int32), [None, k])
-    return idx

@@ -84,11 +84,10 @@ def log_plan(epoch: int, refresh: bool, plan: EpochPlan, seconds: float) -> None
     )
     logging.info(
         "Epoch %d batches: %.2f classes with >= 2 members (min %d), %.1f members/class, "
-        "largest class %.2f of a batch, %.3f of rows are anchors, D_at/D_ai %.3f, "
-        "SST at refresh %.3f (log 2 = 0.693)%s",
+        "largest class %.2f of a batch, %.3f of rows are anchors, D_at/D_ai %.3f%s",
         epoch + 1, stats["mean_paired_classes_per_batch"],
         stats["min_paired_classes_per_batch"], stats["mean_members_per_class"],
         stats["largest_class_share"], stats["anchor_share"],
-        stats.get("distance_ratio", math.nan), stats.get("sst_at_refresh", math.nan),
+        stats.get("distance_ratio", math.nan),
         ", warm-up (random batches)" if stats.get("warmup") else "",
     )

@@ -196,7 +196,8 @@ class Trainer:
           Its timings: {"sampler/embed_seconds", "sampler/cluster_seconds"}.
 
         Raises:
-          CollapseError: the embeddings (after the first epoch) are one point.
+          CollapseError: the embeddings (after the first epoch) are one point and
+            --stop_on_collapse is set (otherwise a warning).
         """
         start = time.perf_counter()
         embeddings = None
@@ -311,8 +312,6 @@ class Trainer:
             images_per_second=float(plan.mask[start_batch:].sum() / max(seconds, 1e-9)),
             nonfinite_steps=skipped,
         )
-        if self.config.loss == "sst":  # softplus(0) = log 2: triplets not told apart
-            stats["loss_over_log2"] = stats["loss"] / math.log(2.0)
         return stats
 
     def end_epoch(self, epoch: int, loss: float) -> bool:
@@ -480,9 +479,8 @@ def _make_step(config: TrainConfig, model: keras.Model, loss_layer: keras.layers
     """The training step of `model` with the loss and optimizers `config` names."""
     backbone_vars, head_vars = model_lib.variable_groups(model)
     params = loss_registry.params(config)
-    loss_fn = losses.make_loss(config.loss, config.margin, loss_layer,
-                               sst_options=config.sst_options(),
-                               npairs_scale=config.npairs_logit_scale(), params=params)
+    loss_fn = losses.make_loss(config.loss, config.margin, loss_layer, params=params,
+                               normalize=config.normalize)
     if config.global_negatives:
         loss_fn = negatives.global_negatives(loss_fn)
     memory = None
@@ -490,10 +488,8 @@ def _make_step(config: TrainConfig, model: keras.Model, loss_layer: keras.layers
         memory = negatives.CrossBatchMemory(config.memory_size, config.embedding_dim,
                                             config.memory_warmup_steps)
         loss_fn = negatives.with_memory(
-            loss_fn, losses.make_reference_loss(config.loss, config.margin,
-                                                sst_options=config.sst_options(),
-                                                npairs_scale=config.npairs_logit_scale(),
-                                                params=params),
+            loss_fn, losses.make_reference_loss(config.loss, config.margin, params=params,
+                                                normalize=config.normalize),
             memory, config.memory_weight)
     return step_lib.TrainStep(
         model, loss_fn,

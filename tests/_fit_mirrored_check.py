@@ -97,7 +97,7 @@ single_b.set_weights(mirrored_b.get_weights())
 start_b = [w.copy() for w in mirrored_b.get_weights()]
 with strategy.scope():
     mirrored_b.compile(optimizer=keras.optimizers.SGD(lr),
-                       loss=losses_lib.TripletSemiHardLoss(margin=1.0))
+                       loss=losses_lib.TfaTripletSemiHardLoss(margin=1.0))
 mirrored_b.fit(tf.data.Dataset.from_tensors((images, labels_only)), epochs=1, verbose=0)
 with tf.GradientTape() as tape:
     parts = [losses_lib.triplet_semihard_loss(single_b(images[r * 20:(r + 1) * 20],

@@ -37,11 +37,8 @@ with strategy.scope():
     proxies = losses.ProxyAnchor(class_ids=np.unique(y), embedding_dim=DIM, seed=0)
     proxies.build(None)
 
-OPTS = {"sst": {"scale": 16.0, "imposters": "softmax"}}
-
-
 def loss_of(name):
-    return losses.make_loss(name, proxy_anchor=proxies, sst_options=OPTS.get(name))
+    return losses.make_loss(name, proxy_anchor=proxies)
 
 
 def variables_of(name):
@@ -72,7 +69,7 @@ def local_step(name, xs, ys, ts, ms):  # the control: each replica's own half on
 
 def fit_step(name, xs, ys, ts, ms):
     e = embed(name, xs)
-    metric_loss = fit.MetricLoss(name, sst_options=OPTS.get(name), global_negatives=True)
+    metric_loss = fit.MetricLoss(name, global_negatives=True)
     return tf.distribute.get_replica_context().all_reduce(
         "sum", metric_loss(fit.pack_targets(ys, ts, ms), e))
 

@@ -94,16 +94,16 @@ def test_npairs_scale_reaches_the_loss_and_its_config(batches):
     emb = tf.math.l2_normalize(np.random.default_rng(1).normal(size=(20, 8)), axis=1)
     emb = tf.cast(emb, tf.float32)
     labels, _, mask = fit.unpack_targets(y)
-    loss = fit.MetricLoss("npairs", npairs_scale=16.0)
-    # On unit vectors, scaling the logits by 16 is scaling the vectors by 4; the
+    loss = fit.MetricLoss("npairs", params={"scale": 9.0})
+    # On unit vectors, scaling the logits by 9 is scaling the vectors by 3; the
     # registry's L2 penalty on the (unit) embeddings adds l2_penalty / 2.
     penalty = 0.5 * loss_registry.spec("npairs").params["l2_penalty"]
-    want = losses.batch_npairs_loss(emb * 4.0, labels, mask) + penalty
+    want = losses.batch_npairs_loss(emb * 3.0, labels, mask) + penalty
     np.testing.assert_allclose(float(loss(y, emb)), float(want), rtol=1e-5)
     assert abs(float(fit.MetricLoss("npairs")(y, emb)) - float(want)) > 0.1
     clone = fit.MetricLoss.from_config(loss.get_config())
     np.testing.assert_allclose(float(clone(y, emb)), float(want), rtol=1e-5)
-    value = fit.LossValue("npairs", npairs_scale=16.0)
+    value = fit.LossValue("npairs", params={"scale": 9.0})
     value.update_state(y, emb)
     np.testing.assert_allclose(float(value.result()), float(want), rtol=1e-5)
 

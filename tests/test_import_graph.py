@@ -82,3 +82,20 @@ def test_package_import_graph_has_no_cycle():
     graph = {name: imported_modules(path, modules) - {name} for name, path in modules.items()}
     cycle = find_cycle(graph)
     assert cycle is None, " -> ".join(cycle)
+
+
+def test_the_package_imports_nothing_of_the_study_or_the_scripts():
+    """sst_tf is the library: the study (study/) and the scripts are its clients."""
+    outside = {p.stem for folder in ("study", "scripts", "scripts/benchmarks")
+               for p in (PACKAGE.parent / folder).glob("*.py")}
+    assert "compare" in outside and "clock" in outside  # the walk sees the study
+    for name, path in module_names().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                roots = {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                roots = {node.module.split(".")[0]}
+            else:
+                continue
+            assert not roots & (outside | {"study", "scripts", "benchmarks"}), (name, roots)
+    assert not (PACKAGE / "clock.py").exists()

@@ -422,19 +422,19 @@ def test_keras_loss_classes_finite_and_match_reference(scale):
     proxies = layer.proxies.numpy().astype(np.float64)
     pairs_y = (labels[:4] == labels[4:]).astype(np.float32)
     cases = [
-        (losses.TripletSemiHardLoss(), lambda e: e,
+        (losses.TfaTripletSemiHardLoss(), lambda e: e,
          ref_semihard(x64, labels, all_rows, "L2"), scale),
-        (losses.TripletHardLoss(soft=True, distance_metric="squared-L2"), lambda e: e,
+        (losses.TfaTripletHardLoss(soft=True, distance_metric="squared-L2"), lambda e: e,
          ref_hard(x64, labels, all_rows, "squared-L2", True), scale * scale),
-        (losses.LiftedStructLoss(), lambda e: e, ref_lifted(x64, labels, all_rows), scale),
-        (losses.NpairsLoss(), lambda e: tf.matmul(e, e, transpose_b=True),
+        (losses.TfaLiftedStructLoss(), lambda e: e, ref_lifted(x64, labels, all_rows), scale),
+        (losses.TfaNpairsLoss(), lambda e: tf.matmul(e, e, transpose_b=True),
          ref_npairs(labels, x64 @ x64.T), scale * scale),
     ]
     for loss, pred, want, unit in cases:
         v, g = value_and_grad(lambda e, loss=loss, pred=pred: loss(labels, pred(e)), x)
         assert np.isfinite(v) and np.all(np.isfinite(g)), loss.name
         assert abs(v - want) <= 1e-4 * (abs(want) + unit), (loss.name, v, want)
-    contrastive = losses.PairwiseContrastiveLoss()
+    contrastive = losses.TfaContrastiveLoss()
     v, g = value_and_grad(
         lambda e: contrastive(pairs_y, tf.norm(e[:4] - e[4:], axis=1)), x)
     dist = np.sqrt(np.sum((x64[:4] - x64[4:]) ** 2, axis=1))

@@ -283,14 +283,13 @@ def test_composition_statistics_match_direct_computation():
     s.refresh(emb)
     plan = s.plan(0)
     paired, members, largest, anchors, rows, imp_share = [], [], [], 0, 0, []
-    d_at, d_ai, sst = [], [], []
+    d_at, d_ai = [], []
     for row, tgt, mask in zip(plan.indices, plan.targets, plan.mask, strict=True):
         idx = [int(i) for i, m in zip(row, mask, strict=True) if m]
         y = labels[idx]
         paired.append(_paired_classes(y))
         members.append(len(idx) / len(set(y.tolist())))
         largest.append(max((y == c).sum() for c in set(y.tolist())) / len(idx))
-        batch_sst = []
         for a in range(len(row)):
             if not mask[a]:
                 continue
@@ -308,12 +307,6 @@ def test_composition_statistics_match_direct_computation():
 
             d_at.extend(dist(a, t) for t in ts)
             d_ai.extend(dist(a, i) for i in imps)
-            for t in ts:
-                for i in imps:
-                    z = dist(a, t) - 0.5 * (dist(a, i) + dist(t, i))
-                    batch_sst.append(np.log1p(np.exp(z)))
-        if batch_sst:
-            sst.append(np.mean(batch_sst))
     st = plan.stats
     assert st["mean_paired_classes_per_batch"] == pytest.approx(np.mean(paired))
     assert st["min_paired_classes_per_batch"] == min(paired)
@@ -324,7 +317,7 @@ def test_composition_statistics_match_direct_computation():
     assert st["target_distance"] == pytest.approx(np.mean(d_at), rel=1e-6)
     assert st["imposter_distance"] == pytest.approx(np.mean(d_ai), rel=1e-6)
     assert st["distance_ratio"] == pytest.approx(np.mean(d_at) / np.mean(d_ai), rel=1e-6)
-    assert st["sst_at_refresh"] == pytest.approx(np.mean(sst), rel=1e-6)
+    assert "sst_at_refresh" not in st  # no diagnostic of a loss that may not be trained
 
 
 @pytest.mark.parametrize(

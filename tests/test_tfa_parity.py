@@ -126,11 +126,12 @@ def test_keras_loss_classes_match_functions_and_round_trip():
     npairs = case(next(n for n in FINITE if str(DATA[f"{n}/loss"]) == "npairs_loss"))
     contr = case(next(n for n in FINITE if str(DATA[f"{n}/loss"]) == "contrastive_loss"))
     objs = [
-        (losses.TripletSemiHardLoss(semi["margin"], semi["metric"]), semi),
-        (losses.TripletHardLoss(hard["margin"], soft=True, distance_metric=hard["metric"]), hard),
-        (losses.LiftedStructLoss(lifted["margin"]), lifted),
-        (losses.NpairsLoss(), npairs),
-        (losses.ContrastiveLoss(contr["margin"]), contr),
+        (losses.TfaTripletSemiHardLoss(semi["margin"], semi["metric"]), semi),
+        (losses.TfaTripletHardLoss(hard["margin"], soft=True, distance_metric=hard["metric"]),
+         hard),
+        (losses.TfaLiftedStructLoss(lifted["margin"]), lifted),
+        (losses.TfaNpairsLoss(), npairs),
+        (losses.TfaContrastiveLoss(contr["margin"]), contr),
     ]
     for obj, c in objs:
         expected = np.mean(c["value"])  # ContrastiveLoss: mean over pairs, as tfa
@@ -177,14 +178,14 @@ def test_bad_arguments_raise_naming_them():
 
 
 def test_keras_fit_with_tfa_style_loss():
-    # The tfa recipe: model.compile(loss=TripletSemiHardLoss()) and fit on (x, labels).
+    # The tfa recipe: model.compile(loss=TfaTripletSemiHardLoss()) and fit on (x, labels).
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 6)).astype(np.float32)
     y = np.repeat(np.arange(8), 4).astype(np.int32)
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4),
                               keras.layers.UnitNormalization()])
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=losses.TripletSemiHardLoss())
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=losses.TfaTripletSemiHardLoss())
     history = model.fit(x, y, batch_size=32, epochs=3, verbose=0, shuffle=False)
     first, last = history.history["loss"][0], history.history["loss"][-1]
     expected = losses.triplet_semihard_loss(model(x), y).numpy()

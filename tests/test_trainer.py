@@ -99,10 +99,10 @@ def test_local_neighborhood_options_train_and_report_batches(tmp_path, tiny, nei
     for epoch in range(2):
         stats = t.train_epoch(epoch, refresh=True)
         assert math.isfinite(stats["loss"])
-        assert stats["loss_over_log2"] == pytest.approx(stats["loss"] / math.log(2.0))
+        assert "loss_over_log2" not in stats  # the trained loss only, in its own units
         assert stats["sampler/warmup"] == float(epoch < warmup)
         for key in ("mean_paired_classes_per_batch", "largest_class_share", "anchor_share",
-                    "distance_ratio", "sst_at_refresh"):
+                    "distance_ratio"):
             assert math.isfinite(stats[f"sampler/{key}"]), key
     assert t.sampler.neighborhoods == neighborhoods
     if neighborhoods == "mixed":

@@ -34,7 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sst_tf import losses, negatives
+from sst_tf import loss_registry, losses, negatives
 from sst_tf.config import LOSSES as TRAINER_LOSSES
 from sst_tf.config import TARGET_LOSSES  # noqa: F401 - re-exported: need target tables
 
@@ -82,24 +82,22 @@ def add_weight_decay(model: keras.Model, weight_decay: float) -> None:
 
 
 def loss_function(name: str, margin: float | None = None,
-                  sst_options: dict | None = None,
-                  npairs_scale: float = 1.0,
-                  params: dict | None = None) -> Callable[..., tf.Tensor]:
+                  params: dict | None = None,
+                  normalize: bool | None = None) -> Callable[..., tf.Tensor]:
     """fn(embeddings, labels, targets, mask) -> scalar of a loss name (see `LOSSES`).
 
-    The same functions as the trainer's (`sst_tf.losses.make_loss`), with each
-    loss's fixed parameters from `sst_tf.loss_registry`.
+    The trainer's function (`sst_tf.losses.make_loss`) with the same defaults,
+    read from `sst_tf.loss_registry`: at defaults `MetricLoss(name)` computes
+    what `--loss=name` trains.
 
     Args:
       name: the loss, as the trainer's `--loss`.
-      margin: the loss's margin; None means its own default (triplet 0.1,
-        contrastive 0.5, the tensorflow-addons losses 1.0).
-      sst_options: keyword arguments of `sst_tf.losses.sst_loss` (`scale`,
-        `imposters`); None: the paper's form.
-      npairs_scale: factor of N-pairs' logits (the trainer's --npairs_scale;
-        it uses 16 on L2-normalised embeddings, 1 here is Sohn's form).
-      params: fixed parameters replacing the registry's (e.g. Multi-Similarity's
-        `{"alpha": 1.0}`, the trainer's --ms_alpha); None: the registry's.
+      margin: the loss's margin; None: its default.
+      params: fixed parameters replacing the registry's (e.g. SST's
+        `{"scale": 32.0}`, the trainer's --sst_scale); None: the registry's.
+      normalize: whether the model's embeddings are L2-normalised (as
+        `sst_tf.model.build_model(normalize=...)`); None: the loss's default
+        geometry (`LossSpec.normalize`), which the model must then have.
 
     Raises:
       ValueError: unknown name, or `proxy_anchor` (use `ProxyAnchorModel`).
@@ -108,24 +106,21 @@ def loss_function(name: str, margin: float | None = None,
         raise ValueError(
             "proxy_anchor has trainable proxies, which a keras Loss cannot own: wrap the model "
             "in sst_tf.fit.ProxyAnchorModel and compile it without a loss.")
-    return losses.make_loss(name, margin, sst_options=sst_options, npairs_scale=npairs_scale,
-                            params=params)
+    return losses.make_loss(name, margin, params=params, normalize=normalize)
 
 
 class _NamedLoss:
     """What `MetricLoss` and `LossValue` share: a loss by name, applied to Keras' arguments."""
 
-    def _set_loss(self, loss: str, margin: float | None, sst_options: dict | None,
-                  global_negatives: bool = False, npairs_scale: float = 1.0,
-                  params: dict | None = None) -> None:
+    def _set_loss(self, loss: str, margin: float | None, params: dict | None,
+                  normalize: bool | None, global_negatives: bool = False) -> None:
         self.loss = loss
         self.margin = margin
-        self.sst_options = dict(sst_options) if sst_options else None
+        self.params = ({k: v if isinstance(v, str) else float(v) for k, v in params.items()}
+                       if params else None)
+        self.normalize = normalize
         self.global_negatives = bool(global_negatives)
-        self.npairs_scale = float(npairs_scale)
-        self.params = {k: float(v) for k, v in params.items()} if params else None
-        self._fn = loss_function(loss, margin, self.sst_options, self.npairs_scale,
-                                 self.params)
+        self._fn = loss_function(loss, margin, self.params, normalize)
         if self.global_negatives:
             self._fn = negatives.global_negatives(self._fn)
 
@@ -136,8 +131,8 @@ class _NamedLoss:
 
     def get_config(self) -> dict:  # noqa: D102
         return {"loss": self.loss, "margin": self.margin, "name": self.name,
-                "sst_options": self.sst_options, "global_negatives": self.global_negatives,
-                "npairs_scale": self.npairs_scale, "params": self.params}
+                "params": self.params, "normalize": self.normalize,
+                "global_negatives": self.global_negatives}
 
 
 @keras.saving.register_keras_serializable(package="sst_tf")
@@ -152,28 +147,25 @@ class MetricLoss(_NamedLoss, keras.losses.Loss):
     """
 
     def __init__(self, loss: str = "sst", margin: float | None = None,
-                 name: str | None = None, sst_options: dict | None = None,
-                 global_negatives: bool = False, npairs_scale: float = 1.0,
-                 params: dict | None = None, **kwargs):
+                 name: str | None = None, params: dict | None = None,
+                 normalize: bool | None = None, global_negatives: bool = False, **kwargs):
         """Creates the loss.
 
         Args:
           loss: a name of `LOSSES` (the trainer's `--loss` names).
           margin: the margin (None: the loss's default).
           name: Keras name (default: the loss name).
-          sst_options: keyword arguments of `sst_tf.losses.sst_loss` (e.g.
-            `{"scale": 16.0, "imposters": "softmax"}` on L2-normalised
-            embeddings, the trainer's default); None: the paper's form.
+          params: fixed parameters replacing the registry's (`loss_function`).
+          normalize: whether the model's embeddings are L2-normalised; None:
+            the loss's default geometry (`loss_function`).
           global_negatives: under a strategy, every replica's loss is the loss
             of the all-gathered global batch (`sst_tf.negatives`; the trainer's
             --global_negatives); no effect on one replica.
-          npairs_scale: factor of N-pairs' logits (the trainer's --npairs_scale).
-          params: fixed parameters replacing the registry's (`loss_function`).
           **kwargs: `reduction` / `dtype` of a serialised config (ignored:
             the value is always a per-replica scalar in float32).
         """
         super().__init__(name=name or loss, reduction="none", dtype="float32")
-        self._set_loss(loss, margin, sst_options, global_negatives, npairs_scale, params)
+        self._set_loss(loss, margin, params, normalize, global_negatives)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         """The batch loss divided by the replicas in sync (scalar float32)."""
@@ -200,12 +192,11 @@ class LossValue(_NamedLoss, keras.metrics.Mean):
     """
 
     def __init__(self, loss: str = "sst", margin: float | None = None,
-                 name: str | None = None, sst_options: dict | None = None,
-                 global_negatives: bool = False, npairs_scale: float = 1.0,
-                 params: dict | None = None, **kwargs):
+                 name: str | None = None, params: dict | None = None,
+                 normalize: bool | None = None, global_negatives: bool = False, **kwargs):
         """Creates the metric (arguments as `MetricLoss`; name default `<loss>_loss`)."""
         super().__init__(name=name or f"{loss}_loss", dtype="float32")
-        self._set_loss(loss, margin, sst_options, global_negatives, npairs_scale, params)
+        self._set_loss(loss, margin, params, normalize, global_negatives)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         """Adds one batch's loss (sample weights are not supported)."""
@@ -231,17 +222,18 @@ class ProxyAnchorModel(keras.Model):
     optimizer. (With plain SGD the factor would be `lr_multiplier ** 2`.)
     """
 
-    def __init__(self, embedding_model: keras.Model, class_ids, alpha: float = 32.0,
-                 delta: float = 0.1, lr_multiplier: float = 100.0, seed: int | None = None,
-                 **kwargs):
+    def __init__(self, embedding_model: keras.Model, class_ids, alpha: float | None = None,
+                 delta: float | None = None,
+                 lr_multiplier: float = loss_registry.PROXY_LR_MULTIPLIER,
+                 seed: int | None = None, **kwargs):
         """Creates the wrapper (inside the strategy's scope under a strategy).
 
         Args:
           embedding_model: maps images to [B, d] embeddings.
           class_ids: the training labels (or their unique values): one proxy
             per class; a label without a proxy only acts as a negative.
-          alpha: Proxy-Anchor scale.
-          delta: Proxy-Anchor margin.
+          alpha: Proxy-Anchor scale; None: the registry's (`sst_tf.loss_registry`).
+          delta: Proxy-Anchor margin; None: the registry's.
           lr_multiplier: how much faster than the model the proxies learn.
           seed: seed of the proxies' initialisation.
           **kwargs: `keras.Model` arguments (name, ...).
@@ -253,7 +245,9 @@ class ProxyAnchorModel(keras.Model):
             raise ValueError("class_ids is empty: Proxy-Anchor needs at least one class.")
         if lr_multiplier <= 0:
             raise ValueError(f"lr_multiplier must be > 0, got {lr_multiplier}.")
-        self.alpha, self.delta = float(alpha), float(delta)
+        defaults = loss_registry.loss_params("proxy_anchor")
+        self.alpha = float(defaults["alpha"] if alpha is None else alpha)
+        self.delta = float(defaults["delta"] if delta is None else delta)
         self.lr_multiplier, self.seed = float(lr_multiplier), seed
         dim = int(embedding_model.output_shape[-1])
         num_classes = len(self.class_ids)

@@ -100,9 +100,8 @@ def composition_statistics(
     The paper's rule trained from scratch shows as few classes with >= 2
     members per batch and one class taking most of the batch (classes then
     break into fragments; see docs/samplers.md). A target/imposter
-    distance ratio near 1, or `sst_at_refresh` near log 2 = 0.693, means the
-    batch triplets are not told apart by the refreshed embeddings (the
-    collapse signature; a training loss stuck there means the same).
+    distance ratio near 1 means the batch triplets are not told apart by the
+    refreshed embeddings, whatever the loss.
 
     Args:
       plan_indices: [nb, B] training indices.
@@ -120,8 +119,7 @@ def composition_statistics(
       second member), `imposter_share` (per anchor, share of the other valid
       rows that are imposters); with embeddings also `target_distance` (mean
       D_at), `imposter_distance` (mean D_ai over anchors), `distance_ratio`
-      (their ratio) and `sst_at_refresh` (mean SST loss of the batches by the
-      refreshed embeddings).
+      (their ratio).
     """
     nb = plan_indices.shape[0]
     keys = ("mean_paired_classes_per_batch", "min_paired_classes_per_batch",
@@ -132,7 +130,6 @@ def composition_statistics(
     anchors = rows = 0
     d_at_sum = d_ai_sum = 0.0
     d_at_n = d_ai_n = 0
-    sst_values = []
     for b in range(nb):
         m = plan_mask[b]
         y = labels[plan_indices[b]]
@@ -168,10 +165,6 @@ def composition_statistics(
         imp_a = imposter[a_idx]  # [A, B]
         d_ai_sum += float(d[a_idx][imp_a].sum())
         d_ai_n += int(imp_a.sum())
-        valid = ok[:, :, None] & imp_a[:, None, :]  # [A, k, B]
-        if valid.any():
-            z = d_at[:, :, None] - 0.5 * (d[a_idx][:, None, :] + d[ts])
-            sst_values.append(float(np.logaddexp(0.0, z[valid]).mean()))
     out = {
         "mean_paired_classes_per_batch": float(np.mean(paired)),
         "min_paired_classes_per_batch": float(np.min(paired)),
@@ -184,8 +177,6 @@ def composition_statistics(
         out["target_distance"] = d_at_sum / d_at_n
         out["imposter_distance"] = d_ai_sum / d_ai_n
         out["distance_ratio"] = out["target_distance"] / max(out["imposter_distance"], 1e-12)
-        if sst_values:
-            out["sst_at_refresh"] = float(np.mean(sst_values))
     return out
 
 
