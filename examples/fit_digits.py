@@ -71,13 +71,11 @@ def train(model_dir: str, epochs: int, eval_every: int, seed: int) -> dict:
     # then get 10 each).
     model = model_lib.build_model("small_cnn", weights=None, embedding_dim=64, image_size=32,
                                   normalize=True)
-    fit.add_weight_decay(model, 1e-4)
-    # LossValue logs the SST loss without the L2 term ("sst_loss"): the plateau
-    # rule watches it, as the trainer's does.
-    sst = {"scale": 16.0, "imposters": "softmax"}
-    model.compile(optimizer=keras.optimizers.Adam(2e-3),
-                  loss=fit.MetricLoss("sst", sst_options=sst),
-                  metrics=[fit.LossValue("sst", sst_options=sst)])
+    # The trainer's optimizer for SST: its learning rate, coupled L2 weight decay.
+    # MetricLoss("sst") is the trainer's SST (its defaults from the loss registry);
+    # LossValue logs it as "sst_loss", which the plateau rule watches.
+    model.compile(optimizer=fit.optimizer_for_loss("sst", 2e-3, weight_decay=1e-4),
+                  loss=fit.MetricLoss("sst"), metrics=[fit.LossValue("sst")])
 
     sampler = sampling.make_sampler(
         "local", digits.train.labels, batch_size=100, num_targets=5, seed=seed,

@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from sst_tf import distribute, outputs, sampling
+from sst_tf import distribute, optim, outputs, sampling
 from sst_tf.config import TrainConfig
 from sst_tf.run_state import (
     GracefulSignals,
@@ -174,7 +174,7 @@ def resume_learning_rates(step: TrainStep, config: TrainConfig, changed_flags: l
       config: the resuming run's configuration.
       changed_flags: the keys that differ from the saved run (`check_resume`).
     """
-    lr = config.lr * config.loss_lr_multiplier
+    lr = optim.loss_learning_rate(config.lr, config.loss, config.loss_lr_multiplier)
     changed = set(changed_flags)
     if {"lr", "head_lr_multiplier", "loss_lr_multiplier"} & changed:
         step.backbone_optimizer.learning_rate = lr

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from absl import logging
 
-from sst_tf import loss_registry
+from sst_tf import loss_registry, optim
 from sst_tf.checkpoints import LoopState, RunCheckpoints
 from sst_tf.config import TrainConfig
 from sst_tf.step import NonFiniteError, TrainStep
@@ -156,7 +156,7 @@ def collapse_advice(config: TrainConfig) -> str:
             return (f"SST on L2-normalised embeddings needs --sst_scale well above 1 (now "
                     f"{scale:g}; its margin variable is at most 4 there, the default is "
                     f"{loss_registry.loss_params('sst')['scale']:g}).")
-    rate = config.lr * (config.loss_lr_multiplier or 1.0)
+    rate = optim.loss_learning_rate(config.lr, config.loss, config.loss_lr_multiplier)
     return f"Try a lower --lr (the run's rate is now {rate:g})."
 
 

@@ -21,7 +21,7 @@ head (lr * head_lr_multiplier). Two optimizers rather than gradient scaling,
 because Adam is invariant to gradient scale (a 10x gradient would not give a
 10x step). Weight decay is coupled L2 (wd * w added to the gradient), as
 PyTorch's `Adam(weight_decay=...)` of the original did; `decoupled_weight_decay`
-gives AdamW instead.
+gives AdamW instead (both `sst_tf.optim`, shared with `sst_tf.fit`).
 
 Build it inside `strategy.scope()`: the optimizers are built there.
 """
@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 import keras
 import tensorflow as tf
 
+from sst_tf import optim
 from sst_tf.config import PRECISIONS
 
 __all__ = ["DynamicLossScale", "NonFiniteError", "TrainStep", "all_finite", "apply_if",
@@ -113,8 +114,6 @@ class TrainStep:
         self.num_replicas = int(num_replicas)
         self.weight_decay = float(weight_decay)
         self.decoupled_weight_decay = bool(decoupled_weight_decay)
-        # Coupled L2, added to the gradients once they are summed over replicas.
-        self._l2 = 0.0 if decoupled_weight_decay else self.weight_decay
         # float16: one dynamic loss scale for every variable group and replica.
         self.loss_scale = DynamicLossScale() if mixed_precision == "float16" else None
         self.backbone_optimizer = self.make_optimizer(lr)
@@ -123,8 +122,9 @@ class TrainStep:
         self.head_optimizer.build(self.head_vars)
         self.memory = memory
         self.loss_optimizer = None
-        if self.loss_vars:
-            self.loss_optimizer = self.make_optimizer(lr * loss_lr_multiplier)
+        if self.loss_vars:  # the loss's own weights: no weight decay
+            self.loss_optimizer = optim.make_optimizer(lr * loss_lr_multiplier,
+                                                       summed_gradients=True)
             self.loss_optimizer.build(self.loss_vars)
         # The forward + backward that __call__ runs: XLA for it only (never
         # apply_gradients; Keras 3 turns XLA off under tf.distribute otherwise).
@@ -133,10 +133,9 @@ class TrainStep:
                         if jit_compile else self.compute_gradients)
 
     def make_optimizer(self, lr: float) -> keras.optimizers.Optimizer:
-        """Adam (or AdamW) that takes gradients already summed over replicas."""
-        if self.decoupled_weight_decay:
-            return _SummedAdamW(learning_rate=lr, weight_decay=self.weight_decay, name="adamw")
-        return _SummedAdam(learning_rate=lr, name="adam")
+        """Adam with coupled L2 (or AdamW) that takes gradients already summed over replicas."""
+        return optim.make_optimizer(lr, self.weight_decay, self.decoupled_weight_decay,
+                                    summed_gradients=True)
 
     @property
     def optimizers(self) -> list[keras.optimizers.Optimizer]:
@@ -200,7 +199,7 @@ class TrainStep:
         return tf.where(finite, loss, tf.constant(math.nan, loss.dtype)), embeddings
 
     def apply_gradients(self, grads) -> None:
-        """Coupled L2 weight decay, then every optimizer.
+        """Every optimizer (each applies the run's weight decay, `sst_tf.optim`).
 
         Args:
           grads: gradients of backbone + head [+ loss] variables, already
@@ -210,9 +209,6 @@ class TrainStep:
         if nl:  # the loss's own weights (Proxy-Anchor): own optimizer, no weight decay
             self.loss_optimizer.apply_gradients(zip(grads[-nl:], self.loss_vars, strict=True))
             grads = grads[:-nl]
-        variables = self.backbone_vars + self.head_vars
-        if self._l2:
-            grads = [g + self._l2 * v.value for g, v in zip(grads, variables, strict=True)]
         nb = len(self.backbone_vars)
         if nb:
             self.backbone_optimizer.apply_gradients(
@@ -260,25 +256,6 @@ class DynamicLossScale(tf.Module):
                          self.finite_steps + 1, tf.zeros_like(self.finite_steps))
         self.scale.assign(scale)
         self.finite_steps.assign(steps)
-
-
-class _SummedGradients:
-    """Optimizer mixin: gradients arrive already summed over replicas.
-
-    Keras optimizers all-reduce the gradients themselves; the trainer sums them
-    once, before its finiteness check, so the optimizers must not sum again.
-    """
-
-    def _all_reduce_sum_gradients(self, grads_and_vars):
-        return list(grads_and_vars)
-
-
-class _SummedAdam(_SummedGradients, keras.optimizers.Adam):
-    pass
-
-
-class _SummedAdamW(_SummedGradients, keras.optimizers.AdamW):
-    pass
 
 
 def _sum_over_replicas(grads: list) -> list:

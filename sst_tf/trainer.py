@@ -40,6 +40,7 @@ from sst_tf import (
     losses,
     monitors,
     negatives,
+    optim,
     pipeline,
     run_state,
     sampling,
@@ -200,18 +201,23 @@ class Trainer:
             --stop_on_collapse is set (otherwise a warning).
         """
         start = time.perf_counter()
-        embeddings = None
-        if self.sampler.needs_embeddings:
+        embed_seconds = 0.0
+
+        def embed() -> np.ndarray:
+            nonlocal embed_seconds
             if self.config.refresh == "memory" and self.memory is not None:
                 embeddings = self.memory.copy()  # last training forward passes: no extra pass
             else:
                 embeddings = self.embed(self.dataset.train, distributed=True)
                 if self.config.refresh == "memory":
                     self.memory = embeddings.copy()
-        embed_seconds = time.perf_counter() - start
-        if embeddings is not None and epoch > 0:
-            monitors.check_collapse(embeddings, epoch, self.config, self.checkpoints.directory)
-        self.sampler.refresh(embeddings, epoch)
+            embed_seconds = time.perf_counter() - start
+            if epoch > 0:
+                monitors.check_collapse(embeddings, epoch, self.config,
+                                        self.checkpoints.directory)
+            return embeddings
+
+        embeddings = sampling.refresh_sampler(self.sampler, epoch, embed)
         if embeddings is not None:  # the sampler state, saved with the next checkpoint
             self.state.record_refresh(embeddings, epoch)
         return {"sampler/embed_seconds": embed_seconds,
@@ -389,7 +395,7 @@ class Trainer:
             step0 = start_step if epoch == start_epoch else 0
             loss_sum, loss_count = state.epoch_loss()
             self.checkpoints.check_signal(epoch, step0, loss_sum, loss_count)
-            refresh = step0 == 0 and epoch % cfg.refresh_every == 0
+            refresh = step0 == 0 and sampling.refresh_due(epoch, cfg.refresh_every)
             if epoch == start_epoch and not refresh:
                 refresh = not state.restore_sampler(self.sampler, epoch)
             if step0:
@@ -494,7 +500,7 @@ def _make_step(config: TrainConfig, model: keras.Model, loss_layer: keras.layers
     return step_lib.TrainStep(
         model, loss_fn,
         backbone_vars, head_vars,
-        lr=config.lr * config.loss_lr_multiplier,  # the loss's rate (loss_registry)
+        lr=optim.loss_learning_rate(config.lr, config.loss, config.loss_lr_multiplier),
         head_lr_multiplier=config.head_lr_multiplier,
         weight_decay=config.weight_decay,
         decoupled_weight_decay=config.decoupled_weight_decay,

@@ -71,8 +71,14 @@ def test_loss_matches_the_functions_and_masks_padding(batches):
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(20, 8)).astype(np.float32)
     labels, targets, mask = fit.unpack_targets(y)
+    # The registry's SST on unit vectors by default; the paper's form on raw ones.
+    sst = loss_registry.spec("sst")
     np.testing.assert_allclose(
         float(fit.MetricLoss("sst")(y, emb)),
+        float(losses.sst_loss(emb, labels, targets, mask, scale=sst.params["scale"],
+                              imposters=sst.params["imposters"])), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(fit.MetricLoss("sst", normalize=False)(y, emb)),
         float(losses.sst_loss(emb, labels, targets, mask)), rtol=1e-6)
     np.testing.assert_allclose(
         float(fit.MetricLoss("triplet", margin=0.7)(y, emb)),
@@ -86,7 +92,8 @@ def test_loss_matches_the_functions_and_masks_padding(batches):
     e2[5] = 1e3
     ref = losses.sst_loss(np.delete(emb, 5, 0), np.delete(y[:, 0], 5),
                           _drop_row_targets(y[:, 2:], 5))
-    np.testing.assert_allclose(float(fit.MetricLoss("sst")(y2, e2)), float(ref), rtol=1e-5)
+    np.testing.assert_allclose(float(fit.MetricLoss("sst", normalize=False)(y2, e2)),
+                               float(ref), rtol=1e-5)
 
 
 def test_npairs_scale_reaches_the_loss_and_its_config(batches):
@@ -181,21 +188,34 @@ def test_unknown_and_proxy_anchor_names():
         loss(np.zeros([2, 3], np.int32), np.zeros([2, 4], np.float32), sample_weight=[1, 1])
 
 
-def test_loss_value_metric_and_weight_decay(batches):
+def test_loss_value_metric_and_the_trainers_optimizer(batches):
     keras.utils.set_random_seed(0)
     model = model_lib.build_model("small_cnn", None, 8, image_size=16)
-    wd = 0.01
-    fit.add_weight_decay(model, wd)
-    # Learning rate 0: the weights stay, so the logged numbers are plain means.
-    model.compile(optimizer=keras.optimizers.SGD(0.0), loss=fit.MetricLoss("sst"),
-                  metrics=[fit.LossValue("sst")], run_eagerly=True)
-    hist = model.fit(_dataset(batches), epochs=1, verbose=0, shuffle=False)
-    fn = fit.loss_function("sst")
-    want = np.mean([float(fn(model(x, training=True), *fit.unpack_targets(y)))
-                    for x, y in batches])
-    l2 = 0.5 * wd * sum(float(np.sum(v.numpy().astype(np.float64) ** 2))
-                        for v in model.trainable_variables)
-    assert hist.history["sst_loss"][0] == pytest.approx(want, rel=1e-5)
-    assert hist.history["loss"][0] == pytest.approx(want + l2, rel=1e-5)
+    before = [v.numpy().astype(np.float64) for v in model.trainable_variables]
+    wd, lr = 0.01, 1e-3
+    opt = fit.optimizer_for_loss("triplet_hard", lr, weight_decay=wd)
+    # The loss's learning-rate factor from the registry, as the trainer's step.
+    spec = loss_registry.spec("triplet_hard")
+    assert float(opt.learning_rate) == pytest.approx(lr * spec.lr_multiplier)
+    model.compile(optimizer=opt, loss=fit.MetricLoss("sst"), metrics=[fit.LossValue("sst")],
+                  run_eagerly=True)
+    x, y = batches[0]
+    with tf.GradientTape() as tape:
+        loss = fit.MetricLoss("sst")(y, model(x, training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    hist = model.fit(_dataset(batches[:1]), epochs=1, verbose=0, shuffle=False)
+    assert hist.history["sst_loss"][0] == pytest.approx(float(loss), rel=1e-5)
+    # Adam's first step from zero moments: rate x G / (|G| + eps / sqrt(1 - beta_2)),
+    # with G = g + wd x w the gradient with the coupled decay.
+    rate, eps = lr * spec.lr_multiplier, opt.epsilon / np.sqrt(1 - opt.beta_2)
+    moved_by_decay = False
+    for v, w0, g in zip(model.trainable_variables, before, grads, strict=True):
+        g = g.numpy().astype(np.float64)
+        full = g + wd * w0
+        step = w0 - v.numpy()
+        np.testing.assert_allclose(step, rate * full / (np.abs(full) + eps), rtol=1e-3,
+                                   atol=1e-9)
+        moved_by_decay |= not np.allclose(step, rate * g / (np.abs(g) + eps), rtol=1e-3)
+    assert moved_by_decay
     with pytest.raises(ValueError, match="weight_decay"):
-        fit.add_weight_decay(model, -1.0)
+        fit.optimizer_for_loss("sst", lr, weight_decay=-1.0)

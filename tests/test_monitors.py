@@ -79,18 +79,22 @@ def test_relative_spread():
     assert monitors.relative_spread(np.ones((5, 3))) == 0.0
 
 
-def test_collapse_is_refused_with_advice_for_the_loss():
+def test_collapse_warns_or_stops_with_advice_for_the_run():
     point = np.tile([[1.0, 0.0, 0.0]], (20, 1)) + 1e-5 * np.arange(20)[:, None]
     spread = np.random.default_rng(0).normal(size=(20, 3))
-    sst = TrainConfig(model_dir="unused", loss="sst", normalize=True, lr=1e-3).resolved()
-    monitors.check_collapse(spread, 3, sst, "runs/x/checkpoints")  # spread out: fine
+    # The paper's SST form on unit vectors, told to stop.
+    sst = TrainConfig(model_dir="unused", loss="sst", normalize=True, sst_scale=1.0, lr=1e-3,
+                      stop_on_collapse=True).resolved()
+    assert not monitors.check_collapse(spread, 3, sst, "runs/x/checkpoints")  # spread out
     with pytest.raises(monitors.CollapseError) as info:
         monitors.check_collapse(point, 3, sst, "runs/x/checkpoints")
     message = str(info.value)
     assert message.startswith("the embeddings of the training split collapsed after epoch 3")
-    assert "--sst_scale well above 1" in message and "(now 0.001)" in message
+    assert "--sst_scale well above 1 (now 1;" in message
     assert message.endswith("Checkpoints so far: runs/x/checkpoints.")
-    triplet = TrainConfig(model_dir="unused", loss="triplet", lr=1e-3).resolved()
-    with pytest.raises(monitors.CollapseError) as info:
-        monitors.check_collapse(point, 3, triplet, "runs/x/checkpoints")
-    assert "--sst_scale" not in str(info.value)
+    # By default a warning: the run goes on. The advice names the rate the run trains at.
+    triplet = TrainConfig(model_dir="unused", loss="triplet_hard", lr=1e-3).resolved()
+    assert monitors.check_collapse(point, 3, triplet, "runs/x/checkpoints")
+    advice = monitors.collapse_advice(triplet)
+    assert "--sst_scale" not in advice
+    assert f"{1e-3 * triplet.loss_lr_multiplier:g}" in advice

@@ -32,7 +32,7 @@ def _build(lr=1e-2, **kw):
     keras.utils.set_random_seed(3)
     model = model_lib.build_model("small_cnn", None, 6, image_size=8)
     backbone, head = model_lib.variable_groups(model)
-    loss_fn = losses.make_loss("sst")
+    loss_fn = losses.make_loss("sst", normalize=False)  # the paper's form
     return model, step.TrainStep(model, loss_fn, backbone, head, lr=lr, **kw)
 
 

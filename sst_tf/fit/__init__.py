@@ -6,6 +6,8 @@
   `LossValue` (the loss as a metric, without regularisation) and
   `ProxyAnchorModel` (Proxy-Anchor, whose proxies the model must own).
 * `callbacks`: `RetrievalEvaluation` (Recall@K, MAP@R, ... into the logs).
+* `optimizer_for_loss` (from `sst_tf.optim`): the trainer's optimizer for a
+  loss (its learning-rate factor, coupled L2 weight decay).
 
 See docs/fit.md.
 """
@@ -18,14 +20,14 @@ from sst_tf.fit.losses import (
     LossValue,
     MetricLoss,
     ProxyAnchorModel,
-    add_weight_decay,
     loss_function,
     pack_targets,
     unpack_targets,
 )
+from sst_tf.optim import optimizer_for_loss
 
 __all__ = [
     "LOSSES", "TARGET_LOSSES", "LossValue", "MetricLoss", "ProxyAnchorModel", "RetrievalEvaluation",
-    "SamplerDataset", "SamplerRefresh", "add_weight_decay", "loss_function", "metric_names",
+    "SamplerDataset", "SamplerRefresh", "loss_function", "metric_names", "optimizer_for_loss",
     "pack_targets", "unpack_targets",
 ]

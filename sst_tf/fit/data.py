@@ -43,7 +43,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from sst_tf import pipeline
+from sst_tf import pipeline, sampling
 from sst_tf.datasets.splits import Split
 from sst_tf.fit.losses import pack_targets
 
@@ -124,8 +124,7 @@ class SamplerDataset:
 
     def refresh(self, model: keras.Model, epoch: int) -> None:
         """Refreshes the sampler with the model's embeddings (if it needs any)."""
-        embeddings = self.embed(model) if self.sampler.needs_embeddings else None
-        self.sampler.refresh(embeddings, epoch)
+        embeddings = sampling.refresh_sampler(self.sampler, epoch, lambda: self.embed(model))
         self.refresh_embeddings, self.refresh_epoch = embeddings, int(epoch)
 
     def plan_epoch(self, epoch: int) -> dict[str, float]:
@@ -244,7 +243,7 @@ class SamplerRefresh(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:  # noqa: D102
         if self.source.epoch == epoch:  # planned by dataset() (first epoch)
             return
-        refreshed = epoch % self.every == 0
+        refreshed = sampling.refresh_due(epoch, self.every)
         if refreshed:
             self.source.refresh(self.model, epoch)
         stats = self.source.plan_epoch(epoch)

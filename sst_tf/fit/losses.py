@@ -61,26 +61,6 @@ def unpack_targets(y) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     return y[:, 0], y[:, 2:], y[:, 1] > 0
 
 
-def add_weight_decay(model: keras.Model, weight_decay: float) -> None:
-    """Coupled L2 weight decay on every trainable variable, as the trainer applies it.
-
-    Sets each variable's regularizer to `weight_decay / 2 x sum(v ** 2)`, whose
-    gradient `weight_decay x v` is what the trainer adds to the gradients
-    (Keras optimizers' own `weight_decay` is the decoupled, AdamW form).
-    `fit` adds these terms to the loss (divided by the replicas, as Keras does).
-
-    Args:
-      model: the model; call before `compile`.
-      weight_decay: the L2 factor (0 removes nothing and sets nothing).
-    """
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
-    if weight_decay == 0:
-        return
-    for v in model.trainable_variables:
-        v.regularizer = keras.regularizers.L2(weight_decay / 2.0)
-
-
 def loss_function(name: str, margin: float | None = None,
                   params: dict | None = None,
                   normalize: bool | None = None) -> Callable[..., tf.Tensor]:
@@ -184,7 +164,7 @@ class MetricLoss(_NamedLoss, keras.losses.Loss):
 class LossValue(_NamedLoss, keras.metrics.Mean):
     """The batch loss as a metric: its mean over the epoch's steps, without regularisation.
 
-    Keras' logged `loss` includes regularisation terms (`add_weight_decay`);
+    Keras' logged `loss` includes the model's regularisation terms, if any;
     compile with `metrics=[LossValue("sst")]` to log the loss alone (key
     `sst_loss`), e.g. for `ReduceLROnPlateau(monitor="sst_loss")` as the
     trainer's plateau rule does. Under a strategy it averages over all

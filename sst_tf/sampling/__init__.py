@@ -29,6 +29,8 @@ from sst_tf.sampling.samplers import (
     LocalSampler,
     RandomSampler,
     make_sampler,
+    refresh_due,
+    refresh_sampler,
 )
 
 __all__ = [
@@ -36,4 +38,5 @@ __all__ = [
     "RandomSampler", "balanced_neighborhoods", "batch_has_triplet", "class_neighborhoods",
     "composition_statistics", "effective_min_classes", "make_sampler", "mixed_neighborhoods",
     "neighborhood_groups", "original_neighborhoods", "pad_plan", "plan_statistics",
+    "refresh_due", "refresh_sampler",
 ]

@@ -24,6 +24,7 @@ embeddings needs saving to resume.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -360,3 +361,26 @@ def make_sampler(name: str, labels: np.ndarray, batch_size: int, **kwargs) -> _S
     if name not in SAMPLERS:
         raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {name!r}.")
     return SAMPLERS[name](labels, batch_size, **kwargs)
+
+
+def refresh_due(epoch: int, every: int) -> bool:
+    """Whether epoch `epoch` (0-based) starts with a refresh: the first, then every `every`."""
+    return epoch % every == 0
+
+
+def refresh_sampler(sampler: _Sampler, epoch: int,
+                    embed: Callable[[], np.ndarray]) -> np.ndarray | None:
+    """Refreshes a sampler for `epoch`: the one refresh of the trainer and of `fit`.
+
+    Args:
+      sampler: the sampler.
+      epoch: the epoch the refresh is for (0-based).
+      embed: returns the training split's current embeddings [N, d]; called
+        only when the sampler needs embeddings (local sampling).
+
+    Returns:
+      The embeddings the sampler was refreshed with (None: it needs none).
+    """
+    embeddings = embed() if sampler.needs_embeddings else None
+    sampler.refresh(embeddings, epoch)
+    return embeddings
