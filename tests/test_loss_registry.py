@@ -76,24 +76,26 @@ def test_given_flags_override_the_loss_defaults():
 def test_class_balanced_images_per_class_default_per_loss():
     from sst_tf.trainer import _make_sampler
     labels = np.repeat(np.arange(30), 6)
-    for loss, want in (("pairwise_contrastive", 5), ("multi_similarity", 4)):
+    for loss in ("pairwise_contrastive", "multi_similarity"):
+        want = loss_registry.spec(loss).samples_per_class
         cfg = parse("--flagfile=configs/glyphs.cfg", f"--loss={loss}")
         assert cfg.samples_per_class is None  # unset: the loss's default
         r = cfg.resolved()
-        assert r.samples_per_class == want == loss_registry.spec(loss).samples_per_class
+        assert r.samples_per_class == want
         assert loss_registry.settings(r)["samples_per_class"] == want
         sampler = _make_sampler(r, labels)
         assert (sampler.samples_per_class, sampler.classes_per_batch) == (want, 100 // want)
     # A flag file's value (digits.cfg: 10) and a given flag win over the loss's default.
     assert parse("--flagfile=configs/digits.cfg",
                  "--loss=pairwise_contrastive").resolved().samples_per_class == 10
+    other = loss_registry.spec("pairwise_contrastive").samples_per_class + 1
     r = parse("--flagfile=configs/glyphs.cfg", "--loss=pairwise_contrastive",
-              "--samples_per_class=4").resolved()
-    assert r.samples_per_class == 4
+              f"--samples_per_class={other}").resolved()
+    assert r.samples_per_class == other
     # The default must still divide the batch: the error names the flag.
     with pytest.raises(ValueError, match="--batch_size must be a multiple .* "
                                          "--samples_per_class"):
-        TrainConfig(model_dir="m", loss="pairwise_contrastive", batch_size=64).validate()
+        TrainConfig(model_dir="m", loss="pairwise_contrastive", batch_size=97).validate()
 
 
 def test_margin_for_a_loss_without_one_is_refused():
@@ -127,8 +129,10 @@ def test_dry_run_prints_the_resolved_settings():
          "--model_dir=unused", "--loss=proxy_anchor"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert ("--loss=proxy_anchor: normalize True (cosine geometry), sampler random, "
-            "margin none, lr x 0.25, alpha 32, delta 0.1") in proc.stdout
+    spec = loss_registry.spec("proxy_anchor")
+    assert (f"--loss=proxy_anchor: normalize {spec.normalize} (cosine geometry), sampler "
+            f"{spec.sampler}, margin none, lr x {spec.lr_multiplier:g}, "
+            f"alpha {spec.params['alpha']:g}, delta {spec.params['delta']:g}") in proc.stdout
 
 
 def test_trainer_uses_the_loss_geometry_and_records_it(tmp_path, tiny):
@@ -139,19 +143,23 @@ def test_trainer_uses_the_loss_geometry_and_records_it(tmp_path, tiny):
                       loss="triplet_hard", samples_per_class=10, batch_size=50, epochs=1,
                       lr=1e-3, progress=False, export=False)
     trainer = Trainer(cfg, dataset=tiny)
-    assert trainer.config.normalize is True and trainer.config.sampler == "class_balanced"
-    # Batch-hard trains at a tenth of --lr unless --loss_lr_multiplier is given.
-    assert float(trainer.step.backbone_optimizer.learning_rate) == pytest.approx(0.1e-3)
-    assert float(trainer.step.head_optimizer.learning_rate) == pytest.approx(1e-3)
+    spec = loss_registry.spec("triplet_hard")
+    assert (trainer.config.normalize, trainer.config.sampler) == (spec.normalize, spec.sampler)
+    # Batch-hard trains at its factor of --lr unless --loss_lr_multiplier is given.
+    assert float(trainer.step.backbone_optimizer.learning_rate) == pytest.approx(
+        1e-3 * spec.lr_multiplier)
+    assert float(trainer.step.head_optimizer.learning_rate) == pytest.approx(
+        1e-3 * spec.lr_multiplier * cfg.head_lr_multiplier)
     metrics = trainer.fit()
     # Evaluation ranks the model's own outputs: unit vectors here.
     norms = np.linalg.norm(trainer.last_embeddings, axis=1)
     np.testing.assert_allclose(norms, 1.0, atol=1e-5)
     assert metrics["settings"] == {"loss": "triplet_hard", "normalize": True,
                                    "geometry": "cosine", "sampler": "class_balanced",
-                                   "margin": 1.0, "loss_lr_multiplier": 0.1,
-                                   "members_per_class": 10, "samples_per_class": 10,
-                                   "params": {}}
+                                   "margin": spec.margin,
+                                   "loss_lr_multiplier": spec.lr_multiplier,
+                                   "members_per_class": spec.members_per_class,
+                                   "samples_per_class": 10, "params": {}}
     with open(tmp_path / "config.json") as f:
         saved = json.load(f)
     assert (saved["normalize"], saved["sampler"], saved["margin"]) == (True, "class_balanced",
@@ -164,3 +172,57 @@ def test_trainer_uses_the_loss_geometry_and_records_it(tmp_path, tiny):
     # Asking for the other geometry on resume is refused (normalisation is a model flag).
     with pytest.raises(ValueError, match="normalize"):
         Trainer(dataclasses.replace(cfg, normalize=False), dataset=tiny)
+
+
+def _doors_batch(n=24, d=8, classes=4, seed=0):
+    """A batch whose rows are (unit) embeddings with targets, labels, a padding row."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = np.repeat(np.arange(classes), n // classes).astype(np.int32)
+    t = np.full((n, 3), -1, np.int32)
+    for i in range(n):  # same-class rows as targets
+        same = [j for j in np.flatnonzero(y == y[i]) if j != i][:3]
+        t[i, :len(same)] = same
+    m = np.ones(n, bool)
+    m[-1] = False
+    return x, y, t, m
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("normalize", [None, False])
+def test_every_door_computes_the_same_loss_at_defaults(tmp_path, tiny, loss, normalize):
+    """--loss=NAME, losses.make_loss(NAME) and fit's Keras loss: one value at defaults."""
+    from sst_tf import fit
+    from sst_tf.trainer import Trainer
+
+    kw = {} if normalize is None else {"normalize": normalize}
+    if loss == "sst" and normalize is False:
+        kw = {"normalize": False}  # the paper's form, the registry's raw parameters
+    cfg = TrainConfig(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
+                      embedding_dim=8, image_size=16, resize_size=16, batch_size=40,
+                      samples_per_class=10, epochs=1, progress=False, loss=loss, **kw)
+    trainer = Trainer(cfg, dataset=tiny)
+    x, y, t, m = _doors_batch()
+    if trainer.config.normalize:
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    cli = float(trainer.step.loss_fn(x, y, t, m))
+    if loss == "proxy_anchor":
+        # fit's door: the wrapper model owns proxies; given the trainer's, it agrees.
+        inner = trainer.model
+        wrapper = fit.ProxyAnchorModel(inner, tiny.train.labels, seed=0)
+        wrapper.proxy_weights.assign(trainer.loss_layer.proxies / wrapper.lr_multiplier)
+        ids = np.asarray(trainer.loss_layer.class_ids)
+        labels = ids[y % len(ids)].astype(np.int32)
+        cli = float(trainer.step.loss_fn(x, labels, t, m))
+        y_packed = fit.pack_targets(labels, t, m)
+        keras_value = float(wrapper.compute_loss(y=y_packed, y_pred=x)) - sum(
+            float(v) for v in wrapper.losses)
+        function = float(losses.make_loss(loss, proxy_anchor=trainer.loss_layer,
+                                          normalize=normalize)(x, labels, t, m))
+    else:
+        keras_value = float(fit.MetricLoss(loss, normalize=normalize)(fit.pack_targets(y, t, m),
+                                                                       x))
+        function = float(losses.make_loss(loss, normalize=normalize)(x, y, t, m))
+    assert np.isfinite(cli) and cli != 0.0
+    np.testing.assert_allclose(keras_value, cli, rtol=1e-6)
+    np.testing.assert_allclose(function, cli, rtol=1e-6)

@@ -161,7 +161,7 @@ def test_proxy_anchor_layer_owns_checkpointed_proxies(tmp_path):
     ckpt.restore(path).assert_existing_objects_matched()
     np.testing.assert_array_equal(layer.proxies.numpy(), saved)
     clone = losses.ProxyAnchor.from_config(layer.get_config())
-    assert clone.num_classes == 5 and clone.alpha == 32.0 and clone.delta == 0.1
+    assert (clone.num_classes, clone.alpha, clone.delta) == (5, layer.alpha, layer.delta)
     with pytest.raises(ValueError, match="num_classes"):
         losses.ProxyAnchor(num_classes=0, embedding_dim=3)
     with pytest.raises(ValueError, match="proxies"):
