@@ -166,9 +166,11 @@ def sst_loss(
 ) -> tf.Tensor:
     """Stochastic symmetric triplet loss (docs/method.md#losses) and two options.
 
-    With z = D_at - (D_ai + D_ti) / 2 for a triplet (a, t, i), the defaults
-    (`scale=1`, `imposters="mean"`) are the paper's loss: the mean over all
-    triplets of softplus(z).
+    With z = D_at - (D_ai + D_ti) / 2 for a triplet (a, t, i), the argument
+    defaults (`scale=1`, `imposters="mean"`) are the paper's loss: the mean
+    over all triplets of softplus(z). `--loss=sst` and `make_loss("sst")`
+    train the registry's form instead (`sst_tf.loss_registry`: on unit
+    vectors a larger scale and the softmax over imposters).
 
     Options (for L2-normalised embeddings, where D <= 4 and softplus(z) alone
     cannot get below softplus(-4)):
@@ -221,8 +223,9 @@ def triplet_loss(
 ) -> tf.Tensor:
     """LMNN-style triplet baseline: mean over triplets of max(0, D_at + margin - D_ai).
 
-    Same triplets and arguments as `sst_loss` (imposters from `ref_embeddings`
-    when given); `margin` defaults to 0.2.
+    Same triplets and arguments as `sst_tf.losses.sst_loss` (imposters from
+    `ref_embeddings` when given); `margin` defaults to the SST paper's 0.2
+    (`--loss=triplet` and `make_loss("triplet")` use the registry's margin).
 
     Returns:
       Scalar float32 tensor; 0.0 (with zero gradients) if there is no triplet.

@@ -12,7 +12,9 @@ import re
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCS = [os.path.join(ROOT, "README.md"), *sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))]
+DOCS = [os.path.join(ROOT, "README.md"), *sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))),
+        os.path.join(ROOT, "study", "README.md"),
+        *sorted(glob.glob(os.path.join(ROOT, "study", "docs", "*.md")))]
 # Generated or bulky folders of a working copy: not part of the repository's text.
 _SKIP_DIRS = {".git", "build", "dist", "runs", "data", "__pycache__", ".pytest_cache",
               ".ruff_cache"}
@@ -20,7 +22,8 @@ _TEXT_EXT = {".py", ".md", ".cfg", ".sh", ".txt", ".toml", ".yml", ".yaml", ".js
 
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 _FENCE = re.compile(r"^(```|~~~)")
-_DOCS_REF = re.compile(r"docs/([A-Za-z0-9_\-]+\.md)(#[A-Za-z0-9_\-]+)?")
+# Markdown links ("](docs/x.md)") are relative to their page: the link test checks them.
+_DOCS_REF = re.compile(r"(?<!\]\()((?:study/)?docs)/([A-Za-z0-9_\-]+\.md)(#[A-Za-z0-9_\-]+)?")
 
 
 def _repo_text_files():
@@ -94,12 +97,12 @@ def test_docs_references_in_the_code_resolve():
     for path in _repo_text_files():
         with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read()
-        for page, anchor in set(_DOCS_REF.findall(text)):
-            target = os.path.join(ROOT, "docs", page)
+        for folder, page, anchor in set(_DOCS_REF.findall(text)):
+            target = os.path.join(ROOT, folder, page)
             if not os.path.isfile(target):
-                broken.append(f"{os.path.relpath(path, ROOT)}: docs/{page}")
+                broken.append(f"{os.path.relpath(path, ROOT)}: {folder}/{page}")
             elif anchor and anchor[1:] not in anchors(target):
-                broken.append(f"{os.path.relpath(path, ROOT)}: docs/{page}{anchor}")
+                broken.append(f"{os.path.relpath(path, ROOT)}: {folder}/{page}{anchor}")
     assert not broken
 
 
