@@ -51,9 +51,8 @@ def _settings_line(config: TrainConfig) -> str:
     """One line: the loss settings the run uses (given flags, else the loss's defaults)."""
     s = loss_registry.settings(config.resolved())
     margin = "none" if s["margin"] is None else f"{s['margin']:g}"
-    params = "".join(f", {k} {v:g}" for k, v in s["params"].items())
-    if "sst" in s:
-        params += f", scale {s['sst']['scale']:g}, imposters {s['sst']['imposters']}"
+    params = "".join(f", {k} {v}" if isinstance(v, str) else f", {k} {v:g}"
+                     for k, v in s["params"].items())
     return (f"--loss={s['loss']}: normalize {s['normalize']} ({s['geometry']} geometry), "
             f"sampler {s['sampler']}, margin {margin}, lr x {s['loss_lr_multiplier']:g}{params}")
 
