@@ -41,8 +41,6 @@ _HELP_ONLY = {
     "configs/cub.cfg": "CUB-200-2011 is not downloadable here (and the run needs a GPU)",
     "--strategy=multi_worker": "needs two hosts (TF_CONFIG) and CUB",
     "--data_dir=my_images": "a user's own image folder (tests/test_datasets.py reads such trees)",
-    "configs/glyphs.cfg": ("the glyph benchmark is built from system fonts by "
-                           "study/make_glyphs.py first (study/tests covers it)"),
 }
 # The other lines of the docs' ```bash blocks, by how they start, and why this test
 # does not run them (the lines are checked to be covered by this list).

@@ -147,11 +147,13 @@ def test_a_query_embeds_to_its_own_index_row(small_export, every_format, tmp_pat
     assert norms.min() > 0 and len(np.unique(index.round(4), axis=0)) == 12
     data = [open(p, "rb").read() for p in every_format]
     alone = np.concatenate([embedder([b]) for b in data])
-    # The query goes through the very computation its index row did.
-    np.testing.assert_array_equal(alone, index)
+    # The query goes through a pass of the shape its index row did: equal to float32
+    # round-off (bit for bit on some CPUs; where the kernels block by row position,
+    # a row's place in the batch moves the last bits).
+    np.testing.assert_allclose(alone, index, rtol=1e-4, atol=1e-7)
     # Whatever batch-mates it has and wherever it sits among them.
     mixed = embedder([data[3], data[0], data[7]])
-    np.testing.assert_array_equal(mixed, index[[3, 0, 7]])
+    np.testing.assert_allclose(mixed, index[[3, 0, 7]], rtol=1e-4, atol=1e-7)
     results = search_results(every_format, alone, kept, index, top_k=2)
     for r, n in zip(results, norms, strict=True):
         assert r["neighbors"][0]["path"] == r["query"]

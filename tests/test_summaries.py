@@ -53,4 +53,5 @@ def test_log_plan_describes_the_batches(caplog):
         summaries.log_plan(1, True, plan, 0.25)
     first, second = [r.getMessage() for r in caplog.records][-2:]
     assert first.startswith(f"Epoch 2 refresh: 0.25s, {plan.num_batches} batches, coverage ")
-    assert second.startswith("Epoch 2 batches: ") and "(log 2 = 0.693)" in second
+    assert second.startswith("Epoch 2 batches: ") and "D_at/D_ai" in second
+    assert "SST" not in second  # no loss-specific number whatever the loss

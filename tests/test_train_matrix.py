@@ -230,8 +230,8 @@ def test_every_sst_option_value_trains_end_to_end(matrix_runs):
         model_dir = tmp / name
         metrics = _finished_with_these_flags(results[name], model_dir, choices)
         want_scale = choices.get("sst_scale", 1.0)
-        assert metrics["settings"]["sst"] == {"scale": want_scale,
-                                              "imposters": choices["sst_imposters"]}
+        params = metrics["settings"]["params"]
+        assert (params["scale"], params["imposters"]) == (want_scale, choices["sst_imposters"])
         assert (model_dir / "export" / "saved_model.pb").is_file()
 
 
