@@ -40,7 +40,7 @@ from sst_tf.run_state import (
     check_resume_config,
     interrupted_dir,
 )
-from sst_tf.step import TrainStep
+from sst_tf.step import NonFiniteError, TrainStep
 
 
 class LoopState:
@@ -219,6 +219,9 @@ class RunCheckpoints:
         self.directory = distribute.worker_dir(self.chief_dir, strategy)
         self.interrupt_dir = interrupted_dir(self.directory)
         self.checkpoint = tf.train.Checkpoint(**objects)
+        # The weights that must be finite in every checkpoint (the model's, the loss's).
+        self._weights = [v for name in ("model", "loss_layer") if name in objects
+                         for v in objects[name].variables]
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory,
                                                   max_to_keep=max_to_keep)
         self.interrupt_manager = self._make_interrupt_manager()
@@ -251,6 +254,15 @@ class RunCheckpoints:
     def _save(self, manager: tf.train.CheckpointManager, number: int | None = None) -> str:
         if self.before_save is not None:
             self.before_save()
+        bad = [v.name for v in self._weights
+               if v.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(v)))]
+        if bad:  # a diverged run stays resumable from its last good checkpoint
+            raise NonFiniteError(
+                f"the model's weights are no longer finite ({len(bad)} variables, e.g. "
+                f"{bad[0]}): training diverged and nothing was saved. The last good "
+                f"checkpoint is kept: {self.latest_checkpoint() or 'none yet'}. Rerun with a "
+                "smaller --lr and --allow_flag_changes to continue from it, or in a new "
+                "--model_dir.")
         with outputs.disk_full_guard(manager.directory):
             path = manager.save(checkpoint_number=number)
         distribute.remove_worker_dir(self.directory, self.strategy)  # non-chief only

@@ -54,7 +54,8 @@ def fail(prog: str, message: object, code: int = 2) -> int:
     return code
 
 
-def entry_point(prog: str, tensorflow: bool = False, quiet_info: bool = False) -> Callable:
+def entry_point(prog: str, tensorflow: bool = False, quiet_info: bool = False,
+                usage: Callable[[Sequence[str]], None] | None = None) -> Callable:
     """Decorates an absl ``main(argv) -> int | None`` with the shared error handling.
 
     Args:
@@ -63,6 +64,8 @@ def entry_point(prog: str, tensorflow: bool = False, quiet_info: bool = False) -
         ``main`` runs, i.e. after absl has answered ``--help``.
       quiet_info: log warnings and errors only (TensorFlow's and Keras'
         informational lines included) unless ``--verbosity`` is given.
+      usage: checks the flags (raising `UsageError`) before TensorFlow is
+        imported, so a usage error is answered at once.
 
     The decorated function returns the exit code: ``main``'s result (``None``
     is 0), the code of a `UsageError` / `RunError` (after printing its line),
@@ -76,6 +79,8 @@ def entry_point(prog: str, tensorflow: bool = False, quiet_info: bool = False) -
             try:
                 if quiet_info and not flags.FLAGS["verbosity"].present:
                     logging.set_verbosity(logging.WARNING)
+                if usage is not None:
+                    usage(argv)
                 if tensorflow:
                     quiet_tensorflow()
                 code = main(argv)

@@ -14,6 +14,7 @@ data sources from `sst_tf.datasets`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any
 
@@ -46,6 +47,9 @@ def flag_field(
     choices: tuple[str, ...] = (),
     enum_flag: bool = False,
     flag_default: Any = dataclasses.MISSING,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
 ) -> Any:
     """A `TrainConfig` field that declares its flag (read by `sst_tf.config_flags`).
 
@@ -60,8 +64,14 @@ def flag_field(
         one of ...``).
       flag_default: the flag's default when it differs from the field's (the
         entry point then derives the value, e.g. `resize_size`).
+      low: a number field's lowest meaningful value (every number field has
+        one: `TrainConfig.validate` refuses values below it, naming the flag).
+      high: its highest meaningful value, if any.
+      low_open: `low` itself is refused too (a value must be > low).
     """
     metadata = {"help": help, "choices": choices, "enum_flag": enum_flag}
+    if low is not None:
+        metadata["bounds"] = (low, high, low_open)
     if flag_default is not dataclasses.MISSING:
         metadata["flag_default"] = flag_default
     return dataclasses.field(default=default, metadata=metadata)
@@ -95,14 +105,16 @@ class TrainConfig:
         None, help="Start the backbone from this Keras weights file (.weights.h5, written by "
                    "study/pretrain.py for the same --backbone); replaces --pretrained's "
                    "ImageNet weights.")
-    embedding_dim: int = flag_field(512, help="Embedding size d.")
+    embedding_dim: int = flag_field(512, help="Embedding size d.", low=1, high=65536)
     normalize: bool | None = flag_field(
         None, help="L2-normalise the embeddings (training and evaluation on unit vectors); "
                    "unset: the loss's default (docs/baselines.md).")
-    image_size: int = flag_field(224, help="Side of the square model input (the crop).")
+    image_size: int = flag_field(224, help="Side of the square model input (the crop).",
+        low=1, high=4096)
     resize_size: int | None = flag_field(
         256, flag_default=None,
-        help="Side images are resized to before cropping (default: image_size*256/224).")
+        help="Side images are resized to before cropping (default: image_size*256/224).",
+        low=1, high=8192)
     random_flip: bool = flag_field(True, help="Random horizontal flips in training.")
     loss: str = flag_field(
         "sst", choices=LOSSES,
@@ -110,14 +122,15 @@ class TrainConfig:
              "two modern baselines (docs/baselines.md).")
     margin: float | None = flag_field(
         None, help="Margin of the losses that have one; unset: the loss's default "
-                   f"({defaults_text('margin')}).")
+                   f"({defaults_text('margin')}).", low=0)
     # SST loss options (sst_tf.losses.sst_loss): scale s of the margin variable
     # and how the imposters of an (anchor, target) pair are combined.
     sst_scale: float | None = flag_field(
         None, help="SST: scale s of the margin variable, "
                    "softplus(s * (D_at - (D_ai + D_ti)/2)). Default: "
                    f"{LOSS_SPECS['sst'].params['scale']:g} on unit vectors, "
-                   f"{LOSS_SPECS['sst'].raw_params['scale']:g} (the paper's) with --nonormalize.")
+                   f"{LOSS_SPECS['sst'].raw_params['scale']:g} (the paper's) with --nonormalize.",
+        low=0, low_open=True)
     sst_imposters: str | None = flag_field(
         None, choices=SST_IMPOSTERS, enum_flag=True,
         help="SST: mean over all triplets (the paper's), or per (anchor, target) pair "
@@ -128,23 +141,27 @@ class TrainConfig:
         None, help="N-pairs: factor of the logits (dot products), a temperature 1/s on unit "
                    f"vectors. Default: {LOSS_SPECS['npairs'].params['scale']:g} on unit "
                    f"vectors, {LOSS_SPECS['npairs'].raw_params['scale']:g} (Sohn's and "
-                   "tensorflow-addons' form) with --nonormalize.")
+                   "tensorflow-addons' form) with --nonormalize.", low=0, low_open=True)
     # Fixed parameters of the losses (loss_registry.PARAM_FLAGS).
     ms_alpha: float | None = flag_field(
         None, help="Multi-Similarity: scale alpha of the positive pairs; unset: "
-                   f"{LOSS_SPECS['multi_similarity'].params['alpha']:g} (Wang et al.).")
+                   f"{LOSS_SPECS['multi_similarity'].params['alpha']:g} (Wang et al.).",
+        low=0, low_open=True)
     ms_beta: float | None = flag_field(
         None, help="Multi-Similarity: scale beta of the negative pairs; unset: "
-                   f"{LOSS_SPECS['multi_similarity'].params['beta']:g} (Wang et al.).")
+                   f"{LOSS_SPECS['multi_similarity'].params['beta']:g} (Wang et al.).",
+        low=0, low_open=True)
     ms_base: float | None = flag_field(
         None, help="Multi-Similarity: similarity threshold lambda (a cosine, in [-1, 1]); "
-                   f"unset: {LOSS_SPECS['multi_similarity'].params['base']:g} (Wang et al.).")
+                   f"unset: {LOSS_SPECS['multi_similarity'].params['base']:g} (Wang et al.).",
+        low=-1, high=1)
     proxy_alpha: float | None = flag_field(
         None, help="Proxy-Anchor: scale alpha; unset: "
-                   f"{LOSS_SPECS['proxy_anchor'].params['alpha']:g} (Kim et al.).")
+                   f"{LOSS_SPECS['proxy_anchor'].params['alpha']:g} (Kim et al.).",
+        low=0, low_open=True)
     proxy_delta: float | None = flag_field(
         None, help="Proxy-Anchor: margin delta (a cosine); unset: "
-                   f"{LOSS_SPECS['proxy_anchor'].params['delta']:g} (Kim et al.).")
+                   f"{LOSS_SPECS['proxy_anchor'].params['delta']:g} (Kim et al.).", low=0)
     sampler: str | None = flag_field(
         None, choices=SAMPLERS,
         help="Batch sampler: neighbourhood batches (local, see --neighborhoods), random "
@@ -153,17 +170,17 @@ class TrainConfig:
              "sst and triplet).")
     samples_per_class: int | None = flag_field(
         None, help="K images per class in class_balanced batches (batch_size = P * K); "
-                   f"unset: the loss's default ({defaults_text('samples_per_class')}).")
+                   f"unset: the loss's default ({defaults_text('samples_per_class')}).", low=2)
     proxy_lr_multiplier: float = flag_field(
         loss_registry.PROXY_LR_MULTIPLIER,
-        help="Proxy-Anchor: the proxies' learning rate is lr times this.")
+        help="Proxy-Anchor: the proxies' learning rate is lr times this.", low=0, low_open=True)
     loss_lr_multiplier: float | None = flag_field(
         None, help="Every learning rate of the run is --lr times this; unset: the loss's "
-                   f"default ({defaults_text('lr_multiplier')}).")
-    batch_size: int = flag_field(200, help="Batch size B (>= 2).")
-    num_targets: int = flag_field(5, help="Target neighbours k per anchor (>= 1).")
+                   f"default ({defaults_text('lr_multiplier')}).", low=0, low_open=True)
+    batch_size: int = flag_field(200, help="Batch size B (>= 2).", low=2, high=2**20)
+    num_targets: int = flag_field(5, help="Target neighbours k per anchor (>= 1).", low=1)
     refresh_every: int = flag_field(
-        1, help="Re-embed the train split and re-cluster every N epochs.")
+        1, help="Re-embed the train split and re-cluster every N epochs.", low=1)
     neighborhoods: str = flag_field(
         "classes", choices=NEIGHBORHOODS, enum_flag=True,
         help="Local sampler batches: neighbouring classes with random members each "
@@ -173,38 +190,41 @@ class TrainConfig:
              "neighbourhood + random images with a class guarantee (mixed).")
     local_share: float = flag_field(
         0.5, help="Experimental, --neighborhoods=mixed only: share of each batch taken from "
-                  "its neighbourhood.")
+                  "its neighbourhood.", low=0, high=1)
     min_classes: int = flag_field(
         4, help="Experimental, --neighborhoods=mixed only: classes with >= 2 members "
-                "guaranteed per batch.")
+                "guaranteed per batch.", low=0)
     warmup_epochs: int = flag_field(
         0, help="Local sampler: random batches for this many epochs before the first "
-                "neighbourhood batches.")
+                "neighbourhood batches.", low=0)
     members_per_class: int | None = flag_field(
         None, help="--neighborhoods=classes: images per class in a batch; unset: the "
-                   f"loss's default ({defaults_text('members_per_class')}).")
-    epochs: int = flag_field(150, help="Maximum number of epochs.")
-    lr: float = flag_field(1e-4, help="Adam learning rate of the backbone.")
+                   f"loss's default ({defaults_text('members_per_class')}).", low=2)
+    epochs: int = flag_field(150, help="Maximum number of epochs.", low=1)
+    lr: float = flag_field(1e-4, help="Adam learning rate of the backbone.", low=0, low_open=True)
     head_lr_multiplier: float = flag_field(
-        10.0, help="The head's learning rate is lr times this.")
+        10.0, help="The head's learning rate is lr times this.", low=0, low_open=True)
     weight_decay: float = flag_field(
-        1e-4, help="Weight decay (L2 added to the gradients, as Adam's).")
+        1e-4, help="Weight decay (L2 added to the gradients, as Adam's).", low=0)
     decoupled_weight_decay: bool = flag_field(
         False, help="Use AdamW's decoupled weight decay instead.")
     lr_patience: int = flag_field(
-        5, help="Multiply the learning rates by --lr_factor after N epochs w/o improvement.")
+        5, help="Multiply the learning rates by --lr_factor after N epochs w/o improvement.", low=1)
     lr_factor: float = flag_field(
         0.5, help="Factor of the learning rates after --lr_patience epochs w/o improvement "
-                  "(0.5: halve them).")
-    early_stop_patience: int = flag_field(15, help="Stop after N epochs without improvement.")
+                  "(0.5: halve them).", low=0, high=1, low_open=True)
+    early_stop_patience: int = flag_field(15, help="Stop after N epochs without improvement.",
+        low=1)
     eval_every: int = flag_field(
-        0, help="Also evaluate every N epochs (0: before and after only).")
-    eval_batch_size: int = flag_field(256, help="Batch size of embedding passes.")
+        0, help="Also evaluate every N epochs (0: before and after only).", low=0)
+    eval_batch_size: int = flag_field(256, help="Batch size of embedding passes.", low=1,
+                                      high=2**20)
     recall_ks: tuple[int, ...] = flag_field((1, 2, 4, 8), help="K values of Recall@K.")
-    seed: int = flag_field(0, help="Seed of weights, sampling, augmentation and k-means.")
+    seed: int = flag_field(0, help="Seed of weights, sampling, augmentation and k-means.",
+        low=0, high=2**31 - 1)
     deterministic: bool = flag_field(
         True, help="Enable TF op determinism (same seed -> same result).")
-    keep_checkpoints: int = flag_field(3, help="Checkpoints kept in model_dir/checkpoints.")
+    keep_checkpoints: int = flag_field(3, help="Checkpoints kept in model_dir/checkpoints.", low=1)
     progress: bool = flag_field(True, help="Show a progress bar per epoch.")
     export: bool = flag_field(
         True, help="After training, write MODEL_DIR/export (SavedModel) and "
@@ -215,7 +235,7 @@ class TrainConfig:
                     "runs can recover).")
     max_consecutive_nonfinite: int = flag_field(
         10, help="Stop after N steps in a row with a non-finite loss or gradient (each "
-                 "such step is skipped); the last good checkpoint is kept.")
+                 "such step is skipped); the last good checkpoint is kept.", low=1)
     allow_flag_changes: bool = flag_field(
         False, help="Resume a run although optimisation flags (lr, loss, batch size, seed, "
                     "...) differ from the ones it started with; model/data flags always "
@@ -246,11 +266,11 @@ class TrainConfig:
                     "concatenated batches); no effect on one replica.")
     memory_size: int = flag_field(
         0, help="Cross-batch memory: a queue of the last N embeddings and labels, used as "
-                "extra positives and negatives by the loss (0: none).")
+                "extra positives and negatives by the loss (0: none).", low=0, high=2**24)
     memory_warmup_steps: int = flag_field(
-        0, help="Cross-batch memory: steps before the first batch enters the queue.")
+        0, help="Cross-batch memory: steps before the first batch enters the queue.", low=0)
     memory_weight: float = flag_field(
-        1.0, help="Cross-batch memory: factor of the memory's loss term.")
+        1.0, help="Cross-batch memory: factor of the memory's loss term.", low=0, low_open=True)
 
     def reader_options(self) -> dict:
         """The data-set options of this config that the chosen reader accepts."""
@@ -293,59 +313,56 @@ class TrainConfig:
         ok = value in choices or (value is None and field.default is None)
         return ok, f"--{name} must be one of {'|'.join(choices)}", value
 
+    def _bounds_check(self) -> None:
+        """Every number field within its declared bounds (`flag_field`'s `low`, `high`)."""
+        for name, field in CONFIG_FIELDS.items():
+            bounds, value = field.metadata.get("bounds"), getattr(self, name)
+            if bounds is None or value is None:
+                continue
+            low, high, low_open = bounds
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"--{name} must be a finite number, got {value!r}.")
+            too_low = value <= low if low_open else value < low
+            if too_low:
+                raise ValueError(f"--{name} must be {'>' if low_open else '>='} {low:g}, "
+                                 f"got {value!r}.")
+            if high is not None and value > high:
+                raise ValueError(f"--{name} must be <= {high:g}, got {value!r}.")
+
     def validate(self) -> None:
-        """Checks values (unset loss defaults resolved); raises ValueError naming the flag."""
+        """Checks values (unset loss defaults resolved); raises ValueError naming the flag.
+
+        Every number within its field's bounds first (finite, `low`, `high`),
+        then the choices and the relations between flags.
+        """
         ok, message, value = self._choice_check("loss")
         if not ok:
             raise ValueError(f"{message}, got {value!r}.")
+        self._bounds_check()
         c = self.resolved()  # check the values the run will use
+        c._bounds_check()  # the loss's defaults too
         data_lib.check_dataset_args(self.dataset, self.data_dir, self.data_source)
         checks = [
-            (c.batch_size >= 2, "--batch_size must be >= 2", c.batch_size),
-            (c.num_targets >= 1, "--num_targets must be >= 1", c.num_targets),
-            (c.samples_per_class >= 2, "--samples_per_class must be >= 2",
-             c.samples_per_class),
             (c.sampler != "class_balanced" or (
                 c.batch_size % max(c.samples_per_class, 1) == 0
                 and c.batch_size // max(c.samples_per_class, 1) >= 2),
              "--batch_size must be a multiple (>= 2x) of --samples_per_class for "
              "--sampler=class_balanced", c.batch_size),
-            (c.loss_lr_multiplier > 0, "--loss_lr_multiplier must be > 0",
-             c.loss_lr_multiplier),
-            (c.proxy_lr_multiplier > 0, "--proxy_lr_multiplier must be > 0",
-             c.proxy_lr_multiplier),
-            (c.embedding_dim >= 1, "--embedding_dim must be >= 1", c.embedding_dim),
-            (c.epochs >= 0, "--epochs must be >= 0", c.epochs),
             c._choice_check("neighborhoods"),
-            (0.0 <= c.local_share <= 1.0, "--local_share must be in [0, 1]",
-             c.local_share),
-            (c.min_classes >= 0, "--min_classes must be >= 0", c.min_classes),
-            (c.members_per_class >= 2, "--members_per_class must be >= 2",
-             c.members_per_class),
-            (c.warmup_epochs >= 0, "--warmup_epochs must be >= 0", c.warmup_epochs),
-            (c.refresh_every >= 1, "--refresh_every must be >= 1", c.refresh_every),
-            (c.eval_every >= 0, "--eval_every must be >= 0", c.eval_every),
-            (c.lr > 0, "--lr must be > 0", c.lr),
-            (c.head_lr_multiplier > 0, "--head_lr_multiplier must be > 0",
-             c.head_lr_multiplier),
-            (c.weight_decay >= 0, "--weight_decay must be >= 0", c.weight_decay),
-            (c.image_size >= 1, "--image_size must be >= 1", c.image_size),
+            (c.num_targets < c.batch_size,
+             f"--num_targets={c.num_targets} must be below --batch_size={c.batch_size} (a "
+             "row's target neighbours are other rows of its batch)", c.num_targets),
+            (c.sampler != "local" or c.neighborhoods != "classes"
+             or c.batch_size >= 2 * c.members_per_class,
+             f"--batch_size={c.batch_size} must be at least 2 x --members_per_class="
+             f"{c.members_per_class} with --sampler=local --neighborhoods=classes (a batch "
+             "holds batch_size / members_per_class classes, and a loss needs two)",
+             (c.batch_size, c.members_per_class)),
             (c.resize_size is None or c.resize_size >= c.image_size,
              "--resize_size must be >= --image_size", c.resize_size),
             (c.margin is None or loss_registry.spec(c.loss).margin is not None,
              f"--margin does not apply to --loss={c.loss} (it has no margin)", c.margin),
-            (c.sst_scale is None or c.sst_scale > 0, "--sst_scale must be > 0", c.sst_scale),
             c._choice_check("sst_imposters"),
-            (c.npairs_scale is None or c.npairs_scale > 0, "--npairs_scale must be > 0",
-             c.npairs_scale),
-            (c.ms_alpha is None or c.ms_alpha > 0, "--ms_alpha must be > 0", c.ms_alpha),
-            (c.ms_beta is None or c.ms_beta > 0, "--ms_beta must be > 0", c.ms_beta),
-            (c.ms_base is None or -1 <= c.ms_base <= 1, "--ms_base must be in [-1, 1]",
-             c.ms_base),
-            (c.proxy_alpha is None or c.proxy_alpha > 0, "--proxy_alpha must be > 0",
-             c.proxy_alpha),
-            (c.proxy_delta is None or c.proxy_delta >= 0, "--proxy_delta must be >= 0",
-             c.proxy_delta),
             *((getattr(c, flag) is None or c.loss == loss,
                f"--{flag} does not apply to --loss={c.loss} (only to --loss={loss})",
                getattr(c, flag)) for flag, (loss, _) in loss_registry.PARAM_FLAGS.items()),
@@ -364,8 +381,6 @@ class TrainConfig:
             (len(c.recall_ks) > 0 and min(c.recall_ks) >= 1,
              "--recall_ks must be positive integers", c.recall_ks),
             (bool(c.model_dir), "--model_dir is required", c.model_dir),
-            (c.max_consecutive_nonfinite >= 1, "--max_consecutive_nonfinite must be >= 1",
-             c.max_consecutive_nonfinite),
             c._choice_check("strategy"),
             c._choice_check("mixed_precision"),
             c._choice_check("refresh"),
@@ -377,13 +392,9 @@ class TrainConfig:
              "--global_negatives cannot be combined with --jit_compile (the all-gather of "
              "the replicas' embeddings is a synchronisation point, which the XLA-compiled "
              "forward and backward cannot hold)", c.jit_compile),
-            (c.memory_size >= 0, "--memory_size must be >= 0", c.memory_size),
             (c.memory_size == 0 or c.loss in loss_registry.REFERENCE_LOSSES,
              f"--memory_size works with the losses that have a reference-set form "
              f"({'|'.join(loss_registry.REFERENCE_LOSSES)}), not with --loss", c.loss),
-            (c.memory_warmup_steps >= 0, "--memory_warmup_steps must be >= 0",
-             c.memory_warmup_steps),
-            (c.memory_weight > 0, "--memory_weight must be > 0", c.memory_weight),
         ]
         for ok, message, value in checks:
             if not ok:

@@ -116,6 +116,11 @@ def check_dataset_args(name: str, data_dir: str | None, data_source: str = "file
             raise ValueError(
                 f"--data_dir is required for --dataset={name}: put {info.expected} there."
             )
+        if os.path.isfile(data_dir):
+            raise ValueError(
+                f"--data_dir={data_dir} is a file, not a folder (--dataset={name} needs "
+                f"{info.expected})."
+            )
         if not os.path.isdir(data_dir):
             raise ValueError(
                 f"--data_dir={data_dir} does not exist (--dataset={name} needs {info.expected})."
@@ -208,6 +213,7 @@ def check_splits(train_labels: np.ndarray, test_labels: np.ndarray, name: str = 
     """Refuses splits that cannot train or evaluate; logs classes of one image.
 
     * a train split with fewer than 2 classes: no triplet / imposter exists;
+    * a train split whose every class holds one image: no positive pair exists;
     * a test split with fewer than 2 classes: every neighbour is a hit, so
       Recall@K, MAP@R and NMI say nothing;
     * classes with a single image: allowed and counted (in train such an image
@@ -230,6 +236,12 @@ def check_splits(train_labels: np.ndarray, test_labels: np.ndarray, name: str = 
                 f"class(es): {need}."
             )
         single = int((counts == 1).sum())
+        if split == "train" and single == len(classes):
+            raise ValueError(
+                f"{prefix}train split has {len(labels)} images in {len(classes)} classes, each "
+                "class a single image: no same-class pair to learn from (every loss needs two "
+                "images of a class)."
+            )
         if single:
             logging.warning("%s%s split: %d class(es) with a single image (no same-class "
                             "partner; kept).", prefix, split, single)

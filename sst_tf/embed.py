@@ -242,9 +242,13 @@ def embed_files(
 
 
 def _progress_bar(total: int):
+    """A live bar on a terminal; on a file or pipe only the final line (no control codes)."""
+    import sys
+
     import keras
 
-    return keras.utils.Progbar(total, unit_name="image")
+    return keras.utils.Progbar(total, unit_name="image",
+                               verbose=1 if sys.stdout.isatty() else 2)
 
 
 def save_index(
@@ -368,14 +372,18 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     )
 
 
-@cli.entry_point(PROG, tensorflow=True, quiet_info=True)
-def main(argv: Sequence[str]) -> int:
-    """Entry point."""
+def check_flags(argv: Sequence[str]) -> None:
+    """The usage checks, before TensorFlow is imported (raises `cli.UsageError`)."""
     cli.check_usage(argv, FLAGS, required=["export_dir", "images"])
     if FLAGS.batch_size < 1:
         raise cli.UsageError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
     if not FLAGS.output.endswith(".npz"):
         raise cli.UsageError(f"--output={FLAGS.output} must end in .npz")
+
+
+@cli.entry_point(PROG, tensorflow=True, quiet_info=True, usage=check_flags)
+def main(argv: Sequence[str]) -> int:
+    """Entry point."""
     try:
         check_output_file(FLAGS.output, f"--output={FLAGS.output}", is_index_file)
         paths = list_images(FLAGS.images)

@@ -263,6 +263,9 @@ def evaluate(
       with_nmi: compute NMI (k-means into one cluster per class; see `nmi`).
       kmeans: k-means of the NMI, "tf" or "sklearn" (see `nmi`).
 
+    Raises:
+      ValueError: fewer than 2 classes, or inputs the metrics cannot use.
+
     Returns:
       {"recall@<k>" for each k, "map@r", "r_precision", "nmi" (if with_nmi),
        "num_queries": N, "num_queries_skipped": queries left out of MAP@R and
@@ -270,6 +273,10 @@ def evaluate(
     """
     if with_nmi and kmeans not in kmeans_lib.METHODS:
         raise ValueError(f"kmeans must be one of {'|'.join(kmeans_lib.METHODS)}, got {kmeans!r}")
+    classes = np.unique(np.asarray(labels).reshape(-1))
+    if len(classes) < 2:
+        raise ValueError(f"labels hold {len(classes)} class(es): retrieval metrics need at "
+                         "least 2 (with one class every neighbour is a hit, every metric 1).")
     stats = retrieval_stats(embeddings, labels, ks, chunk_size, with_r=True)
     out: dict[str, float] = {f"recall@{k}": v for k, v in stats["recall"].items()}
     out["map@r"] = stats["map@r"]

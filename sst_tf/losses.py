@@ -91,6 +91,15 @@ def _check_inputs(embeddings, labels, sample_mask=None, target_neighbors=None, *
         check_rows("target_neighbors", target_neighbors.shape, 2, "[B, k]", "rows")
         if not target_neighbors.dtype.is_integer:
             raise ValueError(f"target_neighbors must be integer, got {target_neighbors.dtype}")
+        if tf.executing_eagerly() and tf.size(target_neighbors) > 0:
+            # Graph mode (the trainer's step) takes tables the sampler built.
+            rows = int(tf.shape(x)[0])
+            low = int(tf.reduce_min(target_neighbors))
+            high = int(tf.reduce_max(target_neighbors))
+            if low < -1 or high >= rows:
+                raise ValueError(
+                    f"target_neighbors must hold batch row indices in [0, {rows}) or -1 "
+                    f"(none), got values from {low} to {high}")
     if sample_mask is None:
         mask = tf.ones(tf.shape(x)[:1], tf.bool)
     else:

@@ -115,6 +115,27 @@ def folder_kind(folder: str, legacy: Callable[[str], str | None] | None = None) 
     return legacy(folder) if legacy else None
 
 
+def check_creatable(path: str, name: str) -> None:
+    """Refuses a path that cannot be created: below a file, or on a read-only folder.
+
+    Args:
+      path: a file or folder that does not exist yet.
+      name: how messages name it, e.g. ``--model_dir=PATH``.
+
+    Raises:
+      UsageError: naming the flag and the part of the path at fault.
+    """
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"{name} cannot be created: {parent} is a file, not a folder; "
+                         "choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{name} cannot be created: {parent} is not writable (read-only, "
+                         "or no permission); choose another path")
+
+
 def check_output_dir(
     path: str,
     name: str,
@@ -143,12 +164,16 @@ def check_output_dir(
       UsageError: naming the flag and the folder, and what to do instead.
     """
     if not os.path.lexists(path):
+        check_creatable(path, name)
         return False
     if not os.path.isdir(path):
         raise UsageError(
             f"{name} is a file, not a folder: sst_tf does not replace files it did "
             "not write; choose another folder"
         )
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"{name} is not writable (read-only, or no permission): choose "
+                         "another folder")
     if not os.listdir(path):
         return False
     found = folder_kind(path, legacy)

@@ -27,10 +27,12 @@ loads): the checkpoints themselves, and finding and writing them, are
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import signal
 import threading
 
+import numpy as np
 from absl import logging
 
 
@@ -164,7 +166,7 @@ RUN_FLAGS = ("loss", "margin", "sampler", "batch_size", "num_targets", "seed", "
              "memory_warmup_steps", "memory_weight")
 # Everything else (epochs, eval_every, patience, progress, ...) may change: logged.
 IGNORED_KEYS = ("model_dir", "allow_flag_changes")
-DATA_KEYS = ("num_train_images", "num_test_images")
+DATA_KEYS = ("num_train_images", "num_test_images", "data_fingerprint")
 
 
 class IncompatibleRunError(ValueError):
@@ -181,7 +183,23 @@ def run_record(config, dataset) -> dict:
     record = dataclasses.asdict(config)
     record["num_train_images"] = len(dataset.train)
     record["num_test_images"] = len(dataset.test)
+    record["data_fingerprint"] = data_fingerprint(dataset)
     return record
+
+
+def data_fingerprint(dataset) -> str:
+    """A short hash of what the splits hold: class names, labels, file names.
+
+    File names without their folders, so a data set moved to another
+    `--data_dir` keeps its fingerprint; other classes or images change it.
+    """
+    digest = hashlib.sha256()
+    for split in (dataset.train, dataset.test):
+        digest.update("\0".join(split.class_names).encode())
+        digest.update(np.asarray(split.labels, np.int64).tobytes())
+        if split.paths is not None:
+            digest.update("\0".join(os.path.basename(p) for p in split.paths).encode())
+    return digest.hexdigest()[:16]
 
 
 def _norm(value):
@@ -221,6 +239,9 @@ def check_resume_config(saved: dict, current: dict, allow_changes: bool = False)
         d[0] in MODEL_FLAGS + DATA_KEYS or (d[0] in RUN_FLAGS and not allow_changes))]
     if refused:
         lines = "; ".join(f"--{k}: {o!r} in the saved run, {n!r} now" for k, o, n in refused)
+        if any(k == "data_fingerprint" for k, _, _ in refused):
+            lines += (" (the data set holds other classes or images than the saved run's: "
+                      "--data_dir points at other data)")
         hint = ("use another --model_dir for a new run"
                 if any(k in MODEL_FLAGS + DATA_KEYS for k, _, _ in refused)
                 else "use another --model_dir, or pass --allow_flag_changes to continue "

@@ -196,12 +196,16 @@ def _export_for(index: dict) -> tuple[str, str]:
     return export_dir, f"the export recorded in --index={FLAGS.index}"
 
 
-@cli.entry_point(PROG, tensorflow=True, quiet_info=True)
-def main(argv: Sequence[str]) -> int:
-    """Entry point."""
+def check_flags(argv: Sequence[str]) -> None:
+    """The usage checks, before TensorFlow is imported (raises `cli.UsageError`)."""
     cli.check_usage(argv, FLAGS, required=["index", "query"])
     if FLAGS.top_k < 1:
         raise cli.UsageError(f"--top_k must be >= 1, got {FLAGS.top_k}")
+
+
+@cli.entry_point(PROG, tensorflow=True, quiet_info=True, usage=check_flags)
+def main(argv: Sequence[str]) -> int:
+    """Entry point."""
     try:
         if FLAGS.output:
             check_output_file(FLAGS.output, f"--output={FLAGS.output}", is_results_file)

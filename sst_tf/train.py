@@ -15,6 +15,7 @@ after writing a checkpoint.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import numpy as np
@@ -111,7 +112,18 @@ def dry_run_summary(ds) -> str:
 
 
 def main(argv):
-    """Validates the flags, trains, evaluates and prints the before/after table."""
+    """Validates the flags, trains, evaluates and prints the before/after table.
+
+    A second Ctrl-C (which stops at once, without the checkpoint of the first)
+    ends with the same one line as the first, exit 130.
+    """
+    try:
+        _main(argv)
+    except KeyboardInterrupt:
+        _fail(str(run_state.Interrupted(signal.SIGINT, None)), 128 + signal.SIGINT)
+
+
+def _main(argv):
     if len(argv) > 1:
         _fail(f"unexpected arguments {' '.join(argv[1:])!r} (flags need a leading --).")
     try:

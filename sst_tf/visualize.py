@@ -276,8 +276,20 @@ def visualize_run(
     tsne_points: int = 2000,
     tsne_thumbnails: bool = True,
     seed: int = 0,
+    data_dir: str | None = None,
 ) -> dict[str, str]:
     """Restores a run, embeds its test split and writes the figures.
+
+    Args:
+      model_dir: the training run's folder.
+      checkpoint: epoch number or checkpoint path (default: the latest).
+      out_dir: where the PNGs go (default ``MODEL_DIR/figures``).
+      num_queries: rows of the retrieval figure.
+      tsne_points: points of the t-SNE map.
+      tsne_thumbnails: draw thumbnails (else coloured points).
+      seed: seed of the query and t-SNE samples.
+      data_dir: the data set's folder when it moved since training (default:
+        the one in ``MODEL_DIR/config.json``).
 
     Returns:
       ``{"retrieval": path, "tsne": path}`` under ``out_dir``
@@ -289,7 +301,18 @@ def visualize_run(
     # Before the slow part:
     check_output_dir(out_dir, f"--out_dir={out_dir}", "figures", legacy=legacy_figures)
     model, config, _ = export.restore_model(model_dir, checkpoint)
-    split = data_lib.load_dataset(config.dataset, config.data_dir, **config.reader_options()).test
+    try:
+        data_lib.check_dataset_args(config.dataset, data_dir or config.data_dir,
+                                    config.data_source)
+    except ValueError as e:
+        if data_dir:
+            raise
+        raise ValueError(
+            f"the run's data set ({model_dir}/config.json: --dataset={config.dataset} "
+            f"--data_dir={config.data_dir}) cannot be read: {e} If it moved, pass "
+            "--data_dir=NEW_FOLDER.") from e
+    split = data_lib.load_dataset(config.dataset, data_dir or config.data_dir,
+                                  **config.reader_options()).test
     emb = embed_split(model, split, export.spec_for_config(config), config.eval_batch_size)
     images = split.images if split.images is not None else list(split.paths)
     return write_figures(
@@ -321,11 +344,13 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_bool("tsne_thumbnails", True, "Draw thumbnails (else coloured points).",
                       flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Seed of the query and t-SNE samples.", flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "The run's data set folder, if it moved since "
+                        "training (default: the one recorded in MODEL_DIR/config.json).",
+                        flag_values=fv)
 
 
-@cli.entry_point(PROG, tensorflow=True, quiet_info=True)
-def main(argv: Sequence[str]) -> int:
-    """Entry point: ``python -m sst_tf.visualize --model_dir=RUN``."""
+def check_flags(argv: Sequence[str]) -> None:
+    """The usage checks, before TensorFlow is imported (raises `cli.UsageError`)."""
     f = FLAGS
     cli.check_usage(argv, f, required=["model_dir"])
     if not 1 <= f.num_queries <= MAX_QUERIES:
@@ -336,6 +361,12 @@ def main(argv: Sequence[str]) -> int:
         )
     if f.tsne_points < 5:
         raise cli.UsageError(f"--tsne_points={f.tsne_points} must be >= 5 (t-SNE needs 5 points)")
+
+
+@cli.entry_point(PROG, tensorflow=True, quiet_info=True, usage=check_flags)
+def main(argv: Sequence[str]) -> int:
+    """Entry point: ``python -m sst_tf.visualize --model_dir=RUN``."""
+    f = FLAGS
     try:
         paths = visualize_run(
             f.model_dir,
@@ -345,6 +376,7 @@ def main(argv: Sequence[str]) -> int:
             f.tsne_points,
             f.tsne_thumbnails,
             f.seed,
+            f.data_dir,
         )
     except (FileNotFoundError, ValueError, NotImplementedError) as e:
         raise cli.UsageError(str(e)) from e

@@ -157,3 +157,24 @@ def test_resume_learning_rates_takes_the_changed_flags():
     assert s.learning_rates == pytest.approx((1e-3, 2e-3))
     checkpoints.resume_learning_rates(s, config, ["lr"])
     assert s.learning_rates == pytest.approx((5e-4, 1.5e-3))
+
+
+def test_non_finite_weights_never_reach_a_checkpoint(tmp_path):
+    state = checkpoints.LoopState(num_train=6, embedding_dim=3)
+    model = tf.Module()
+    model.w = tf.Variable(np.ones(4, np.float32))
+    ckpts = checkpoints.RunCheckpoints(
+        {"model": model, **state.checkpoint_items()}, state, RunFolder(str(tmp_path)),
+        tf.distribute.get_strategy(), max_to_keep=2)
+    ckpts.save_epoch(1)
+    good = ckpts.latest_checkpoint()
+    for bad in (np.inf, np.nan):
+        model.w.assign([1.0, bad, 1.0, 1.0])
+        with pytest.raises(step.NonFiniteError, match=f"nothing was saved.*{good}"):
+            ckpts.save_epoch(2)
+        with pytest.raises(step.NonFiniteError):
+            ckpts.save_progress(1, 3, 0.0, 0)
+        assert ckpts.latest_checkpoint() == good  # the last good one stays the latest
+    # The run resumes from it with finite weights.
+    ckpts.restore(good)
+    np.testing.assert_array_equal(model.w.numpy(), np.ones(4))

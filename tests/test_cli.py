@@ -48,3 +48,25 @@ def test_parse_flags_bad_value_is_one_line_and_status_2(capsys):
     assert e.value.code == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("prog: error: flag --top_k=x")
+
+
+@pytest.mark.parametrize("module,argv,needle", [
+    ("sst_tf.embed", ["--images=x"], "--export_dir is required"),
+    ("sst_tf.search", ["--index=x"], "--query is required"),
+    ("sst_tf.visualize", [], "--model_dir is required"),
+])
+def test_usage_errors_come_before_tensorflow_is_imported(tmp_path, module, argv, needle):
+    import os
+    import subprocess
+    import sys
+
+    # A tensorflow that cannot be imported: a usage error must not need it.
+    fake = tmp_path / "tensorflow"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('tensorflow was imported')\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{root}")
+    proc = subprocess.run([sys.executable, "-m", module, *argv], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr and "Traceback" not in proc.stderr

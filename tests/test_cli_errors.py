@@ -115,6 +115,20 @@ def world(tmp_path_factory):
     os.makedirs(base / "dl")
     (base / "dl" / "car_ims.tgz").write_bytes(b"")
     w["dl"] = str(base / "dl")
+    # A folder data set whose training classes all hold one image.
+    for split, per_class in (("train", 1), ("test", 2)):
+        for c in range(3):
+            os.makedirs(base / "singles" / split / f"c{c}")
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(
+                    base / "singles" / split / f"c{c}" / f"{i}.png")
+    w["singles"] = str(base / "singles")
+    # A run whose folder data set moved away since training.
+    shutil.copytree(run, base / "moved_run")
+    moved_cfg = dataclasses.replace(cfg, model_dir=str(base / "moved_run"), dataset="folder",
+                                    data_dir=str(base / "gone_data"))
+    (base / "moved_run" / "config.json").write_text(json.dumps(dataclasses.asdict(moved_cfg)))
+    w["moved_run"] = str(base / "moved_run")
     return {k: str(v) for k, v in w.items()}
 
 
@@ -271,6 +285,9 @@ CASES = [
      ["--out_dir={user}", "did not write"], [], ["user_file"]),
     ("visualize-not-a-run", "visualize", ["--model_dir={user}", "--out_dir={tmp}/fig"], 2,
      ["--model_dir={user}", "no config.json"], [], ["user_file"]),
+    ("visualize-data-moved", "visualize",
+     ["--model_dir={moved_run}", "--out_dir={tmp}/figmoved"], 2,
+     ["the run's data set", "{tmp}/gone_data", "--data_dir=NEW_FOLDER"], [], []),
     ("visualize-tsne-points", "visualize", ["--model_dir={run}", "--tsne_points=2"], 2,
      ["--tsne_points=2", ">= 5"], [], []),
     # sst_tf.train
@@ -294,6 +311,32 @@ CASES = [
     ("train-memory-weight-zero", "train",
      [DIGITS, "--model_dir={tmp}/t4", "--memory_size=100", "--memory_weight=0"], 2,
      ["--memory_weight must be > 0"], [], []),
+    ("train-lr-inf", "train", [DIGITS, "--model_dir={tmp}/lrinf", "--lr=inf"], 2,
+     ["--lr must be a finite number", "inf"], [], []),
+    ("train-lr-nan", "train", [DIGITS, "--model_dir={tmp}/lrnan", "--lr=nan"], 2,
+     ["--lr must be a finite number", "nan"], [], []),
+    ("train-model-dir-below-a-file", "train", [DIGITS, "--model_dir={userfile}/run"], 2,
+     ["--model_dir={userfile}/run", "cannot be created", "{userfile} is a file"], [],
+     ["userfile"]),
+    ("train-eval-batch-size-zero", "train",
+     [DIGITS, "--model_dir={tmp}/evb0", "--eval_batch_size=0"], 2,
+     ["--eval_batch_size must be >= 1", "got 0"], [], []),
+    ("train-epochs-zero", "train", [DIGITS, "--model_dir={tmp}/ep0", "--epochs=0"], 2,
+     ["--epochs must be >= 1", "got 0"], [], []),
+    ("train-early-stop-patience-zero", "train",
+     [DIGITS, "--model_dir={tmp}/esp0", "--early_stop_patience=0"], 2,
+     ["--early_stop_patience must be >= 1", "got 0"], [], []),
+    ("train-members-per-class-over-batch", "train",
+     [DIGITS, "--model_dir={tmp}/mpc", "--members_per_class=20", "--batch_size=8"], 2,
+     ["--batch_size=8", "--members_per_class=20", "a loss needs two"], [], []),
+    ("train-data-dir-is-a-file", "train",
+     ["--dataset=folder", "--data_dir={userfile}", "--model_dir={tmp}/dfile"], 2,
+     ["--data_dir={userfile} is a file, not a folder"], ["does not exist"], ["userfile"]),
+    ("train-every-class-one-image", "train",
+     ["--dataset=folder", "--data_dir={singles}", "--model_dir={tmp}/singles_run",
+      "--backbone=small_cnn", "--nopretrained", "--image_size=16", "--batch_size=4",
+      "--members_per_class=2"], 2,
+     ["train split has 3 images in 3 classes", "single image", "no same-class pair"], [], []),
     ("train-npairs-scale-zero", "train",
      [DIGITS, "--model_dir={tmp}/t6", "--loss=npairs", "--npairs_scale=0"], 2,
      ["--npairs_scale must be > 0"], [], []),
@@ -351,6 +394,7 @@ def test_every_case_is_a_row_of_the_errors_page():
 def test_bad_input(case, world, capsys, monkeypatch):
     _, command, argv, want_code, words, absent, survivors = case
     argv = _fmt(argv, world)
+    before = set(os.listdir(world["tmp"]))
     if command in MODULES:
         code, out, err = run_module(MODULES[command], argv, capsys, monkeypatch)
     elif command == "prepare_data":
@@ -369,6 +413,8 @@ def test_bad_input(case, world, capsys, monkeypatch):
     for word in _fmt(absent, world):
         assert word not in lines[0], (word, lines[0])
     assert "Traceback" not in err
+    # A refusal writes nothing (the image check's cache aside).
+    assert set(os.listdir(world["tmp"])) - before - {"cache"} == set(), lines[0]
     for key in survivors:
         with open(world[key]) as f:
             assert f.read() == USER_TEXT, key

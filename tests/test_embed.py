@@ -180,3 +180,11 @@ def test_embedder_names_undecodable_positions(small_export):
     assert embedder([]).shape == (0, 8)
     with pytest.raises(ValueError, match="batch_size"):
         embed.Embedder(small_export, batch_size=0)
+
+
+def test_progress_bar_is_plain_text_off_a_terminal(capsys):
+    bar = embed._progress_bar(5)
+    for i in range(5):
+        bar.update(i + 1)
+    out = capsys.readouterr().out  # captured: not a terminal
+    assert "5/5" in out and "\x1b" not in out and "\r" not in out

@@ -176,3 +176,10 @@ def test_bad_input_raises_naming_argument():
         evaluation.evaluate(x, labels, (1,), kmeans="faiss")
     with pytest.raises(ValueError, match="chunk_size"):
         evaluation.recall_at_k(x, labels, (1,), chunk_size=0)
+
+
+def test_one_class_is_refused_rather_than_scored_perfect():
+    emb = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match="1 class.*at least 2"):
+        evaluation.evaluate(emb, np.zeros(10, int))
+    assert evaluation.evaluate(emb, np.arange(10) % 2)["map@r"] < 1.0

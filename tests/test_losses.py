@@ -256,3 +256,21 @@ def test_bad_input_raises_naming_argument():
         losses.triplet_loss(x, labels, targets[:-2])
     with pytest.raises(ValueError, match="sample_mask"):
         losses.sst_loss(x, labels, targets, sample_mask=mask[:-1])
+
+
+def test_target_indices_outside_the_batch_are_refused():
+    x = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+    y = np.array([0, 0, 1, 1, 2, 2])
+    good = np.array([[1], [0], [3], [2], [5], [4]])
+    assert float(losses.sst_loss(x, y, good)) > 0
+    for bad in (99, 6, -5, -2):
+        t = good.copy()
+        t[2, 0] = bad
+        with pytest.raises(ValueError, match=r"target_neighbors must hold batch row indices "
+                                              r"in \[0, 6\) or -1"):
+            losses.sst_loss(x, y, t)
+        with pytest.raises(ValueError, match="target_neighbors"):
+            losses.triplet_loss(x, y, t)
+    t = good.copy()
+    t[2, 0] = -1  # -1: no target, allowed
+    assert np.isfinite(float(losses.sst_loss(x, y, t)))

@@ -70,3 +70,21 @@ def test_read_json_object_names_what_led_to_a_damaged_file(tmp_path):
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="^--model_dir=R: .*list.json does not hold a JSON obj"):
         ad.read_json_object(str(tmp_path / "list.json"), "--model_dir=R")
+
+
+def test_unwritable_parent_is_refused(tmp_path, monkeypatch):
+    """A read-only file system (as os.access reports it, root included) or a file below."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(ad.os, "access",
+                        lambda p, mode: False if str(p) == str(ro) else real_access(p, mode))
+    with pytest.raises(UsageError, match=f"--model_dir=R cannot be created: {ro} is not "
+                                         "writable"):
+        ad.check_output_dir(str(ro / "run" / "deeper"), "--model_dir=R", "model_dir")
+    with pytest.raises(UsageError, match="--model_dir=R is not writable"):
+        ad.check_output_dir(str(ro), "--model_dir=R", "model_dir")
+    (tmp_path / "f").write_text("mine")
+    with pytest.raises(UsageError, match="cannot be created: .*/f is a file, not a folder"):
+        ad.check_output_dir(str(tmp_path / "f" / "run"), "--model_dir=R", "model_dir")
+    assert not (ro / "run").exists() and (tmp_path / "f").read_text() == "mine"

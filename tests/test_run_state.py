@@ -2,6 +2,8 @@ import dataclasses
 import json
 import os
 
+import pytest
+
 from sst_tf import export
 from sst_tf.run_state import RunFolder, interrupted_dir, run_record
 from sst_tf.trainer import TrainConfig, Trainer
@@ -31,7 +33,24 @@ def test_a_run_writes_where_the_layout_says_and_export_reads_it_there(tmp_path, 
 def test_run_record_is_the_flags_and_the_split_sizes(tiny):
     record = run_record(TrainConfig(model_dir="runs/x", batch_size=64), tiny)
     assert set(record) == {f.name for f in dataclasses.fields(TrainConfig)} | {
-        "num_train_images", "num_test_images"}
+        "num_train_images", "num_test_images", "data_fingerprint"}
     assert record["batch_size"] == 64 and record["model_dir"] == "runs/x"
     assert (record["num_train_images"], record["num_test_images"]) == (len(tiny.train),
                                                                      len(tiny.test))
+
+
+def test_resuming_on_other_data_of_the_same_size_is_refused(tiny):
+    from sst_tf.datasets.splits import Dataset, Split
+    from sst_tf.run_state import IncompatibleRunError, check_resume_config
+
+    config = TrainConfig(model_dir="runs/x")
+    saved = run_record(config, tiny)
+    # The same images moved elsewhere: the same record.
+    assert run_record(config, Dataset(tiny.name, tiny.train, tiny.test)) == saved
+    # Other classes, the same image counts: refused, naming the data.
+    relabelled = Split(labels=(tiny.train.labels + 1) % tiny.train.num_classes,
+                       class_names=tiny.train.class_names, images=tiny.train.images)
+    other = run_record(config, Dataset(tiny.name, relabelled, tiny.test))
+    assert other["num_train_images"] == saved["num_train_images"]
+    with pytest.raises(IncompatibleRunError, match="data_fingerprint.*other classes or images"):
+        check_resume_config(saved, other, allow_changes=True)

@@ -63,6 +63,7 @@ def test_two_epoch_digits_run_writes_everything_and_is_deterministic(tmp_path):
 @pytest.mark.parametrize("flags,needle", [
     (["--dataset=nope"], "--dataset='nope' is unknown"),
     (["--batch_size=1"], "--batch_size must be >= 2"),
+    (["--lr=inf"], "--lr must be a finite number, got inf"),
     (["--num_targets=0"], "--num_targets must be >= 1"),
     (["--dataset=cub"], "--data_dir is required for --dataset=cub"),
     (["--dataset=cub", "--data_dir=/nonexistent/cub"], "--data_dir=/nonexistent/cub does not"),
@@ -77,3 +78,28 @@ def test_bad_flags_give_one_clear_line(tmp_path, flags, needle):
     assert len(errors) == 1 and needle in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not os.path.exists(tmp_path / "metrics.json")
+
+
+def test_a_second_ctrl_c_ends_with_the_same_one_line(tmp_path, monkeypatch, capsys):
+    from absl import flags as absl_flags
+
+    from sst_tf import cli, train
+    from sst_tf.trainer import Trainer
+
+    def forced_quit(self):  # the KeyboardInterrupt a second Ctrl-C raises mid-run
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "fit", forced_quit)
+    absl_flags.FLAGS.unparse_flags()
+    try:
+        with pytest.raises(SystemExit) as info:
+            train.main(cli.parse_flags(
+                ["sst_tf.train", f"--flagfile={ROOT}/configs/digits.cfg",
+                 f"--model_dir={tmp_path / 'run'}", "--epochs=1"], "sst_tf.train"))
+    finally:
+        absl_flags.FLAGS.unparse_flags()
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ": error: " in ln]
+    assert info.value.code == 130 and "Traceback" not in err
+    assert len(lines) == 1 and "stopped by SIGINT" in lines[0]
+    assert "rerun the same command to resume" in lines[0]
