@@ -116,6 +116,20 @@ def prepare(dataset: str, archives: str, data_dir: str, check_counts: bool = Tru
       PrepareError: naming the missing file or the problem.
       DatasetLayoutError: from the reader (wrong counts, missing images).
     """
+    for filename, target in ARCHIVES[dataset]:  # every archive there before anything is written
+        src = os.path.join(archives, filename)
+        if os.path.exists(os.path.join(data_dir, target)):
+            continue
+        if not os.path.isfile(src):
+            raise PrepareError(
+                f"missing {src}: download {filename} from {SOURCES[dataset]} into {archives}."
+            )
+        readable = (zipfile.is_zipfile(src) if filename.endswith(".zip") else
+                    tarfile.is_tarfile(src) if filename.endswith((".tgz", ".tar.gz", ".tar"))
+                    else True)
+        if not readable:
+            raise PrepareError(f"{src} is not a readable archive (truncated or not the "
+                               f"published {filename}?)")
     os.makedirs(data_dir, exist_ok=True)
     for filename, target in ARCHIVES[dataset]:
         dest = os.path.join(data_dir, target)
@@ -123,10 +137,6 @@ def prepare(dataset: str, archives: str, data_dir: str, check_counts: bool = Tru
             logging.info("%s exists; kept.", dest)
             continue
         src = os.path.join(archives, filename)
-        if not os.path.isfile(src):
-            raise PrepareError(
-                f"missing {src}: download {filename} from {SOURCES[dataset]} into {archives}."
-            )
         if filename.endswith((".tgz", ".tar.gz", ".tar", ".zip")):
             _extract(src, target, data_dir)
         else:

@@ -352,12 +352,6 @@ class TrainConfig:
             (c.num_targets < c.batch_size,
              f"--num_targets={c.num_targets} must be below --batch_size={c.batch_size} (a "
              "row's target neighbours are other rows of its batch)", c.num_targets),
-            (c.sampler != "local" or c.neighborhoods != "classes"
-             or c.batch_size >= 2 * c.members_per_class,
-             f"--batch_size={c.batch_size} must be at least 2 x --members_per_class="
-             f"{c.members_per_class} with --sampler=local --neighborhoods=classes (a batch "
-             "holds batch_size / members_per_class classes, and a loss needs two)",
-             (c.batch_size, c.members_per_class)),
             (c.resize_size is None or c.resize_size >= c.image_size,
              "--resize_size must be >= --image_size", c.resize_size),
             (c.margin is None or loss_registry.spec(c.loss).margin is not None,

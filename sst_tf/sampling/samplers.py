@@ -156,6 +156,25 @@ class _Sampler:
         return plan
 
 
+def _check_two_classes_fit(labels: np.ndarray, batch_size: int, members_per_class: int) -> None:
+    """Refuses class-neighbourhood batches that can never hold two classes.
+
+    A class takes min(members_per_class, its size) rows of a batch; with no
+    two classes fitting, no batch has an imposter and nothing trains.
+
+    Raises:
+      ValueError: naming --batch_size and --members_per_class.
+    """
+    _, counts = np.unique(labels, return_counts=True)
+    rows = np.sort(np.minimum(counts[counts >= 2], members_per_class))
+    if len(rows) >= 2 and rows[0] + rows[1] > batch_size:
+        raise ValueError(
+            f"--batch_size={batch_size} cannot hold two classes of --members_per_class="
+            f"{members_per_class} images (the smallest classes take {rows[0]} and {rows[1]} "
+            "rows): no batch would have an imposter; raise --batch_size or lower "
+            "--members_per_class.")
+
+
 class LocalSampler(_Sampler):
     """Local sampling: batches from neighbourhoods of the refreshed embeddings.
 
@@ -222,6 +241,8 @@ class LocalSampler(_Sampler):
         if members_per_class < 2:
             raise ValueError(f"members_per_class must be >= 2, got {members_per_class}.")
         self.members_per_class = int(members_per_class)
+        if neighborhoods == "classes":
+            _check_two_classes_fit(self.labels, self.batch_size, self.members_per_class)
         self._clusters: np.ndarray | None = None
         self._cluster_epoch = 0
 
