@@ -254,8 +254,8 @@ class RunCheckpoints:
     def _save(self, manager: tf.train.CheckpointManager, number: int | None = None) -> str:
         if self.before_save is not None:
             self.before_save()
-        bad = [v.name for v in self._weights
-               if v.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(v)))]
+        bad = [v.name for v in self._weights if tf.as_dtype(v.dtype).is_floating
+               and not bool(tf.reduce_all(tf.math.is_finite(v)))]
         if bad:  # a diverged run stays resumable from its last good checkpoint
             raise NonFiniteError(
                 f"the model's weights are no longer finite ({len(bad)} variables, e.g. "

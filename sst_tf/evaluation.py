@@ -273,8 +273,10 @@ def evaluate(
     """
     if with_nmi and kmeans not in kmeans_lib.METHODS:
         raise ValueError(f"kmeans must be one of {'|'.join(kmeans_lib.METHODS)}, got {kmeans!r}")
-    classes = np.unique(np.asarray(labels).reshape(-1))
-    if len(classes) < 2:
+    lab = np.asarray(labels)
+    classes = np.unique(lab)
+    # Inputs of other shapes get the shape checks' errors below.
+    if lab.ndim == 1 and 0 < len(lab) == len(embeddings) and len(classes) < 2:
         raise ValueError(f"labels hold {len(classes)} class(es): retrieval metrics need at "
                          "least 2 (with one class every neighbour is a hit, every metric 1).")
     stats = retrieval_stats(embeddings, labels, ks, chunk_size, with_r=True)

@@ -16,7 +16,8 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--nocheck_counts", "--backbone=small_cnn", "--nopretrained", "--image_size=16",
-        "--resize_size=18", "--embedding_dim=8", "--batch_size=8", "--epochs=1",
+        "--resize_size=18", "--embedding_dim=8", "--batch_size=8", "--members_per_class=4",
+        "--epochs=1",
         "--noprogress", "--eval_batch_size=64"]
 
 # Parses each argv with absl's flags and runs sst_tf.train's main, as `python -m` does.

@@ -126,15 +126,16 @@ def matrix_runs(tmp_path_factory):
                        *(f"--{k}={v}" for k, v in choices.items())]}
             for i, choices in enumerate(matrix())]
     runs.append({"name": "export_fails", "choices": {}, "fail_export": True,
-                 "flags": [*common, f"--model_dir={tmp / 'export_fails'}", "--epochs=0"]})
+                 "flags": [*common, f"--model_dir={tmp / 'export_fails'}"]})
     # --backbone_weights: a file of zero backbone weights, so the untrained export
-    # (no epoch) maps every image to the zero head bias; random weights would not.
+    # maps every image to the zero head bias (an epoch from zero weights moves nothing: every
+    # gradient is zero); random weights would not.
     zero = model_lib.build_model("small_cnn", weights=None, embedding_dim=8, image_size=8)
     backbone = zero.get_layer(model_lib.BACKBONE_LAYER)
     backbone.set_weights([np.zeros_like(w) for w in backbone.get_weights()])
     model_lib.save_backbone_weights(zero, str(tmp / "zero.weights.h5"))
     runs.append({"name": "backbone_weights", "choices": {},
-                 "flags": [*common, f"--model_dir={tmp / 'backbone_weights'}", "--epochs=0",
+                 "flags": [*common, f"--model_dir={tmp / 'backbone_weights'}",
                            f"--backbone_weights={tmp / 'zero.weights.h5'}"]})
     # Every --sst_imposters value, given explicitly; the negatives options.
     for name, choices in {**SST_RUNS, **NEGATIVES_RUNS}.items():

@@ -126,7 +126,7 @@ def test_a_failed_export_keeps_the_metrics_and_says_how_to_retry(tmp_path, tiny,
         raise RuntimeError("export verification failed: differs by 0.01\nsecond line")
 
     monkeypatch.setattr(export, "verify_export", fail)
-    t = Trainer(_config(tmp_path, epochs=0, sampler="random"), dataset=tiny)
+    t = Trainer(_config(tmp_path, epochs=1, sampler="random"), dataset=tiny)
     with pytest.raises(ExportError) as info:
         t.fit()
     message = str(info.value)

@@ -105,7 +105,7 @@ def test_loss_parameter_flags_reach_settings(tmp_path, loss, kw, want):
 @pytest.mark.parametrize("kw,needle", [
     ({"loss": "multi_similarity", "ms_alpha": 0.0}, "--ms_alpha must be > 0"),
     ({"loss": "multi_similarity", "ms_beta": -1.0}, "--ms_beta must be > 0"),
-    ({"loss": "multi_similarity", "ms_base": 1.5}, r"--ms_base must be in \[-1, 1\]"),
+    ({"loss": "multi_similarity", "ms_base": 1.5}, "--ms_base must be <= 1"),
     ({"loss": "proxy_anchor", "proxy_alpha": 0.0}, "--proxy_alpha must be > 0"),
     ({"loss": "proxy_anchor", "proxy_delta": -0.1}, "--proxy_delta must be >= 0"),
     ({"loss": "proxy_anchor", "ms_beta": 40.0},
