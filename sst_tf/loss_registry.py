@@ -24,6 +24,10 @@ NPAIRS = "N-pair loss (Sohn 2016)"
 HADSELL = "Dimensionality reduction by learning an invariant mapping (Hadsell et al. 2006)"
 MS = "Multi-Similarity loss (Wang et al. 2019)"
 PROXY = "Proxy-Anchor loss (Kim et al. 2020)"
+CIRCLE = "Circle loss (Sun et al. 2020)"
+SUPCON = "Supervised Contrastive Learning (Khosla et al. 2020)"
+SIMCLR = "A Simple Framework for Contrastive Learning (Chen et al. 2020)"
+PML = "pytorch-metric-learning 2.9 default"
 LOSS_STUDY = "this project's loss study (docs/results.md)"
 MUSGRAVE = "A Metric Learning Reality Check (Musgrave et al. 2020)"
 
@@ -155,13 +159,29 @@ LOSS_SPECS: Mapping[str, LossSpec] = MappingProxyType({
                  "alpha": PROXY, "delta": f"{PROXY} (margin)",
                  "proxy_lr_multiplier": f"{PROXY}: proxies learn 100x faster",
                  "lr_multiplier": _VALIDATION}),
+    "circle": LossSpec(
+        normalize=True, sampler="class_balanced", params={"m": 0.4, "gamma": 80.0},
+        sources={"normalize": f"{CIRCLE}: cosine similarities",
+                 "sampler": f"{CIRCLE}: pairs within the batch; {_PK}",
+                 "m": f"{CIRCLE}, fine-grained retrieval; {PML}",
+                 "gamma": f"{CIRCLE}, fine-grained retrieval; {PML}"}),
+    "supcon": LossSpec(
+        normalize=True, sampler="class_balanced", params={"temperature": 0.1},
+        sources={"normalize": f"{SUPCON}: unit-sphere embeddings",
+                 "sampler": f"{SUPCON}: several images of each class per batch; {_PK}",
+                 "temperature": f"{SUPCON}; {PML}"}),
+    "ntxent": LossSpec(
+        normalize=True, sampler="class_balanced", params={"temperature": 0.07},
+        sources={"normalize": f"{SIMCLR}: cosine similarities",
+                 "sampler": f"positive pairs from the labels; {_PK}",
+                 "temperature": PML}),
 })
 
 # Proxy-Anchor's proxies learn this many times faster than the model (Kim et al.).
 PROXY_LR_MULTIPLIER = 100.0
 
 # The --loss choices, in the order above (the paper's three, tensorflow-addons'
-# batch forms, modern baselines).
+# batch forms, modern baselines, softmax-contrastive losses).
 LOSSES = tuple(LOSS_SPECS)
 # Losses over (anchor, target, imposter) triplets: their plans need target tables.
 TARGET_LOSSES = ("sst", "triplet")
