@@ -188,41 +188,49 @@ def _doors_batch(n=24, d=8, classes=4, seed=0):
     return x, y, t, m
 
 
+@pytest.fixture(scope="module")
+def small_model():
+    from sst_tf import model as model_lib
+
+    return model_lib.build_model("small_cnn", weights=None, embedding_dim=8, image_size=16)
+
+
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("normalize", [None, False])
-def test_every_door_computes_the_same_loss_at_defaults(tmp_path, tiny, loss, normalize):
-    """--loss=NAME, losses.make_loss(NAME) and fit's Keras loss: one value at defaults."""
-    from sst_tf import fit
-    from sst_tf.trainer import Trainer
+def test_every_door_computes_the_same_loss_at_defaults(tiny, small_model, loss, normalize):
+    """--loss=NAME, losses.make_loss(NAME) and fit's Keras loss: one value at defaults.
+
+    The trainer's door is the step the trainer builds from the flags
+    (`TrainConfig` -> validate -> resolved -> its loss layer and step).
+    """
+    from sst_tf import fit, trainer
 
     kw = {} if normalize is None else {"normalize": normalize}
-    if loss == "sst" and normalize is False:
-        kw = {"normalize": False}  # the paper's form, the registry's raw parameters
-    cfg = TrainConfig(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
+    cfg = TrainConfig(model_dir="unused", backbone="small_cnn", pretrained=False,
                       embedding_dim=8, image_size=16, resize_size=16, batch_size=40,
                       samples_per_class=10, epochs=1, progress=False, loss=loss, **kw)
-    trainer = Trainer(cfg, dataset=tiny)
+    cfg.validate()
+    cfg = cfg.resolved()
+    layer = trainer._make_loss_layer(cfg, tiny.train.labels)
+    step = trainer._make_step(cfg, small_model, layer, num_replicas=1)
     x, y, t, m = _doors_batch()
-    if trainer.config.normalize:
+    if cfg.normalize:
         x = x / np.linalg.norm(x, axis=1, keepdims=True)
-    cli = float(trainer.step.loss_fn(x, y, t, m))
     if loss == "proxy_anchor":
         # fit's door: the wrapper model owns proxies; given the trainer's, it agrees.
-        inner = trainer.model
-        wrapper = fit.ProxyAnchorModel(inner, tiny.train.labels, seed=0)
-        wrapper.proxy_weights.assign(trainer.loss_layer.proxies / wrapper.lr_multiplier)
-        ids = np.asarray(trainer.loss_layer.class_ids)
-        labels = ids[y % len(ids)].astype(np.int32)
-        cli = float(trainer.step.loss_fn(x, labels, t, m))
-        y_packed = fit.pack_targets(labels, t, m)
-        keras_value = float(wrapper.compute_loss(y=y_packed, y_pred=x)) - sum(
+        wrapper = fit.ProxyAnchorModel(small_model, tiny.train.labels, seed=0)
+        wrapper.proxy_weights.assign(layer.proxies / wrapper.lr_multiplier)
+        ids = np.asarray(layer.class_ids)
+        y = ids[y % len(ids)].astype(np.int32)
+        keras_value = float(wrapper.compute_loss(y=fit.pack_targets(y, t, m), y_pred=x)) - sum(
             float(v) for v in wrapper.losses)
-        function = float(losses.make_loss(loss, proxy_anchor=trainer.loss_layer,
-                                          normalize=normalize)(x, labels, t, m))
+        function = float(losses.make_loss(loss, proxy_anchor=layer, normalize=normalize)(
+            x, y, t, m))
     else:
         keras_value = float(fit.MetricLoss(loss, normalize=normalize)(fit.pack_targets(y, t, m),
                                                                        x))
         function = float(losses.make_loss(loss, normalize=normalize)(x, y, t, m))
+    cli = float(step.loss_fn(x, y, t, m))
     assert np.isfinite(cli) and cli != 0.0
     np.testing.assert_allclose(keras_value, cli, rtol=1e-6)
     np.testing.assert_allclose(function, cli, rtol=1e-6)
