@@ -24,6 +24,9 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+# Its module fixtures are built once, on one worker (pyproject.toml: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("packaging")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Generated or bulky folders of a working copy that are not sources of the build.
 _SKIP = {".git", "build", "dist", "runs", "data", "__pycache__", ".pytest_cache", ".ruff_cache"}

@@ -31,6 +31,8 @@ from sst_tf.config import (
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# One worker builds the runs once (pyproject.toml: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("train_matrix")
 STRATEGIES = ("default", "mirrored")  # multi_worker: tests/test_distribute.py
 CHOICES = {"loss": LOSSES, "sampler": SAMPLERS, "neighborhoods": NEIGHBORHOODS,
            "mixed_precision": PRECISIONS, "strategy": STRATEGIES, "refresh": REFRESH_MODES,
