@@ -28,9 +28,6 @@ from sst_tf import model as model_lib
 from sst_tf.config import TrainConfig
 from sst_tf.outputs import MARKER
 
-# Its module fixtures are built once, on one worker (pyproject.toml: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("cli_errors")
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER_TEXT = "a file the user wrote\n"
 

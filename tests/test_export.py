@@ -11,9 +11,6 @@ import tensorflow as tf
 
 from sst_tf import export as ex
 
-# Its module fixtures are built once, on one worker (pyproject.toml: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("export")
-
 TOL = 1e-5  # float32 round-off between the in-process model and the reloaded graph
 
 
