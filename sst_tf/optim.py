@@ -5,7 +5,7 @@
 * `make_optimizer`: Adam with coupled L2 weight decay (`weight_decay x w`
   added to each gradient after the gradients of all replicas are summed, as
   PyTorch's `Adam(weight_decay=...)` of the original), or AdamW's decoupled
-  decay. The trainer (`sst_tf.step`) and `sst_tf.fit.make_optimizer` both
+  decay. The trainer (`sst_tf.step`) and `sst_tf.fit.optimizer_for_loss` both
   build their optimizers here, so the two paths decay the weights alike.
 """
 

@@ -37,6 +37,7 @@ import tensorflow as tf
 from sst_tf import loss_registry, losses, negatives
 from sst_tf.config import LOSSES as TRAINER_LOSSES
 from sst_tf.config import TARGET_LOSSES  # noqa: F401 - re-exported: need target tables
+from sst_tf.losses.common import class_rows
 
 # The trainer's --loss names but proxy_anchor, whose proxies `ProxyAnchorModel` owns.
 LOSSES = tuple(name for name in TRAINER_LOSSES if name != "proxy_anchor")
@@ -249,10 +250,7 @@ class ProxyAnchorModel(keras.Model):
 
     def class_index(self, labels) -> tf.Tensor:
         """Proxy row of each label: int32 [B], -1 where the label has no proxy."""
-        labels = tf.cast(labels, tf.int64)
-        pos = tf.minimum(tf.searchsorted(self._ids, labels), len(self.class_ids) - 1)
-        found = tf.equal(tf.gather(self._ids, pos), labels)
-        return tf.where(found, tf.cast(pos, tf.int32), -1)
+        return class_rows(self._ids, labels)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Proxy-Anchor loss of the batch (+ regularisation), per replica."""

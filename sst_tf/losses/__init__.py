@@ -68,6 +68,7 @@ from sst_tf.losses.common import (
     _compute_float,
     _masked_logsumexp,
     _masked_mean,
+    class_rows,
     per_replica,
 )
 from sst_tf.losses.softmax_contrastive import circle_loss, ntxent_loss, supcon_loss
@@ -1000,11 +1001,7 @@ class ProxyAnchor(keras.layers.Layer):
         if self.class_ids is None:
             inside = (labels >= 0) & (labels < self.num_classes)
             return tf.where(inside, tf.cast(labels, tf.int32), -1)
-        ids = tf.constant(self.class_ids, tf.int64)
-        pos = tf.searchsorted(ids, labels)
-        pos = tf.minimum(pos, self.num_classes - 1)
-        found = tf.equal(tf.gather(ids, pos), labels)
-        return tf.where(found, tf.cast(pos, tf.int32), -1)
+        return class_rows(tf.constant(self.class_ids, tf.int64), labels)
 
     def call(self, embeddings, class_indices, sample_mask=None):  # noqa: D102
         return proxy_anchor_loss(embeddings, class_indices, self.proxies, self.alpha,

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sst_tf.losses.common import _check_inputs
+from sst_tf.losses.common import _check_inputs, class_rows
 
 # Largest |cosine| whose angle keeps a finite gradient through the margin terms.
 _SQRT_FLOOR = 1e-12
@@ -178,10 +178,7 @@ class MarginSoftmax(keras.layers.Layer):
 
     def class_index(self, labels) -> tf.Tensor:
         """Weight row (class) of each label: int32 [B], -1 where the label has none."""
-        labels = tf.cast(labels, tf.int64)
-        pos = tf.minimum(tf.searchsorted(self._ids, labels), len(self.class_ids) - 1)
-        found = tf.equal(tf.gather(self._ids, pos), labels)
-        return tf.where(found, tf.cast(pos, tf.int32), -1)
+        return class_rows(self._ids, labels)
 
     def logits(self, embeddings) -> tf.Tensor:
         """Scaled cosines to every class [B, C] (no margin): the classifier's logits."""

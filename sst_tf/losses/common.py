@@ -116,3 +116,15 @@ def _masked_logsumexp(x: tf.Tensor, mask: tf.Tensor, axis: int) -> tf.Tensor:
     m = tf.squeeze(m, axis=axis)
     has = tf.squeeze(has, axis=axis)
     return tf.where(has, m + tf.math.log(tf.where(has, s, tf.ones_like(s))), neg)
+
+
+def class_rows(class_ids: tf.Tensor, labels) -> tf.Tensor:
+    """Row of each label in sorted `class_ids` (int64 [C]): int32 [B], -1 where it has none.
+
+    How the losses that own per-class weights (proxies, class weights) find
+    a label's row.
+    """
+    labels = tf.cast(labels, tf.int64)
+    pos = tf.minimum(tf.searchsorted(class_ids, labels), tf.shape(class_ids)[0] - 1)
+    found = tf.equal(tf.gather(class_ids, pos), labels)
+    return tf.where(found, tf.cast(pos, tf.int32), -1)
