@@ -31,18 +31,17 @@ def _tags(folder):
 
 
 @pytest.mark.slow
-def test_two_epoch_digits_run_writes_everything_and_is_deterministic(tmp_path):
+def test_two_epoch_digits_run_writes_everything(tmp_path):
+    # That the same seed gives the same metrics.json in another process is
+    # asserted by test_reliability.py (an interrupted run, resumed in new
+    # processes, ends with the uninterrupted run's weights and metrics).
     flags = ["--flagfile=configs/digits.cfg", "--epochs=2", "--embedding_dim=16", "--image_size=16",
-             "--resize_size=18",
-             "--eval_every=1", "--batch_size=150"]
-    runs = []
-    for name in ("a", "b"):
-        proc = _run(*flags, f"--model_dir={tmp_path / name}")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        with open(tmp_path / name / "metrics.json") as f:
-            runs.append(json.load(f))
+             "--resize_size=18", "--eval_every=1", "--batch_size=150"]
     first = tmp_path / "a"
-    metrics = runs[0]
+    proc = _run(*flags, f"--model_dir={first}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(first / "metrics.json") as f:
+        metrics = json.load(f)
     assert KEYS <= set(metrics["before"]) and KEYS <= set(metrics["after"])
     assert KEYS <= set(metrics["epochs"]["1"])
     assert metrics["train"]["epochs_run"] == 2
@@ -55,8 +54,6 @@ def test_two_epoch_digits_run_writes_everything_and_is_deterministic(tmp_path):
     assert {"recall@1", "map@r", "nmi"} <= _tags(first / "eval")
     with open(first / "config.json") as f:
         assert json.load(f)["batch_size"] == 150
-    # Same seed, same machine -> the same metrics.json.
-    assert runs[0] == runs[1]
 
 
 @pytest.mark.slow

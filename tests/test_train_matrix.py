@@ -38,25 +38,20 @@ CHOICES = {"loss": LOSSES, "sampler": SAMPLERS, "neighborhoods": NEIGHBORHOODS,
            "mixed_precision": PRECISIONS, "strategy": STRATEGIES, "refresh": REFRESH_MODES,
            "kmeans": KMEANS_METHODS}
 TRAIN_PER_CLASS, TEST_PER_CLASS = 8, 4
-# The SST options (a choice flag that applies to --loss=sst only): the paper's
-# exact form (raw embeddings, mean over triplets, the paper's rule) and the
-# softmax form at another scale, beside the matrix's default-form sst run.
+# Options that apply to one loss ride on the matrix run of that loss. SST's
+# paper form (raw embeddings, mean over triplets), beside an extra run of the
+# softmax form at another scale: every --sst_imposters value given explicitly.
+# Negatives beyond one batch (docs/scaling.md), on two replicas: the global
+# batch for every replica's loss and the cross-batch memory with a warm-up
+# (the two combine).
+OVERLAYS = {
+    "sst": {"normalize": False, "sst_imposters": "mean"},
+    "multi_similarity": {"strategy": "mirrored", "global_negatives": True, "memory_size": 30,
+                         "memory_warmup_steps": 1},
+}
 SST_RUNS = {
-    "sst_paper": {"loss": "sst", "normalize": False, "sst_imposters": "mean",
-                  "neighborhoods": "original"},
     "sst_softmax": {"loss": "sst", "normalize": True, "sst_imposters": "softmax",
                     "sst_scale": 8.0},
-}
-
-# Negatives beyond one batch (docs/scaling.md), on two replicas: the global
-# batch for every replica's loss, and the cross-batch memory with a warm-up
-# (beside the global batch: the two combine).
-NEGATIVES_RUNS = {
-    "global_negatives": {"loss": "multi_similarity", "strategy": "mirrored",
-                         "global_negatives": True},
-    "cross_batch_memory": {"loss": "contrastive", "strategy": "mirrored",
-                           "memory_size": 30, "memory_warmup_steps": 1,
-                           "global_negatives": True},
 }
 
 
@@ -76,8 +71,13 @@ def matrix() -> list[dict]:
                        refresh=REFRESH_MODES[local % len(REFRESH_MODES)],
                        kmeans=KMEANS_METHODS[(local // 2) % len(KMEANS_METHODS)])
             local += 1
-        runs.append(run)
+        runs.append({**run, **OVERLAYS.get(run["loss"], {})})
     return runs
+
+
+def _matrix_run(loss: str) -> str:
+    """The name of the matrix run that trains `loss`."""
+    return f"run{[run['loss'] for run in matrix()].index(loss)}"
 
 
 def _write_digits(root) -> dict:
@@ -139,8 +139,7 @@ def matrix_runs(tmp_path_factory):
     runs.append({"name": "backbone_weights", "choices": {},
                  "flags": [*common, f"--model_dir={tmp / 'backbone_weights'}",
                            f"--backbone_weights={tmp / 'zero.weights.h5'}"]})
-    # Every --sst_imposters value, given explicitly; the negatives options.
-    for name, choices in {**SST_RUNS, **NEGATIVES_RUNS}.items():
+    for name, choices in SST_RUNS.items():
         runs.append({"name": name, "choices": choices,
                      "flags": [*common, f"--model_dir={tmp / name}",
                                *(f"--{k}={v}" for k, v in choices.items())]})
@@ -228,8 +227,9 @@ def _finished_with_these_flags(result, model_dir, choices) -> dict:
 
 def test_every_sst_option_value_trains_end_to_end(matrix_runs):
     tmp, _, results, _ = matrix_runs
-    assert {c["sst_imposters"] for c in SST_RUNS.values()} == set(SST_IMPOSTERS)
-    for name, choices in SST_RUNS.items():
+    sst_runs = {_matrix_run("sst"): {"loss": "sst", **OVERLAYS["sst"]}, **SST_RUNS}
+    assert {c["sst_imposters"] for c in sst_runs.values()} == set(SST_IMPOSTERS)
+    for name, choices in sst_runs.items():
         model_dir = tmp / name
         metrics = _finished_with_these_flags(results[name], model_dir, choices)
         want_scale = choices.get("sst_scale", 1.0)
@@ -240,13 +240,12 @@ def test_every_sst_option_value_trains_end_to_end(matrix_runs):
 
 def test_negatives_beyond_one_batch_train_end_to_end_on_two_replicas(matrix_runs):
     tmp, _, results, _ = matrix_runs
-    for name, choices in NEGATIVES_RUNS.items():
-        _finished_with_these_flags(results[name], tmp / name, choices)
-        assert results[name]["replicas"] == 2
-        assert (tmp / name / "export" / "saved_model.pb").is_file()
+    name = _matrix_run("multi_similarity")
+    _finished_with_these_flags(results[name], tmp / name, OVERLAYS["multi_similarity"])
+    assert results[name]["replicas"] == 2
+    assert (tmp / name / "export" / "saved_model.pb").is_file()
     # The memory is in the run's checkpoint, filled after its warm-up step.
-    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(
-        str(tmp / "cross_batch_memory" / "checkpoints")))
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp / name / "checkpoints")))
     [valid] = [k for k in reader.get_variable_to_shape_map()
                if "cross_batch_memory" in k and "valid" in k]
     assert reader.get_tensor(valid).sum() > 0
