@@ -39,6 +39,7 @@ from benchmarks import (  # noqa: E402
     kmeans,
     losses,
     nmi,
+    pml,
     refresh,
     scaling,
     step,
@@ -56,6 +57,7 @@ SECTIONS: dict[str, Callable] = {
     "scaling": scaling.bench_scaling,
     "digits": digits.bench_digits,
     "index": index.bench_index,
+    "pml": pml.bench_pml,
 }
 
 
@@ -80,8 +82,9 @@ def _usage_error(message: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", default=",".join(SECTIONS),
-                        help=f"comma-separated, from: {', '.join(SECTIONS)}")
+    parser.add_argument("--sections", default=None,
+                        help=f"comma-separated, from: {', '.join(SECTIONS)}; default: all "
+                             "(pml only with --pml_python)")
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--repeats", type=int, default=10, help="timed runs of the slow form")
     parser.add_argument("--eval_n", type=int, default=60000, help="rows for the eval benchmark")
@@ -117,7 +120,12 @@ def main() -> None:
     parser.add_argument("--input_epochs", type=int, default=3, help="timed epochs, input section")
     parser.add_argument("--index_n", type=int, default=100000, help="vectors, index section")
     parser.add_argument("--_scaling_child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--pml_python", default=os.environ.get("PML_PYTHON", ""),
+                        help="pml section: python of a side environment with torch and "
+                             "pytorch-metric-learning 2.9 (default: $PML_PYTHON)")
+    parser.add_argument("--pml_repeats", type=int, default=10, help="timed runs, pml section")
     parser.add_argument("--_eval_child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_loss_child", default=None, help=argparse.SUPPRESS)
     parser.error = _usage_error  # one line, as every command of the project
     args = parser.parse_args()
     if args.step_size is None:
@@ -125,14 +133,26 @@ def main() -> None:
     if args._scaling_child:
         print(json.dumps(scaling._scaling_child(args)))
         return
+    if args._loss_child:
+        print(json.dumps(pml._loss_child(args._loss_child)))
+        return
     if args._eval_child:
         n, dim = (int(v) for v in args._eval_child.split(","))
         print(json.dumps(losses._eval_child(n, dim, (1, 10, 100, 1000))))
         return
-    names = [s.strip() for s in args.sections.split(",") if s.strip()]
+    if args.sections is None:
+        names = [s for s in SECTIONS if s != "pml" or args.pml_python]
+        if "pml" not in names:
+            print("[benchmark] section pml left out: no --pml_python (side environment)")
+    else:
+        names = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = [s for s in names if s not in SECTIONS]
     if unknown:
         parser.error(f"--sections: unknown {unknown}; choose from {list(SECTIONS)}")
+    if "pml" in names and not (args.pml_python and os.path.isfile(args.pml_python)):
+        parser.error(f"--pml_python={args.pml_python!r} is not a file: the pml section needs "
+                     "the python of a side environment with pytorch-metric-learning 2.9 (how "
+                     "to make one: scripts/make_pml_fixtures.py); or leave pml out of --sections")
     output = Path(args.output)
     if output.is_dir() or (output.exists() and not output.read_text(errors="replace")
                            .startswith("# Benchmarks")):

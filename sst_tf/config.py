@@ -121,8 +121,8 @@ class TrainConfig:
         help="Loss: the paper's first three, then tensorflow-addons' batch forms, then "
              "two modern baselines (docs/baselines.md).")
     margin: float | None = flag_field(
-        None, help="Margin of the losses that have one; unset: the loss's default "
-                   f"({defaults_text('margin')}).", low=0)
+        None, help="Margin of the losses that have one (ArcFace's in degrees); unset: the "
+                   f"loss's default ({defaults_text('margin')}).", low=0)
     # SST loss options (sst_tf.losses.sst_loss): scale s of the margin variable
     # and how the imposters of an (anchor, target) pair are combined.
     sst_scale: float | None = flag_field(
@@ -162,6 +162,26 @@ class TrainConfig:
     proxy_delta: float | None = flag_field(
         None, help="Proxy-Anchor: margin delta (a cosine); unset: "
                    f"{LOSS_SPECS['proxy_anchor'].params['delta']:g} (Kim et al.).", low=0)
+    circle_m: float | None = flag_field(
+        None, help="Circle loss: relaxation margin m; unset: "
+                   f"{LOSS_SPECS['circle'].params['m']:g} (Sun et al.).", low=0, high=1)
+    circle_gamma: float | None = flag_field(
+        None, help="Circle loss: scale gamma; unset: "
+                   f"{LOSS_SPECS['circle'].params['gamma']:g} (Sun et al.).",
+        low=0, low_open=True)
+    temperature: float | None = flag_field(
+        None, help="SupCon and NT-Xent: softmax temperature; unset: "
+                   f"{LOSS_SPECS['supcon'].params['temperature']:g} for supcon (Khosla et "
+                   f"al.), {LOSS_SPECS['ntxent'].params['temperature']:g} for ntxent.",
+        low=0, low_open=True)
+    margin_scale: float | None = flag_field(
+        None, help="ArcFace, CosFace and Sub-center ArcFace: scale s of the cosine logits; "
+                   f"unset: {LOSS_SPECS['arcface'].params['scale']:g} (Deng et al.).",
+        low=0, low_open=True)
+    sub_centers: int | None = flag_field(
+        None, help="Sub-center ArcFace: weight rows (sub-centers) per class; unset: "
+                   f"{LOSS_SPECS['subcenter_arcface'].params['sub_centers']:g} "
+                   "(Deng et al.).", low=1, high=64)
     sampler: str | None = flag_field(
         None, choices=SAMPLERS,
         help="Batch sampler: neighbourhood batches (local, see --neighborhoods), random "
@@ -173,7 +193,9 @@ class TrainConfig:
                    f"unset: the loss's default ({defaults_text('samples_per_class')}).", low=2)
     proxy_lr_multiplier: float = flag_field(
         loss_registry.PROXY_LR_MULTIPLIER,
-        help="Proxy-Anchor: the proxies' learning rate is lr times this.", low=0, low_open=True)
+        help="The learning rate of a loss's own weights (Proxy-Anchor's proxies; the class "
+             "weights of ArcFace, CosFace and Sub-center ArcFace) is lr times this.",
+        low=0, low_open=True)
     loss_lr_multiplier: float | None = flag_field(
         None, help="Every learning rate of the run is --lr times this; unset: the loss's "
                    f"default ({defaults_text('lr_multiplier')}).", low=0, low_open=True)
@@ -357,9 +379,10 @@ class TrainConfig:
             (c.margin is None or loss_registry.spec(c.loss).margin is not None,
              f"--margin does not apply to --loss={c.loss} (it has no margin)", c.margin),
             c._choice_check("sst_imposters"),
-            *((getattr(c, flag) is None or c.loss == loss,
-               f"--{flag} does not apply to --loss={c.loss} (only to --loss={loss})",
-               getattr(c, flag)) for flag, (loss, _) in loss_registry.PARAM_FLAGS.items()),
+            *((getattr(c, flag) is None or c.loss in flag_losses,
+               f"--{flag} does not apply to --loss={c.loss} (only to "
+               f"{' and '.join(f'--loss={x}' for x in flag_losses)})",
+               getattr(c, flag)) for flag, (flag_losses, _) in loss_registry.PARAM_FLAGS.items()),
             # On raw embeddings a scale s only rescales the embeddings (s z(x) =
             # z(sqrt(s) x)), and the softmax form was not measured there.
             (c.loss != "sst" or c.normalize or (

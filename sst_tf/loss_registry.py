@@ -27,6 +27,9 @@ PROXY = "Proxy-Anchor loss (Kim et al. 2020)"
 CIRCLE = "Circle loss (Sun et al. 2020)"
 SUPCON = "Supervised Contrastive Learning (Khosla et al. 2020)"
 SIMCLR = "A Simple Framework for Contrastive Learning (Chen et al. 2020)"
+ARCFACE = "ArcFace (Deng et al. 2019)"
+COSFACE = "CosFace (Wang et al. 2018)"
+SUBCENTER = "Sub-center ArcFace (Deng et al. 2020)"
 PML = "pytorch-metric-learning 2.9 default"
 LOSS_STUDY = "this project's loss study (docs/results.md)"
 MUSGRAVE = "A Metric Learning Reality Check (Musgrave et al. 2020)"
@@ -53,6 +56,13 @@ class LossSpec:
         (`--nonormalize`), replacing those of `params`.
       sources: where each value comes from, keyed by field name (and by
         parameter name for `params`).
+      function: the loss's pure function in `sst_tf.losses` (called with the
+        margin, if the loss has one, and `params` as keyword arguments).
+      weights: the trainable weights the loss owns ("proxies": one per class,
+        "class_weights": a classifier's rows, per class or sub-center), or
+        None. They are trained with their own learning rate
+        (`--proxy_lr_multiplier`), kept in checkpoints, left out of the
+        embedding export.
     """
 
     normalize: bool
@@ -64,6 +74,8 @@ class LossSpec:
     params: Mapping[str, float | str] = dataclasses.field(default_factory=dict)
     raw_params: Mapping[str, float | str] = dataclasses.field(default_factory=dict)
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    weights: str | None = None
+    function: str = ""
 
     def __post_init__(self):
         for name in ("params", "raw_params", "sources"):
@@ -82,6 +94,7 @@ LOSS_SPECS: Mapping[str, LossSpec] = MappingProxyType({
     # paper's exact recipe (raw embeddings, scale 1, mean over imposters, the
     # paper's neighbourhood rule) is configs/cub.cfg.
     "sst": LossSpec(
+        function="sst_loss",
         normalize=True, sampler="local", members_per_class=8,
         params={"scale": 16.0, "imposters": "softmax"},
         raw_params={"scale": 1.0, "imposters": "mean"},
@@ -96,38 +109,47 @@ LOSS_SPECS: Mapping[str, LossSpec] = MappingProxyType({
     # The SST paper's triplet baseline is raw with margin 0.2 (--nonormalize
     # --margin=0.2).
     "triplet": LossSpec(
+        function="triplet_loss",
         normalize=True, sampler="local", margin=0.1,
         sources={"normalize": f"{MUSGRAVE}: L2-normalised embeddings; {_VALIDATION}",
                  "sampler": f"{SST_PAPER}: baselines with the same sampler as SST",
                  "margin": f"{MUSGRAVE}: triplet margin about 0.1 (the SST paper: 0.2)"}),
     # The SST paper's contrastive baseline draws local batches (--sampler=local).
     "contrastive": LossSpec(
+        function="contrastive_loss",
         normalize=False, sampler="class_balanced", margin=0.5,
         sources={"normalize": f"{SST_PAPER}: baselines in the same geometry as SST; "
                               f"{_VALIDATION}",
                  "sampler": _VALIDATION,
                  "margin": f"{SST_PAPER}: contrastive baseline"}),
     "triplet_semihard": LossSpec(
+        function="triplet_semihard_loss",
         normalize=True, sampler="class_balanced", margin=1.0,
         sources={"normalize": _TFA_TRIPLET_NORM,
                  "sampler": f"{FACENET}: many images of each identity per batch",
                  "margin": f"{TFA} default"}),
     "triplet_hard": LossSpec(
+        function="triplet_hard_loss",
         normalize=True, sampler="class_balanced", margin=1.0, lr_multiplier=0.1,
         sources={"normalize": _TFA_TRIPLET_NORM, "sampler": f"{HERMANS}: {_PK}",
                  "margin": f"{TFA} default",
                  "lr_multiplier": f"{_BATCH_HARD_LR}; {_VALIDATION}"}),
     "triplet_hard_soft": LossSpec(
-        normalize=True, sampler="class_balanced", margin=1.0, lr_multiplier=0.25,
+        function="triplet_hard_loss",
+        normalize=True, sampler="class_balanced", margin=1.0,
+        lr_multiplier=0.25, params={"soft": True},
         sources={"normalize": _TFA_TRIPLET_NORM, "sampler": f"{HERMANS}: {_PK}",
                  "margin": f"{TFA} default (unused by the soft form)",
+                 "soft": f"{TFA}: soft=True, the soft margin of {HERMANS}",
                  "lr_multiplier": _BATCH_HARD_LR}),
     "lifted_struct": LossSpec(
+        function="lifted_struct_loss",
         normalize=False, sampler="class_balanced", margin=1.0,
         sources={"normalize": f"{TFA} docstring: embeddings should NOT be L2-normalised",
                  "sampler": f"{LIFTED}: batches built from positive pairs",
                  "margin": f"{TFA} default"}),
     "npairs": LossSpec(
+        function="batch_npairs_loss",
         normalize=True, sampler="class_balanced",
         params={"scale": 16.0, "l2_penalty": 0.002}, raw_params={"scale": 1.0},
         sources={"l2_penalty": f"{NPAIRS}; 0.002 as in TensorFlow's original npairs_loss "
@@ -138,12 +160,14 @@ LOSS_SPECS: Mapping[str, LossSpec] = MappingProxyType({
                               "with the penalty; unit vectors did not",
                  "sampler": f"{NPAIRS}: pairs from N different classes per batch"}),
     "pairwise_contrastive": LossSpec(
+        function="batch_pairwise_contrastive_loss",
         normalize=False, sampler="class_balanced", margin=1.0, samples_per_class=5,
         sources={"normalize": f"{HADSELL}: unnormalised embeddings",
                  "sampler": "class-balanced batches so that every batch holds positive pairs",
                  "margin": f"{TFA} default",
                  "samples_per_class": _VALIDATION}),
     "multi_similarity": LossSpec(
+        function="multi_similarity_loss",
         normalize=True, sampler="class_balanced",
         params={"alpha": 2.0, "beta": 50.0, "base": 0.5, "epsilon": 0.1},
         sources={"normalize": f"{MS}: cosine similarity of L2-normalised embeddings",
@@ -151,7 +175,8 @@ LOSS_SPECS: Mapping[str, LossSpec] = MappingProxyType({
                  "alpha": MS, "beta": MS, "base": f"{MS} (lambda)",
                  "epsilon": MS}),
     "proxy_anchor": LossSpec(
-        normalize=True, sampler="random", lr_multiplier=0.25,
+        function="proxy_anchor_loss",
+        normalize=True, sampler="random", lr_multiplier=0.25, weights="proxies",
         params={"alpha": 32.0, "delta": 0.1},
         sources={"normalize": f"{PROXY}: cosine similarity to proxies, L2-normalised "
                               "embeddings",
@@ -160,29 +185,64 @@ LOSS_SPECS: Mapping[str, LossSpec] = MappingProxyType({
                  "proxy_lr_multiplier": f"{PROXY}: proxies learn 100x faster",
                  "lr_multiplier": _VALIDATION}),
     "circle": LossSpec(
+        function="circle_loss",
         normalize=True, sampler="class_balanced", params={"m": 0.4, "gamma": 80.0},
         sources={"normalize": f"{CIRCLE}: cosine similarities",
                  "sampler": f"{CIRCLE}: pairs within the batch; {_PK}",
                  "m": f"{CIRCLE}, fine-grained retrieval; {PML}",
                  "gamma": f"{CIRCLE}, fine-grained retrieval; {PML}"}),
     "supcon": LossSpec(
+        function="supcon_loss",
         normalize=True, sampler="class_balanced", params={"temperature": 0.1},
         sources={"normalize": f"{SUPCON}: unit-sphere embeddings",
                  "sampler": f"{SUPCON}: several images of each class per batch; {_PK}",
                  "temperature": f"{SUPCON}; {PML}"}),
     "ntxent": LossSpec(
+        function="ntxent_loss",
         normalize=True, sampler="class_balanced", params={"temperature": 0.07},
         sources={"normalize": f"{SIMCLR}: cosine similarities",
                  "sampler": f"positive pairs from the labels; {_PK}",
                  "temperature": PML}),
+    # Classification-margin losses: a weight row per class (K per class with
+    # sub-centers); the margin in degrees (ArcFace) or as a cosine (CosFace).
+    "arcface": LossSpec(
+        function="arcface_loss",
+        normalize=True, sampler="random", margin=28.6, params={"scale": 64.0},
+        weights="class_weights",
+        sources={"normalize": f"{ARCFACE}: cosines to normalised class weights",
+                 "sampler": f"{ARCFACE}: a classifier's random batches",
+                 "margin": f"{ARCFACE}: 0.5 rad; {PML}", "scale": f"{ARCFACE}; {PML}",
+                 "proxy_lr_multiplier": f"as Proxy-Anchor's proxies ({PROXY})"}),
+    "cosface": LossSpec(
+        function="cosface_loss",
+        normalize=True, sampler="random", margin=0.35, params={"scale": 64.0},
+        weights="class_weights",
+        sources={"normalize": f"{COSFACE}: cosines to normalised class weights",
+                 "sampler": f"{COSFACE}: a classifier's random batches",
+                 "margin": f"{COSFACE}; {PML}", "scale": f"{COSFACE}; {PML}",
+                 "proxy_lr_multiplier": f"as Proxy-Anchor's proxies ({PROXY})"}),
+    "subcenter_arcface": LossSpec(
+        function="subcenter_arcface_loss",
+        normalize=True, sampler="random", margin=28.6,
+        params={"scale": 64.0, "sub_centers": 3.0}, weights="class_weights",
+        sources={"normalize": f"{SUBCENTER}: cosines to normalised sub-centers",
+                 "sampler": f"{SUBCENTER}: a classifier's random batches",
+                 "margin": f"{ARCFACE}: 0.5 rad; {PML}", "scale": f"{ARCFACE}; {PML}",
+                 "sub_centers": f"{SUBCENTER}: K = 3; {PML}",
+                 "proxy_lr_multiplier": f"as Proxy-Anchor's proxies ({PROXY})"}),
 })
 
 # Proxy-Anchor's proxies learn this many times faster than the model (Kim et al.).
 PROXY_LR_MULTIPLIER = 100.0
 
 # The --loss choices, in the order above (the paper's three, tensorflow-addons'
-# batch forms, modern baselines, softmax-contrastive losses).
+# batch forms, modern baselines, softmax-contrastive and classification-margin
+# losses).
 LOSSES = tuple(LOSS_SPECS)
+# Losses that own trainable weights (`LossSpec.weights`): a layer holds them.
+WEIGHTED_LOSSES = tuple(name for name, s in LOSS_SPECS.items() if s.weights)
+# The classification-margin losses (`sst_tf.losses.MarginSoftmax`).
+MARGIN_LOSSES = tuple(name for name, s in LOSS_SPECS.items() if s.weights == "class_weights")
 # Losses over (anchor, target, imposter) triplets: their plans need target tables.
 TARGET_LOSSES = ("sst", "triplet")
 # Losses with a reference-set form (anchors = the batch, candidates = other rows,
@@ -194,16 +254,21 @@ REFERENCE_LOSSES = ("sst", "triplet", "contrastive", "triplet_hard", "triplet_ha
                     "npairs", "pairwise_contrastive", "multi_similarity")
 
 # Flags that replace one of a loss's fixed parameters (`LossSpec.params`):
-# flag -> (loss, parameter).
-PARAM_FLAGS: Mapping[str, tuple[str, str]] = MappingProxyType({
-    "sst_scale": ("sst", "scale"),
-    "sst_imposters": ("sst", "imposters"),
-    "npairs_scale": ("npairs", "scale"),
-    "ms_alpha": ("multi_similarity", "alpha"),
-    "ms_beta": ("multi_similarity", "beta"),
-    "ms_base": ("multi_similarity", "base"),
-    "proxy_alpha": ("proxy_anchor", "alpha"),
-    "proxy_delta": ("proxy_anchor", "delta"),
+# flag -> (the losses it applies to, parameter).
+PARAM_FLAGS: Mapping[str, tuple[tuple[str, ...], str]] = MappingProxyType({
+    "sst_scale": (("sst",), "scale"),
+    "sst_imposters": (("sst",), "imposters"),
+    "npairs_scale": (("npairs",), "scale"),
+    "ms_alpha": (("multi_similarity",), "alpha"),
+    "ms_beta": (("multi_similarity",), "beta"),
+    "ms_base": (("multi_similarity",), "base"),
+    "proxy_alpha": (("proxy_anchor",), "alpha"),
+    "proxy_delta": (("proxy_anchor",), "delta"),
+    "circle_m": (("circle",), "m"),
+    "circle_gamma": (("circle",), "gamma"),
+    "temperature": (("supcon", "ntxent"), "temperature"),
+    "margin_scale": (MARGIN_LOSSES, "scale"),
+    "sub_centers": (("subcenter_arcface",), "sub_centers"),
 })
 
 # Fields of a run's configuration that a loss can default -> LossSpec fields.
@@ -308,9 +373,9 @@ def params(config) -> dict:
       `PARAM_FLAGS` flag where that flag is set for this loss.
     """
     given = {}
-    for flag, (loss, name) in PARAM_FLAGS.items():
+    for flag, (flag_losses, name) in PARAM_FLAGS.items():
         value = getattr(config, flag, None)
-        if value is not None and loss == config.loss:
+        if value is not None and config.loss in flag_losses:
             given[name] = value if isinstance(value, str) else float(value)
     return loss_params(config.loss, getattr(config, "normalize", None), given)
 

@@ -466,18 +466,27 @@ def _make_sampler(config: TrainConfig, labels: np.ndarray):
 
 
 def _make_loss_layer(config: TrainConfig, labels: np.ndarray) -> keras.layers.Layer | None:
-    """The loss's own weights (Proxy-Anchor's proxies), or None for the other losses.
+    """The layer of a loss's own weights (`loss_registry.WEIGHTED_LOSSES`), or None.
 
-    Created inside the strategy scope, trained by the step's loss optimizer,
-    checkpointed with the model.
+    Proxy-Anchor's proxies or the class weights of ArcFace, CosFace and
+    Sub-center ArcFace, one set per training class. Created inside the
+    strategy scope, trained by the step's loss optimizer, checkpointed with
+    the model, left out of the export.
     """
-    if config.loss != "proxy_anchor":
+    spec = loss_registry.spec(config.loss)
+    if not spec.weights:
         return None
-    return losses.ProxyAnchor(
-        class_ids=np.unique(labels), embedding_dim=config.embedding_dim,
-        lr_multiplier=config.proxy_lr_multiplier, seed=config.seed,
-        dtype="float32",  # the loss stays float32 under mixed precision
-        **loss_registry.params(config))
+    params = loss_registry.params(config)
+    if config.loss == "proxy_anchor":
+        return losses.ProxyAnchor(
+            class_ids=np.unique(labels), embedding_dim=config.embedding_dim,
+            lr_multiplier=config.proxy_lr_multiplier, seed=config.seed,
+            dtype="float32",  # the loss stays float32 under mixed precision
+            **params)
+    return losses.MarginSoftmax(
+        config.loss, class_ids=np.unique(labels), embedding_dim=config.embedding_dim,
+        margin=config.margin, scale=params["scale"], sub_centers=params.get("sub_centers"),
+        seed=config.seed, dtype="float32")
 
 
 def _make_step(config: TrainConfig, model: keras.Model, loss_layer: keras.layers.Layer | None,

@@ -79,7 +79,7 @@ def active_share(cfg, x: tf.Tensor, labels, targets, mask, threshold: float) -> 
     """
     x = tf.cast(x, tf.float32)
     if cfg.loss in ("sst", "triplet"):
-        d, d_at, d_ti, valid, count = losses._triplet_terms(x, labels, targets, mask)
+        d, d_at, d_ti, valid, count = losses.paper._triplet_terms(x, labels, targets, mask)
         if cfg.loss == "sst":
             s = cfg.sst_options()["scale"]
             z = d_at[:, :, None] - 0.5 * (d[:, None, :] + d_ti)

@@ -6,7 +6,8 @@ the loss divided by 2 and the gradients summed over the replicas (as the
 trainer's step does) must equal one device's loss and gradients on the whole
 batch, the target tables of the halves shifted into it. Also the `fit` path:
 `MetricLoss(..., global_negatives=True)` under the strategy, times the
-replicas, equals the whole batch's loss. Prints one JSON line per loss.
+replicas, equals the whole batch's loss (losses without weights of their
+own). Prints one JSON line per loss.
 """
 
 import json
@@ -17,7 +18,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from sst_tf import fit, losses, negatives  # noqa: E402
+from sst_tf import fit, loss_registry, losses, negatives  # noqa: E402
 from sst_tf.config import LOSSES  # noqa: E402
 
 strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
@@ -34,15 +35,19 @@ for i in range(2 * HALF):  # the other image of the pair, in the half's own rows
 whole_t = np.where(local_t >= 0, local_t + (np.arange(2 * HALF) // HALF * HALF)[:, None], -1)
 with strategy.scope():
     w = tf.Variable(rng.normal(size=(4, DIM)).astype(np.float32))
-    proxies = losses.ProxyAnchor(class_ids=np.unique(y), embedding_dim=DIM, seed=0)
-    proxies.build(None)
+    layers = {"proxy_anchor": losses.ProxyAnchor(class_ids=np.unique(y), embedding_dim=DIM,
+                                                 seed=0)}
+    for margin_loss in loss_registry.MARGIN_LOSSES:
+        layers[margin_loss] = losses.MarginSoftmax(margin_loss, class_ids=np.unique(y),
+                                                   embedding_dim=DIM, seed=0)
+
 
 def loss_of(name):
-    return losses.make_loss(name, proxy_anchor=proxies)
+    return losses.make_loss(name, loss_layer=layers.get(name))
 
 
 def variables_of(name):
-    return [w, *proxies.trainable_variables] if name == "proxy_anchor" else [w]
+    return [w, *layers[name].trainable_variables] if name in layers else [w]
 
 
 def replica_step(name, xs, ys, ts, ms):
@@ -92,7 +97,7 @@ for name in LOSSES:
             "grad_rel": rel, "grad_max": float(np.abs(whole_grads[0].numpy()).max())}
     local = tf.function(lambda b, n=name: strategy.run(local_step, args=(n, *b)))(batch)
     line["local_diff"] = abs(float(strategy.experimental_local_results(local)[0]) - float(whole))
-    if name != "proxy_anchor":
+    if name not in loss_registry.WEIGHTED_LOSSES:
         fitted = tf.function(lambda b, n=name: strategy.run(fit_step, args=(n, *b)))(batch)
         line["fit_diff"] = abs(float(strategy.experimental_local_results(fitted)[0])
                                - float(whole))

@@ -380,6 +380,9 @@ CASES = [
     # scripts/benchmark.py
     ("benchmark-unknown-section", "benchmark", ["--sections=bogus"], 2,
      ["--sections", "bogus"], [], []),
+    ("benchmark-pml-without-side-environment", "benchmark",
+     ["--sections=pml", "--pml_python={nowhere}/python"], 2,
+     ["--pml_python=", "not a file", "pytorch-metric-learning", "make_pml_fixtures.py"], [], []),
     ("benchmark-output-user-file", "benchmark", ["--sections=losses", "--output={userfile}"], 2,
      ["--output={userfile}", "not a benchmark file"], [], ["userfile"]),
 ]

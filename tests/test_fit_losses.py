@@ -176,7 +176,47 @@ def test_proxy_anchor_wrapper_trains_model_and_proxies(batches, tiny):
     np.testing.assert_array_equal(model.class_index([0, 9, 42]).numpy(), [0, 9, -1])
 
 
+@pytest.mark.parametrize("loss", loss_registry.MARGIN_LOSSES)
+def test_margin_softmax_wrapper_trains_model_and_class_weights(batches, tiny, loss):
+    keras.utils.set_random_seed(0)
+    inner = model_lib.build_model("small_cnn", None, 8, image_size=16)
+    model = fit.MarginSoftmaxModel(inner, loss, tiny.train.labels, seed=0, lr_multiplier=10.0)
+    images, y = batches[0]
+    emb = model(images)
+    labels, _, mask = fit.unpack_targets(y)
+    head = model.head
+    want = getattr(losses, f"{loss}_loss")(
+        emb, head.class_index(labels), head.class_weights, margin=head.margin,
+        scale=head.scale, sample_mask=mask,
+        **({"sub_centers": head.sub_centers} if loss == "subcenter_arcface" else {}))
+    np.testing.assert_allclose(float(model.compute_loss(y=y, y_pred=emb)), float(want),
+                               rtol=1e-6)
+    # Plain int labels (a classification data set) give the same value without padding.
+    real = mask.numpy()
+    np.testing.assert_allclose(
+        float(model.compute_loss(y=labels[real], y_pred=tf.boolean_mask(emb, real))),
+        float(want), rtol=1e-5)
+    weights = head.class_weights.numpy().copy()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
+    start = [w.copy() for w in inner.get_weights()]
+    hist = model.fit(_dataset(batches), epochs=1, verbose=0, shuffle=False)
+    assert np.isfinite(hist.history["loss"][0])
+    assert any(not np.array_equal(a, b) for a, b in zip(inner.get_weights(), start, strict=True))
+    # Adam moves each weight coordinate by about lr x multiplier per step (2 steps).
+    step = np.abs(head.class_weights.numpy() - weights).max()
+    assert 1e-2 < step <= 2 * 1e-3 * 10.0 * 1.01
+    # The same head classifies: logits [B, classes], the argmax a training class.
+    logits = model.logits(images).numpy()
+    assert logits.shape == (len(images), len(head.class_ids)) and np.isfinite(logits).all()
+    again = fit.MarginSoftmaxModel.from_config(model.get_config())
+    assert (again.head.loss, again.head.margin, again.head.sub_centers) == (
+        loss, head.margin, head.sub_centers)
+
+
 def test_unknown_and_proxy_anchor_names():
+    for loss in loss_registry.MARGIN_LOSSES:
+        with pytest.raises(ValueError, match="MarginSoftmaxModel"):
+            fit.MetricLoss(loss)
     with pytest.raises(ValueError, match="ProxyAnchorModel"):
         fit.MetricLoss("proxy_anchor")
     with pytest.raises(ValueError, match="loss must be one of"):

@@ -204,6 +204,7 @@ def test_every_door_computes_the_same_loss_at_defaults(tiny, small_model, loss, 
     (`TrainConfig` -> validate -> resolved -> its loss layer and step).
     """
     from sst_tf import fit, trainer
+    from sst_tf.fit import losses as fit_losses
 
     kw = {} if normalize is None else {"normalize": normalize}
     cfg = TrainConfig(model_dir="unused", backbone="small_cnn", pretrained=False,
@@ -224,7 +225,17 @@ def test_every_door_computes_the_same_loss_at_defaults(tiny, small_model, loss, 
         y = ids[y % len(ids)].astype(np.int32)
         keras_value = float(wrapper.compute_loss(y=fit.pack_targets(y, t, m), y_pred=x)) - sum(
             float(v) for v in wrapper.losses)
-        function = float(losses.make_loss(loss, proxy_anchor=layer, normalize=normalize)(
+        function = float(losses.make_loss(loss, loss_layer=layer, normalize=normalize)(
+            x, y, t, m))
+    elif loss in fit_losses.loss_registry.MARGIN_LOSSES:
+        # fit's door: the wrapper model owns the class weights; given the trainer's, it agrees.
+        wrapper = fit.MarginSoftmaxModel(small_model, loss, tiny.train.labels, seed=0)
+        wrapper.head.stored_weights.assign(layer.class_weights / wrapper.lr_multiplier)
+        ids = np.asarray(layer.class_ids)
+        y = ids[y % len(ids)].astype(np.int32)
+        keras_value = float(wrapper.compute_loss(y=fit.pack_targets(y, t, m), y_pred=x)) - sum(
+            float(v) for v in wrapper.losses)
+        function = float(losses.make_loss(loss, loss_layer=layer, normalize=normalize)(
             x, y, t, m))
     else:
         keras_value = float(fit.MetricLoss(loss, normalize=normalize)(fit.pack_targets(y, t, m),
@@ -234,3 +245,17 @@ def test_every_door_computes_the_same_loss_at_defaults(tiny, small_model, loss, 
     assert np.isfinite(cli) and cli != 0.0
     np.testing.assert_allclose(keras_value, cli, rtol=1e-6)
     np.testing.assert_allclose(function, cli, rtol=1e-6)
+
+
+def test_every_loss_is_found_by_its_registry_function_with_its_arguments():
+    """The registry names each loss's function; its margin and parameters are its arguments."""
+    registry = loss_registry
+    for name, spec in registry.LOSS_SPECS.items():
+        fn = losses.loss_function(name)
+        assert fn is getattr(losses, spec.function), name
+        accepted = inspect.signature(fn).parameters
+        wanted = set(spec.params) | set(spec.raw_params) | (
+            {"margin"} if spec.margin is not None else set())
+        assert wanted <= set(accepted), (name, wanted - set(accepted))
+        if name in registry.REFERENCE_LOSSES:
+            assert "ref_embeddings" in accepted, name

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sst_tf.losses import classification, softmax_contrastive
+from sst_tf.losses import proxies, softmax_contrastive
 
 FIXTURES = np.load(os.path.join(os.path.dirname(__file__), "data", "pml_fixtures.npz"))
 FUNCTIONS = {
-    "arcface": classification.arcface_loss,
-    "cosface": classification.cosface_loss,
-    "subcenter_arcface": classification.subcenter_arcface_loss,
+    "arcface": proxies.arcface_loss,
+    "cosface": proxies.cosface_loss,
+    "subcenter_arcface": proxies.subcenter_arcface_loss,
     "circle": softmax_contrastive.circle_loss,
     "supcon": softmax_contrastive.supcon_loss,
     "ntxent": softmax_contrastive.ntxent_loss,
@@ -74,11 +74,11 @@ def test_finite_and_scale_free_at_extreme_embedding_scales(name, scale):
 def test_padding_rows_and_unknown_classes_count_for_nothing():
     arrays, params = _case("arcface", "defaults")
     x, y, w = arrays["embeddings"], arrays["labels"], arrays["weights"].T
-    full = float(classification.arcface_loss(x, y, w, **params))
+    full = float(proxies.arcface_loss(x, y, w, **params))
     junk_x = np.concatenate([x, np.full((2, x.shape[1]), 1e6)])
     junk_y = np.concatenate([y, [0, -1]])
     mask = np.r_[np.ones(len(y), bool), [False, True]]  # a padding row, a row without class
-    padded = float(classification.arcface_loss(junk_x, junk_y, w, sample_mask=mask, **params))
+    padded = float(proxies.arcface_loss(junk_x, junk_y, w, sample_mask=mask, **params))
     np.testing.assert_allclose(padded, full, rtol=1e-6)
     for name in ("circle", "supcon", "ntxent"):
         arrays, params = _case(name, "defaults")
@@ -104,16 +104,16 @@ def test_no_pair_gives_zero_loss_and_zero_gradients():
 def test_margin_softmax_layer_maps_labels_and_classifies():
     rng = np.random.default_rng(1)
     ids = np.array([3, 10, 42])
-    layer = classification.MarginSoftmax("subcenter_arcface", class_ids=ids, embedding_dim=4,
+    layer = proxies.MarginSoftmax("subcenter_arcface", class_ids=ids, embedding_dim=4,
                                          seed=0)
     assert layer.class_weights.shape == (9, 4)  # 3 classes x 3 sub-centers
     x = rng.normal(size=(6, 4)).astype(np.float32)
     labels = np.array([3, 10, 42, 42, 3, 10])
     index = layer.class_index(labels).numpy()
     np.testing.assert_array_equal(index, [0, 1, 2, 2, 0, 1])
-    want = classification.subcenter_arcface_loss(x, index, layer.class_weights)
+    want = proxies.subcenter_arcface_loss(x, index, layer.class_weights)
     np.testing.assert_allclose(float(layer(x, labels)), float(want), rtol=1e-6)
     logits = layer.logits(x).numpy()
     assert logits.shape == (6, 3) and np.all(np.abs(logits) <= layer.scale + 1e-4)
-    clone = classification.MarginSoftmax.from_config(layer.get_config())
+    clone = proxies.MarginSoftmax.from_config(layer.get_config())
     assert (clone.loss, clone.margin, clone.sub_centers) == ("subcenter_arcface", layer.margin, 3)

@@ -456,7 +456,7 @@ def test_masked_logsumexp_ignores_overflowing_masked_entries():
     mask = tf.constant([[False, True, True], [True, False, True], [False, False, False]])
     with tf.GradientTape() as tape:
         tape.watch(x)
-        out = losses._masked_logsumexp(x, mask, 1)
+        out = losses.reductions.masked_logsumexp(x, mask, 1)
         total = tf.reduce_sum(out[:2])
     g = tape.gradient(total, x).numpy()
     np.testing.assert_allclose(out[:2].numpy(), [np.logaddexp(0.0, 1.0), np.logaddexp(-3.0, 5.0)],

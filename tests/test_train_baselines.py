@@ -13,6 +13,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 STEP_LOSSES = ("sst", "contrastive", "proxy_anchor")
@@ -23,7 +25,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     import numpy as np
     import tensorflow as tf
 
-    STEP_LOSSES = %r
+    STEP_LOSSES = json.loads(sys.argv[2])
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -70,13 +72,14 @@ MIRRORED_SCRIPT = textwrap.dedent(
                      "proxies": [list(v.shape) for v in trainer.step.loss_vars],
                      "seconds": time.perf_counter() - start}
     print("RESULT" + json.dumps(out))
-    """ % (STEP_LOSSES,)
+    """
 )
 
 
 def test_the_step_trains_under_mirrored_strategy(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path),
+                           json.dumps(STEP_LOSSES)], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
@@ -114,3 +117,32 @@ def test_proxy_anchor_proxies_are_trained_checkpointed_and_restored(tmp_path):
     np.testing.assert_array_equal(again.loss_layer.proxies.numpy(), trained)
     assert int(again.step.loss_optimizer.iterations.numpy()) == int(
         first.step.loss_optimizer.iterations.numpy()) > 0
+
+
+def test_margin_class_weights_are_trained_checkpointed_restored_and_not_exported(tmp_path):
+    import numpy as np
+    import tensorflow as tf
+    from _tiny_data import tiny_digits
+
+    from sst_tf import export
+    from sst_tf.config import TrainConfig
+    from sst_tf.trainer import Trainer
+
+    tiny = tiny_digits()
+    cfg = TrainConfig(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
+                      embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
+                      loss="subcenter_arcface", sub_centers=2, batch_size=50, epochs=1,
+                      lr=1e-3, proxy_lr_multiplier=3.0, progress=False)
+    first = Trainer(cfg, dataset=tiny)
+    w0 = first.loss_layer.class_weights.numpy().copy()
+    assert w0.shape == (10 * 2, 8)  # 10 classes x 2 sub-centers
+    assert float(first.step.loss_optimizer.learning_rate) == pytest.approx(1e-3 * 3.0)
+    first.fit()
+    trained = first.loss_layer.class_weights.numpy()
+    assert not np.array_equal(w0, trained)
+    again = Trainer(cfg, dataset=tiny)  # a fresh init, then fit() restores the checkpoint
+    again.fit()
+    np.testing.assert_array_equal(again.loss_layer.class_weights.numpy(), trained)
+    # The export is the embedding model alone: no [20, 8] class-weight matrix in it.
+    loaded = tf.saved_model.load(export.export_run(str(tmp_path), export_dir=str(tmp_path / "e2")))
+    assert all(tuple(v.shape) != (20, 8) for v in loaded.variables)

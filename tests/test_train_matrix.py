@@ -44,8 +44,13 @@ TRAIN_PER_CLASS, TEST_PER_CLASS = 8, 4
 # Negatives beyond one batch (docs/scaling.md), on two replicas: the global
 # batch for every replica's loss and the cross-batch memory with a warm-up
 # (the two combine).
+# float16's loss scale starts at 2^15: the margin losses (logit scale 64)
+# overflow and skip about six steps first (docs/scaling.md), more than a
+# matrix run has, so they take bfloat16 (float16 runs with other losses).
 OVERLAYS = {
     "sst": {"normalize": False, "sst_imposters": "mean"},
+    "cosface": {"mixed_precision": "bfloat16"},
+    "subcenter_arcface": {"mixed_precision": "bfloat16"},
     "multi_similarity": {"strategy": "mirrored", "global_negatives": True, "memory_size": 30,
                          "memory_warmup_steps": 1},
 }

@@ -3,8 +3,9 @@
 * `data`: `SamplerDataset` (the samplers' epoch plans as a tf.data source)
   and `SamplerRefresh` (refreshes the sampler with the model's embeddings).
 * `losses`: `MetricLoss` (every loss of the project as a Keras loss),
-  `LossValue` (the loss as a metric, without regularisation) and
-  `ProxyAnchorModel` (Proxy-Anchor, whose proxies the model must own).
+  `LossValue` (the loss as a metric, without regularisation),
+  `ProxyAnchorModel` and `MarginSoftmaxModel` (Proxy-Anchor; ArcFace,
+  CosFace and Sub-center ArcFace: losses whose weights the model must own).
 * `callbacks`: `RetrievalEvaluation` (Recall@K, MAP@R, ... into the logs).
 * `optimizer_for_loss` (from `sst_tf.optim`): the trainer's optimizer for a
   loss (its learning-rate factor, coupled L2 weight decay).
@@ -18,6 +19,7 @@ from sst_tf.fit.losses import (
     LOSSES,
     TARGET_LOSSES,
     LossValue,
+    MarginSoftmaxModel,
     MetricLoss,
     ProxyAnchorModel,
     loss_function,
@@ -27,7 +29,8 @@ from sst_tf.fit.losses import (
 from sst_tf.optim import optimizer_for_loss
 
 __all__ = [
-    "LOSSES", "TARGET_LOSSES", "LossValue", "MetricLoss", "ProxyAnchorModel", "RetrievalEvaluation",
+    "LOSSES", "TARGET_LOSSES", "LossValue", "MarginSoftmaxModel", "MetricLoss",
+    "ProxyAnchorModel", "RetrievalEvaluation",
     "SamplerDataset", "SamplerRefresh", "loss_function", "metric_names", "optimizer_for_loss",
     "pack_targets", "unpack_targets",
 ]

@@ -21,9 +21,11 @@ value is divided by the number of replicas in sync (Keras multiplies the
 logged loss back): the update then equals one device's update on the mean of
 the replicas' batch losses.
 
-Proxy-Anchor has trainable proxies, which a `Loss` cannot own (`fit` only
-trains the model's variables): `ProxyAnchorModel` wraps the embedding model,
-owns the proxies and computes the loss itself (compile it without `loss`).
+Proxy-Anchor has trainable proxies, and ArcFace, CosFace and Sub-center
+ArcFace trainable class weights, which a `Loss` cannot own (`fit` only trains
+the model's variables): `ProxyAnchorModel` and `MarginSoftmaxModel` wrap the
+embedding model, own those weights and compute the loss themselves (compile
+them without `loss`); their `embedding_model` is what to save for inference.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ from sst_tf.config import LOSSES as TRAINER_LOSSES
 from sst_tf.config import TARGET_LOSSES  # noqa: F401 - re-exported: need target tables
 from sst_tf.losses.common import class_rows
 
-# The trainer's --loss names but proxy_anchor, whose proxies `ProxyAnchorModel` owns.
-LOSSES = tuple(name for name in TRAINER_LOSSES if name != "proxy_anchor")
+# The trainer's --loss names but those that own weights (`ProxyAnchorModel`,
+# `MarginSoftmaxModel`).
+LOSSES = tuple(name for name in TRAINER_LOSSES if name not in loss_registry.WEIGHTED_LOSSES)
 
 
 def pack_targets(labels, targets, mask) -> tf.Tensor:
@@ -81,12 +84,18 @@ def loss_function(name: str, margin: float | None = None,
         geometry (`LossSpec.normalize`), which the model must then have.
 
     Raises:
-      ValueError: unknown name, or `proxy_anchor` (use `ProxyAnchorModel`).
+      ValueError: unknown name, or a loss that owns weights (use
+        `ProxyAnchorModel` or `MarginSoftmaxModel`).
     """
     if name == "proxy_anchor":
         raise ValueError(
             "proxy_anchor has trainable proxies, which a keras Loss cannot own: wrap the model "
             "in sst_tf.fit.ProxyAnchorModel and compile it without a loss.")
+    if name in loss_registry.MARGIN_LOSSES:
+        raise ValueError(
+            f"{name} has trainable class weights, which a keras Loss cannot own: wrap the model "
+            f"in sst_tf.fit.MarginSoftmaxModel(model, {name!r}, class_ids) and compile it "
+            "without a loss.")
     return losses.make_loss(name, margin, params=params, normalize=normalize)
 
 
@@ -272,6 +281,96 @@ class ProxyAnchorModel(keras.Model):
 
     @classmethod
     def from_config(cls, config: dict) -> ProxyAnchorModel:  # noqa: D102
+        config = dict(config)
+        config["embedding_model"] = keras.saving.deserialize_keras_object(
+            config["embedding_model"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="sst_tf")
+class MarginSoftmaxModel(keras.Model):
+    """An embedding model plus the class weights of ArcFace, CosFace or Sub-center ArcFace.
+
+    `call` returns the wrapped model's embeddings; `compute_loss` is the
+    margin loss of the batch (labels and mask from the packed `y` of
+    `SamplerDataset`, or plain int labels [B]), plus any regularisation
+    losses, divided by the replicas in sync; `logits(images)` classifies
+    into the training classes. Compile it with an optimizer and no loss;
+    save `model.embedding_model` for inference.
+
+    The class weights learn `lr_multiplier` times as fast as the model under
+    one Adam-family optimizer (`sst_tf.losses.MarginSoftmax`'s
+    `weight_multiplier`), as the trainer's `--proxy_lr_multiplier` does with
+    an optimizer of their own.
+    """
+
+    def __init__(self, embedding_model: keras.Model, loss: str = "arcface", class_ids=None,
+                 margin: float | None = None, scale: float | None = None,
+                 sub_centers: int | None = None,
+                 lr_multiplier: float = loss_registry.PROXY_LR_MULTIPLIER,
+                 seed: int | None = None, **kwargs):
+        """Creates the wrapper (inside the strategy's scope under a strategy).
+
+        Args:
+          embedding_model: maps images to [B, d] embeddings.
+          loss: "arcface", "cosface" or "subcenter_arcface".
+          class_ids: the training labels (or their unique values): one weight
+            row (K with sub-centers) per class; a label without one counts
+            for nothing.
+          margin: the margin; None: the registry's (`sst_tf.loss_registry`).
+          scale: the logits' scale; None: the registry's.
+          sub_centers: K for subcenter_arcface; None: the registry's.
+          lr_multiplier: how much faster than the model the class weights learn.
+          seed: seed of the weights' initialisation.
+          **kwargs: `keras.Model` arguments (name, ...).
+        """
+        super().__init__(**kwargs)
+        if loss not in loss_registry.MARGIN_LOSSES:
+            raise ValueError(f"loss must be one of {'|'.join(loss_registry.MARGIN_LOSSES)}, "
+                             f"got {loss!r}.")
+        if class_ids is None:
+            raise ValueError("class_ids is required: the training labels (one weight row per "
+                             "class).")
+        if lr_multiplier <= 0:
+            raise ValueError(f"lr_multiplier must be > 0, got {lr_multiplier}.")
+        self.embedding_model = embedding_model
+        self.lr_multiplier, self.seed = float(lr_multiplier), seed
+        self.head = losses.MarginSoftmax(
+            loss, class_ids=class_ids, embedding_dim=int(embedding_model.output_shape[-1]),
+            margin=margin, scale=scale, sub_centers=sub_centers, seed=seed,
+            weight_multiplier=self.lr_multiplier, dtype="float32")
+
+    def call(self, inputs, training=False):  # noqa: D102
+        return self.embedding_model(inputs, training=training)
+
+    def logits(self, inputs) -> tf.Tensor:
+        """Scaled cosines [B, C] of the images to the training classes (no margin)."""
+        return self.head.logits(self.embedding_model(inputs, training=False))
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The margin loss of the batch (+ regularisation), per replica."""
+        del x, training
+        if sample_weight is not None:
+            raise ValueError("MarginSoftmaxModel: sample weights are not supported.")
+        y = tf.convert_to_tensor(y)
+        if y.shape.rank == 1:
+            labels, mask = tf.cast(y, tf.int32), None
+        else:
+            labels, _, mask = unpack_targets(y)
+        loss = self.head(tf.cast(y_pred, tf.float32), labels, mask)
+        for extra in self.losses:
+            loss = loss + tf.cast(extra, tf.float32)
+        return losses.per_replica(loss)
+
+    def get_config(self) -> dict:  # noqa: D102
+        head = self.head
+        return {"embedding_model": keras.saving.serialize_keras_object(self.embedding_model),
+                "loss": head.loss, "class_ids": head.class_ids, "margin": head.margin,
+                "scale": head.scale, "sub_centers": head.sub_centers,
+                "lr_multiplier": self.lr_multiplier, "seed": self.seed, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> MarginSoftmaxModel:  # noqa: D102
         config = dict(config)
         config["embedding_model"] = keras.saving.deserialize_keras_object(
             config["embedding_model"])

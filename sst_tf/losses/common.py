@@ -1,8 +1,8 @@
-"""What every loss of `sst_tf.losses` shares: input checks, compute dtype, masked reductions.
+"""What every loss of `sst_tf.losses` shares: input checks, compute dtype, per-replica scaling.
 
 Every loss function converts and checks its inputs with `check_inputs` (a
 ValueError names the argument at fault), computes in float32 (`compute_float`),
-and reduces with the masked reductions here; `per_replica` divides a batch
+and reduces with `sst_tf.losses.reductions`; `per_replica` divides a batch
 loss by the replicas in sync for the Keras classes.
 """
 
@@ -81,11 +81,6 @@ def _compute_float(x: tf.Tensor, name: str, keep_float64: bool) -> tf.Tensor:
     return tf.cast(x, tf.float32)
 
 
-def _masked_mean(values, valid, count):
-    total = tf.reduce_sum(tf.where(valid, values, tf.zeros_like(values)))
-    return tf.math.divide_no_nan(total, count)
-
-
 def per_replica(loss: tf.Tensor) -> tf.Tensor:
     """Divides a batch loss by the replicas in sync, as Keras expects of a loss.
 
@@ -97,25 +92,6 @@ def per_replica(loss: tf.Tensor) -> tf.Tensor:
     if replicas > 1:
         loss = loss * (1.0 / replicas)
     return loss
-
-
-def _masked_logsumexp(x: tf.Tensor, mask: tf.Tensor, axis: int) -> tf.Tensor:
-    """log(sum over mask of exp(x)) along `axis`; -inf-free: empty sums give -1e30.
-
-    Every exponential of the losses goes through here. The mask is applied to
-    the argument of exp, not to its result: entries outside the mask are
-    replaced by -1e30 before exp (exp -> 0, gradient 0), so an entry that
-    would overflow cannot turn a finite value into a NaN gradient (0 x inf).
-    The shift by the row maximum keeps every exp within [0, 1].
-    """
-    neg = tf.constant(-1e30, x.dtype)
-    has = tf.reduce_any(mask, axis=axis, keepdims=True)
-    x = tf.where(mask, x, neg)
-    m = tf.stop_gradient(tf.where(has, tf.reduce_max(x, axis=axis, keepdims=True), 0.0))
-    s = tf.reduce_sum(tf.exp(x - m), axis=axis)
-    m = tf.squeeze(m, axis=axis)
-    has = tf.squeeze(has, axis=axis)
-    return tf.where(has, m + tf.math.log(tf.where(has, s, tf.ones_like(s))), neg)
 
 
 def class_rows(class_ids: tf.Tensor, labels) -> tf.Tensor:
