@@ -188,6 +188,10 @@ class TrainConfig:
              "batches, or P classes x K images, each image at most once per epoch "
              "(class_balanced); unset: the loss's default (local for "
              "sst and triplet).")
+    views: int = flag_field(
+        1, help="Each sampled image this many times per batch, each copy augmented on its "
+                "own (batch_size / views images per batch): 2 gives the two views of SimCLR "
+                "and SupCon. Not for --loss=sst or triplet.", low=1, high=16)
     samples_per_class: int | None = flag_field(
         None, help="K images per class in class_balanced batches (batch_size = P * K); "
                    f"unset: the loss's default ({defaults_text('samples_per_class')}).", low=2)
@@ -365,10 +369,16 @@ class TrainConfig:
         c._bounds_check()  # the loss's defaults too
         data_lib.check_dataset_args(self.dataset, self.data_dir, self.data_source)
         checks = [
+            (c.batch_size % c.views == 0 and c.batch_size // c.views >= 2,
+             f"--batch_size={c.batch_size} must be a multiple (>= 2x) of --views={c.views} "
+             "(each batch holds batch_size / views images)", c.batch_size),
+            (c.views == 1 or c.loss not in TARGET_LOSSES,
+             f"--views={c.views} does not apply to --loss={c.loss}: its target neighbours are "
+             "rows of the batch, and a repeated image would be its own target", c.views),
             (c.sampler != "class_balanced" or (
-                c.batch_size % max(c.samples_per_class, 1) == 0
-                and c.batch_size // max(c.samples_per_class, 1) >= 2),
-             "--batch_size must be a multiple (>= 2x) of --samples_per_class for "
+                (c.batch_size // c.views) % max(c.samples_per_class, 1) == 0
+                and (c.batch_size // c.views) // max(c.samples_per_class, 1) >= 2),
+             "--batch_size / --views must be a multiple (>= 2x) of --samples_per_class for "
              "--sampler=class_balanced", c.batch_size),
             c._choice_check("neighborhoods"),
             (c.num_targets < c.batch_size,

@@ -163,7 +163,8 @@ RUN_FLAGS = ("loss", "margin", "sampler", "batch_size", "num_targets", "seed", "
              "proxy_lr_multiplier", "ms_alpha", "ms_beta", "ms_base", "proxy_alpha",
              "proxy_delta",
              "global_negatives",
-             "memory_warmup_steps", "memory_weight")
+             "memory_warmup_steps", "memory_weight", "circle_m", "circle_gamma", "temperature",
+             "margin_scale", "sub_centers", "views")
 # Everything else (epochs, eval_every, patience, progress, ...) may change: logged.
 IGNORED_KEYS = ("model_dir", "allow_flag_changes")
 DATA_KEYS = ("num_train_images", "num_test_images", "data_fingerprint")

@@ -453,6 +453,7 @@ def _make_sampler(config: TrainConfig, labels: np.ndarray):
         config.sampler,
         labels,
         config.batch_size,
+        views=config.views,
         num_targets=config.num_targets,
         seed=config.seed,
         compute_targets=config.loss in TARGET_LOSSES,

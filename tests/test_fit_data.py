@@ -123,3 +123,17 @@ def test_bad_arguments(tiny):
         fit.SamplerDataset(tiny.train, _sampler(tiny.train.labels), OPTS, steps_per_epoch=0)
     with pytest.raises(ValueError, match="every"):
         fit.SamplerRefresh(fit.SamplerDataset(tiny.train, _sampler(tiny.train.labels), OPTS), 0)
+
+
+def test_two_views_reach_fit_as_pairs_of_rows_with_one_label(tiny):
+    sampler = sampling.make_sampler("random", tiny.train.labels, 20, views=2,
+                                    compute_targets=False, seed=0)
+    source = fit.SamplerDataset(tiny.train, sampler, OPTS, seed=3)
+    model = _model()
+    model.compile(optimizer="adam", loss=fit.MetricLoss("ntxent"))
+    images, y = next(iter(source.dataset(model)))
+    labels, _, mask = fit.unpack_targets(y)
+    assert images.shape[0] == 20
+    np.testing.assert_array_equal(labels.numpy()[::2], labels.numpy()[1::2])
+    hist = model.fit(source.dataset(model), epochs=1, steps_per_epoch=1, verbose=0)
+    assert np.isfinite(hist.history["loss"][0])

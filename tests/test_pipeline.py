@@ -89,3 +89,14 @@ def test_files_decode_to_rgb(tmp_path):
 def test_image_options_validation():
     with pytest.raises(ValueError, match="resize_size"):
         pipeline.ImageOptions(image_size=10, resize_size=8)
+
+
+def test_two_views_of_one_image_are_augmented_apart():
+    split = _split()
+    plan = sampling.repeat_views(sampling.EpochPlan(
+        np.array([[0, 1, 2]]), np.full((1, 3, 1), -1, np.int32), np.ones((1, 3), bool), {}), 2)
+    opts = pipeline.ImageOptions(image_size=6, resize_size=10, random_flip=True)
+    [(images, labels, _, _)] = list(pipeline.train_dataset(split, plan, opts, seed=0))
+    np.testing.assert_array_equal(labels.numpy()[::2], labels.numpy()[1::2])
+    images = images.numpy()
+    assert all(not np.array_equal(images[2 * i], images[2 * i + 1]) for i in range(3))

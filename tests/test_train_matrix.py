@@ -50,6 +50,8 @@ TRAIN_PER_CLASS, TEST_PER_CLASS = 8, 4
 OVERLAYS = {
     "sst": {"normalize": False, "sst_imposters": "mean"},
     "cosface": {"mixed_precision": "bfloat16"},
+    # Two augmented views of each image (SimCLR's and SupCon's batches).
+    "ntxent": {"views": 2},
     "subcenter_arcface": {"mixed_precision": "bfloat16"},
     "multi_similarity": {"strategy": "mirrored", "global_negatives": True, "memory_size": 30,
                          "memory_warmup_steps": 1},

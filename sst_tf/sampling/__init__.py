@@ -22,11 +22,13 @@ from sst_tf.sampling.plans import (
     composition_statistics,
     pad_plan,
     plan_statistics,
+    repeat_views,
 )
 from sst_tf.sampling.samplers import (
     SAMPLERS,
     ClassBalancedSampler,
     LocalSampler,
+    MultiViewSampler,
     RandomSampler,
     make_sampler,
     refresh_due,
@@ -35,8 +37,9 @@ from sst_tf.sampling.samplers import (
 
 __all__ = [
     "NEIGHBORHOODS", "SAMPLERS", "ClassBalancedSampler", "EpochPlan", "LocalSampler",
-    "RandomSampler", "balanced_neighborhoods", "batch_has_triplet", "class_neighborhoods",
+    "MultiViewSampler", "RandomSampler", "balanced_neighborhoods", "batch_has_triplet",
+    "class_neighborhoods",
     "composition_statistics", "effective_min_classes", "make_sampler", "mixed_neighborhoods",
     "neighborhood_groups", "original_neighborhoods", "pad_plan", "plan_statistics",
-    "refresh_due", "refresh_sampler",
+    "refresh_due", "refresh_sampler", "repeat_views",
 ]

@@ -36,6 +36,32 @@ class EpochPlan:
         return int(self.indices.shape[0])
 
 
+def repeat_views(plan: EpochPlan, views: int) -> EpochPlan:
+    """Each row of `plan` `views` times in a row (the batch grows `views` times).
+
+    The pipeline seeds each row's augmentation by its position, so the copies
+    are different augmentations of one image with its label: the two views
+    of SimCLR / SupCon. Plans with target tables are refused (a target
+    indexes one row; which view would it be?).
+
+    Raises:
+      ValueError: `views` < 1, or a plan with targets.
+    """
+    if views < 1:
+        raise ValueError(f"views must be >= 1, got {views}.")
+    if views == 1:
+        return plan
+    if (plan.targets >= 0).any():
+        raise ValueError("plans with target neighbours (--loss=sst or triplet) cannot be "
+                         "repeated into views: a target is one row of its batch.")
+    nb, b = plan.indices.shape
+    return EpochPlan(
+        indices=np.repeat(plan.indices, views, axis=1),
+        targets=np.full((nb, b * views, plan.targets.shape[-1]), -1, np.int32),
+        mask=np.repeat(plan.mask, views, axis=1),
+        stats={**plan.stats, "views": float(views)})
+
+
 def batch_has_triplet(labels: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> bool:
     """Whether a batch holds at least one (anchor, target, imposter) triplet.
 

@@ -36,6 +36,7 @@ from sst_tf.sampling.plans import (
     batch_has_triplet,
     composition_statistics,
     plan_statistics,
+    repeat_views,
 )
 
 
@@ -377,11 +378,52 @@ SAMPLERS = {"local": LocalSampler, "random": RandomSampler,
             "class_balanced": ClassBalancedSampler}
 
 
-def make_sampler(name: str, labels: np.ndarray, batch_size: int, **kwargs) -> _Sampler:
-    """Creates a sampler by name (`local`, `random` or `class_balanced`)."""
+class MultiViewSampler:
+    """A sampler whose every planned image appears `views` times in its batch.
+
+    The inner sampler plans batches of B / views images; `plan` repeats each
+    row (`plans.repeat_views`), and the pipeline augments every copy on its
+    own. Everything else (refresh, statistics, ...) is the inner sampler's.
+    """
+
+    def __init__(self, sampler: _Sampler, views: int):
+        """Wraps `sampler` (made with batch size B / views)."""
+        self.sampler, self.views = sampler, int(views)
+
+    def plan(self, epoch: int) -> EpochPlan:
+        """The inner sampler's plan of `epoch`, each row repeated `views` times."""
+        return repeat_views(self.sampler.plan(epoch), self.views)
+
+    def __getattr__(self, name: str):
+        return getattr(self.sampler, name)
+
+
+def make_sampler(name: str, labels: np.ndarray, batch_size: int, views: int = 1,
+                 **kwargs) -> _Sampler | MultiViewSampler:
+    """Creates a sampler by name (`local`, `random` or `class_balanced`).
+
+    Args:
+      name: the sampler.
+      labels: int [N] labels of the training split.
+      batch_size: rows per batch B.
+      views: each image this many times per batch, each copy augmented on its
+        own (B / views images per batch; 2: two views, as SimCLR and SupCon).
+      **kwargs: the sampler's options.
+
+    Raises:
+      ValueError: unknown name, B not a multiple of `views`, or views with
+        target tables (`compute_targets`).
+    """
     if name not in SAMPLERS:
         raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {name!r}.")
-    return SAMPLERS[name](labels, batch_size, **kwargs)
+    if views < 1 or batch_size % views:
+        raise ValueError(f"batch_size {batch_size} must be a multiple of views {views} (>= 1).")
+    if views == 1:
+        return SAMPLERS[name](labels, batch_size, **kwargs)
+    if kwargs.get("compute_targets", True):
+        raise ValueError("views > 1 needs a sampler without target tables "
+                         "(compute_targets=False): a target is one row of its batch.")
+    return MultiViewSampler(SAMPLERS[name](labels, batch_size // views, **kwargs), views)
 
 
 def refresh_due(epoch: int, every: int) -> bool:
