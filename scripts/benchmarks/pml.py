@@ -83,7 +83,7 @@ def bench_pml(args) -> str:
             here = _run([sys.executable, str(SCRIPT), "--_loss_child",
                          f"{name},{b},{dim},{repeats}"])
             peer = _run([args.pml_python, str(PML_SIDE), name, str(b), str(dim), str(repeats)])
-            version = peer["version"]
+            version = peer.get("version", version)
             cells.append((here, peer))
         rows.append((name, cells))
     lines = [
