@@ -47,14 +47,18 @@ def _pml_loss(name: str, classes: int, dim: int):
         "triplet_hard": lambda: (losses.TripletMarginLoss(margin=1.0), miners.BatchHardMiner()),
         "lifted_struct": lambda: (losses.LiftedStructureLoss(neg_margin=1.0), None),
         "npairs": lambda: (losses.NPairsLoss(), None),
-        "proxy_anchor": lambda: (losses.ProxyAnchorLoss(classes, dim, margin=0.1, alpha=32), None),
+        "proxy_anchor": lambda: (losses.ProxyAnchorLoss(num_classes=classes, embedding_size=dim,
+                                                        margin=0.1, alpha=32), None),
         "circle": lambda: (losses.CircleLoss(m=0.4, gamma=80), None),
         "supcon": lambda: (losses.SupConLoss(temperature=0.1), None),
         "ntxent": lambda: (losses.NTXentLoss(temperature=0.07), None),
-        "arcface": lambda: (losses.ArcFaceLoss(classes, dim, margin=28.6, scale=64), None),
-        "cosface": lambda: (losses.CosFaceLoss(classes, dim, margin=0.35, scale=64), None),
-        "subcenter_arcface": lambda: (losses.SubCenterArcFaceLoss(classes, dim, margin=28.6,
-                                                                  scale=64, sub_centers=3), None),
+        "arcface": lambda: (losses.ArcFaceLoss(num_classes=classes, embedding_size=dim,
+                                               margin=28.6, scale=64), None),
+        "cosface": lambda: (losses.CosFaceLoss(num_classes=classes, embedding_size=dim,
+                                               margin=0.35, scale=64), None),
+        "subcenter_arcface": lambda: (losses.SubCenterArcFaceLoss(
+            num_classes=classes, embedding_size=dim, margin=28.6, scale=64, sub_centers=3),
+            None),
     }
     return made[name]()
 
