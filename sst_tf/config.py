@@ -378,8 +378,8 @@ class TrainConfig:
             (c.sampler != "class_balanced" or (
                 (c.batch_size // c.views) % max(c.samples_per_class, 1) == 0
                 and (c.batch_size // c.views) // max(c.samples_per_class, 1) >= 2),
-             "--batch_size / --views must be a multiple (>= 2x) of --samples_per_class for "
-             "--sampler=class_balanced", c.batch_size),
+             f"--batch_size{' / --views' if c.views > 1 else ''} must be a multiple (>= 2x) "
+             "of --samples_per_class for --sampler=class_balanced", c.batch_size),
             c._choice_check("neighborhoods"),
             (c.num_targets < c.batch_size,
              f"--num_targets={c.num_targets} must be below --batch_size={c.batch_size} (a "

@@ -195,8 +195,34 @@ class LossValue(_NamedLoss, keras.metrics.Mean):
         return super().update_state(self._batch_loss(y_true, y_pred))
 
 
+class _EmbeddingWrapper(keras.Model):
+    """An embedding model plus the weights its loss owns; `fit` trains both.
+
+    What `ProxyAnchorModel` and `MarginSoftmaxModel` share: `call` is the
+    wrapped model's embeddings, the loss adds the model's regularisation terms
+    and is divided by the replicas in sync, and the config carries the
+    wrapped model.
+    """
+
+    def call(self, inputs, training=False):  # noqa: D102
+        return self.embedding_model(inputs, training=training)
+
+    def _per_replica(self, loss: tf.Tensor) -> tf.Tensor:
+        """`loss` plus any regularisation losses, divided by the replicas in sync."""
+        for extra in self.losses:
+            loss = loss + tf.cast(extra, tf.float32)
+        return losses.per_replica(loss)
+
+    @classmethod
+    def from_config(cls, config: dict):  # noqa: D102
+        config = dict(config)
+        config["embedding_model"] = keras.saving.deserialize_keras_object(
+            config["embedding_model"])
+        return cls(**config)
+
+
 @keras.saving.register_keras_serializable(package="sst_tf")
-class ProxyAnchorModel(keras.Model):
+class ProxyAnchorModel(_EmbeddingWrapper):
     """An embedding model plus Proxy-Anchor proxies, trained by `fit` on one loss.
 
     `call` returns the wrapped model's embeddings; `compute_loss` is the
@@ -254,9 +280,6 @@ class ProxyAnchorModel(keras.Model):
         """The proxies [C, d] (one row per class id, in sorted id order)."""
         return self.proxy_weights * self.lr_multiplier
 
-    def call(self, inputs, training=False):  # noqa: D102
-        return self.embedding_model(inputs, training=training)
-
     def class_index(self, labels) -> tf.Tensor:
         """Proxy row of each label: int32 [B], -1 where the label has no proxy."""
         return class_rows(self._ids, labels)
@@ -270,25 +293,17 @@ class ProxyAnchorModel(keras.Model):
         loss = losses.proxy_anchor_loss(
             tf.cast(y_pred, tf.float32), self.class_index(labels), self.proxies,
             self.alpha, self.delta, sample_mask=mask)
-        for extra in self.losses:
-            loss = loss + tf.cast(extra, tf.float32)
-        return losses.per_replica(loss)
+        return self._per_replica(loss)
 
     def get_config(self) -> dict:  # noqa: D102
         return {"embedding_model": keras.saving.serialize_keras_object(self.embedding_model),
                 "class_ids": self.class_ids, "alpha": self.alpha, "delta": self.delta,
                 "lr_multiplier": self.lr_multiplier, "seed": self.seed, "name": self.name}
 
-    @classmethod
-    def from_config(cls, config: dict) -> ProxyAnchorModel:  # noqa: D102
-        config = dict(config)
-        config["embedding_model"] = keras.saving.deserialize_keras_object(
-            config["embedding_model"])
-        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="sst_tf")
-class MarginSoftmaxModel(keras.Model):
+class MarginSoftmaxModel(_EmbeddingWrapper):
     """An embedding model plus the class weights of ArcFace, CosFace or Sub-center ArcFace.
 
     `call` returns the wrapped model's embeddings; `compute_loss` is the
@@ -340,9 +355,6 @@ class MarginSoftmaxModel(keras.Model):
             margin=margin, scale=scale, sub_centers=sub_centers, seed=seed,
             weight_multiplier=self.lr_multiplier, dtype="float32")
 
-    def call(self, inputs, training=False):  # noqa: D102
-        return self.embedding_model(inputs, training=training)
-
     def logits(self, inputs) -> tf.Tensor:
         """Scaled cosines [B, C] of the images to the training classes (no margin)."""
         return self.head.logits(self.embedding_model(inputs, training=False))
@@ -358,9 +370,7 @@ class MarginSoftmaxModel(keras.Model):
         else:
             labels, _, mask = unpack_targets(y)
         loss = self.head(tf.cast(y_pred, tf.float32), labels, mask)
-        for extra in self.losses:
-            loss = loss + tf.cast(extra, tf.float32)
-        return losses.per_replica(loss)
+        return self._per_replica(loss)
 
     def get_config(self) -> dict:  # noqa: D102
         head = self.head
@@ -368,10 +378,3 @@ class MarginSoftmaxModel(keras.Model):
                 "loss": head.loss, "class_ids": head.class_ids, "margin": head.margin,
                 "scale": head.scale, "sub_centers": head.sub_centers,
                 "lr_multiplier": self.lr_multiplier, "seed": self.seed, "name": self.name}
-
-    @classmethod
-    def from_config(cls, config: dict) -> MarginSoftmaxModel:  # noqa: D102
-        config = dict(config)
-        config["embedding_model"] = keras.saving.deserialize_keras_object(
-            config["embedding_model"])
-        return cls(**config)

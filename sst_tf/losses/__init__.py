@@ -75,7 +75,7 @@ from sst_tf.losses.softmax_contrastive import (  # noqa: F401 - re-exported
 )
 
 
-def loss_function(name: str) -> Callable:
+def pure_function(name: str) -> Callable:
     """The pure function of a `--loss` name (`LossSpec.function`), e.g. `sst_loss`."""
     return globals()[loss_registry.spec(name).function]
 
@@ -126,7 +126,7 @@ def make_loss(name: str, margin: float | None = None, loss_layer=None,
         if name == "proxy_anchor":
             return lambda e, y, t, k: layer(e, layer.class_index(y), k)
         return lambda e, y, t, k: layer(e, y, k)
-    fn = loss_function(name)
+    fn = pure_function(name)
     if name in loss_registry.TARGET_LOSSES:
         return lambda e, y, t, k: fn(e, y, t, sample_mask=k, **fixed)
     return lambda e, y, t, k: fn(e, y, sample_mask=k, **fixed)
@@ -155,7 +155,7 @@ def make_reference_loss(name: str, margin: float | None = None,
             f"--loss={name} has no form with a reference set (a cross-batch memory); the "
             f"losses that have one: {', '.join(loss_registry.REFERENCE_LOSSES)}.")
     fixed = _fixed_arguments(name, margin, params, normalize)
-    fn = loss_function(name)
+    fn = pure_function(name)
     fixed = {k: v for k, v in fixed.items() if k in inspect.signature(fn).parameters}
     targets = name in loss_registry.TARGET_LOSSES
 
