@@ -137,6 +137,21 @@ class Embedder:
             ) from e
         self.embedding_dim = int(self.info["embedding_dim"])
 
+    def fingerprint(self) -> np.ndarray:
+        """The model's embedding [d] of a fixed probe image: which model this is.
+
+        Two exports of one model (a copy, a moved folder) give the same
+        embedding to round-off; another model (other weights) does not. An
+        index records it (`save_index`), so `sst_tf.search` can tell whether
+        its queries are embedded by the model that built the index.
+        """
+        tf = self._tf
+        side = np.arange(64, dtype=np.float64)
+        probe = np.stack([np.add.outer(side, side) * 2, np.subtract.outer(side, side) * 2 + 128,
+                          np.multiply.outer(side, side) % 256], axis=-1)
+        png = tf.io.encode_png(tf.constant(probe.astype(np.uint8))).numpy()
+        return self([png])[0]
+
     def __call__(self, encoded: Sequence[bytes]) -> np.ndarray:
         """Embeds a list of encoded images; ``[len(encoded), d]`` float32.
 
@@ -258,11 +273,13 @@ def save_index(
     export_dir: str = "",
     failed: Sequence[str] = (),
     batch_size: int = DEFAULT_BATCH_SIZE,
+    fingerprint: np.ndarray | None = None,
 ) -> None:
     """Writes an embeddings index ``.npz`` atomically (temporary file + rename).
 
     ``batch_size`` is the `Embedder`'s that made ``embeddings``: queries
-    embedded with it match their own rows exactly.
+    embedded with it match their own rows exactly. ``fingerprint`` is its
+    `Embedder.fingerprint()` (which model made the index).
     """
     out_dir = os.path.dirname(os.path.abspath(output))
     os.makedirs(out_dir, exist_ok=True)
@@ -276,6 +293,8 @@ def save_index(
                 export_dir=np.asarray(export_dir),
                 batch_size=np.asarray(int(batch_size), np.int64),
                 failed=np.asarray(list(failed), dtype=str),
+                **({} if fingerprint is None else
+                   {"fingerprint": np.asarray(fingerprint, np.float32).reshape(-1)}),
                 format=np.asarray(INDEX_FORMAT),
             )
         os.replace(tmp, output)
@@ -288,8 +307,9 @@ def save_index(
 def load_index(path: str, flag: str = "--index") -> dict[str, np.ndarray | str | int]:
     """Reads an index written by `save_index`.
 
-    Returns ``paths``, ``embeddings``, ``export_dir`` (``""`` if not recorded)
-    and ``batch_size`` (`DEFAULT_BATCH_SIZE` if not recorded).
+    Returns ``paths``, ``embeddings``, ``export_dir`` (``""`` if not recorded),
+    ``batch_size`` (`DEFAULT_BATCH_SIZE` if not recorded) and ``fingerprint``
+    (the model's `Embedder.fingerprint()`, None if not recorded).
 
     Raises:
       FileNotFoundError / ValueError: naming the file when missing or malformed.
@@ -311,6 +331,8 @@ def load_index(path: str, flag: str = "--index") -> dict[str, np.ndarray | str |
                 "export_dir": str(z["export_dir"]) if "export_dir" in z.files else "",
                 "batch_size": (int(z["batch_size"]) if "batch_size" in z.files
                                else DEFAULT_BATCH_SIZE),
+                "fingerprint": (z["fingerprint"].astype(np.float32)
+                                if "fingerprint" in z.files else None),
             }
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(
@@ -398,7 +420,7 @@ def main(argv: Sequence[str]) -> int:
         )
     try:
         save_index(FLAGS.output, kept, emb, embedder.export_dir, [p for p, _ in failed],
-                   embedder.batch_size)
+                   embedder.batch_size, embedder.fingerprint())
     except OSError as e:  # no permission, disk full, ...
         raise cli.RunError(f"writing --output={FLAGS.output} failed: {e}") from e
     print(

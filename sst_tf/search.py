@@ -20,7 +20,7 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from absl import flags
+from absl import flags, logging
 
 from sst_tf import cli
 from sst_tf.embed import Embedder, embed_files, list_images, load_index
@@ -196,6 +196,25 @@ def _export_for(index: dict) -> tuple[str, str]:
     return export_dir, f"the export recorded in --index={FLAGS.index}"
 
 
+def _check_same_model(index: dict, embedder: Embedder, export_dir: str,
+                      export_name: str) -> None:
+    """Refuses an export other than the model that built the index (`Embedder.fingerprint`)."""
+    recorded = index.get("fingerprint")
+    if recorded is None or recorded.shape != (embedder.embedding_dim,):
+        logging.warning("--index=%s records no model fingerprint (an earlier sst_tf.embed): "
+                        "cannot check that %s is the model that built it.", FLAGS.index,
+                        export_name)
+        return
+    probe = embedder.fingerprint()
+    gap = float(np.abs(probe - recorded).max())
+    if gap > 1e-4 * max(1.0, float(np.abs(recorded).max())):
+        raise cli.UsageError(
+            f"{export_name} ({export_dir}) is not the model that built --index={FLAGS.index} "
+            f"(their embeddings of one probe image differ by up to {gap:.3g}): its distances "
+            "would mean nothing. Search with the index's export, or build an index with this "
+            "one (python -m sst_tf.embed)")
+
+
 def check_flags(argv: Sequence[str]) -> None:
     """The usage checks, before TensorFlow is imported (raises `cli.UsageError`)."""
     cli.check_usage(argv, FLAGS, required=["index", "query"])
@@ -220,6 +239,7 @@ def main(argv: Sequence[str]) -> int:
             f"{export_name} ({export_dir}) gives {embedder.embedding_dim}-d embeddings but "
             f"--index={FLAGS.index} holds {index['embeddings'].shape[1]}-d ones"
         )
+    _check_same_model(index, embedder, export_dir, export_name)
     kept, q_emb, failed = embed_files(embedder, queries, embedder.batch_size, progress=False)
     if not kept:
         raise cli.RunError(f"none of the {len(queries)} query images of --query={FLAGS.query} "

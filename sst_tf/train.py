@@ -48,6 +48,18 @@ def config_from_flags() -> TrainConfig:
     return TrainConfig(**values)
 
 
+def calibration_lines(cal: dict | None) -> list[str]:
+    """The thresholds' rates on the test classes, one line each (none without calibration)."""
+    if not cal:
+        return []
+    lines = ["same/different thresholds from the training classes, on the test classes:"]
+    for name, t in cal["thresholds"].items():
+        r = cal["test"][name]
+        lines.append(f"  {name:<12} distance {t:.4f}: FNMR {r['fnmr']:.4f} at FMR {r['fmr']:.4f} "
+                     f"(precision {r['precision']:.4f}, F1 {r['f1']:.4f})")
+    return lines
+
+
 def _settings_line(config: TrainConfig) -> str:
     """One line: the loss settings the run uses (given flags, else the loss's defaults)."""
     s = loss_registry.settings(config.resolved())
@@ -179,6 +191,7 @@ def _main(argv):
     for key, after in metrics["after"].items():
         if isinstance(after, float):
             lines.append(f"{key:<12} {metrics['before'].get(key, float('nan')):8.4f} {after:8.4f}")
+    lines += calibration_lines(metrics.get("calibration"))
     print(_settings_line(config))
     print("\n".join(lines))
     print(f"Wrote {path}")

@@ -31,8 +31,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from sst_tf import data as data_lib
 from sst_tf import (
+    calibration,
     distribute,
     evaluation,
     export,
@@ -45,6 +45,7 @@ from sst_tf import (
     run_state,
     sampling,
 )
+from sst_tf import data as data_lib
 from sst_tf import model as model_lib
 from sst_tf import step as step_lib
 from sst_tf.checkpoints import LoopState, RunCheckpoints, check_resume, resume_learning_rates
@@ -187,6 +188,30 @@ class Trainer:
         self.last_embeddings = emb
         return _jsonable(evaluation.evaluate(emb, split.labels, self.config.recall_ks,
                                              seed=self.config.seed))
+
+    def calibrate(self) -> dict:
+        """Same / different thresholds from the training classes, measured on the test classes.
+
+        Calibrates on the training split's embeddings (`sst_tf.calibration`:
+        the best-F1 threshold and those at FMR 1e-2 and 1e-3), then measures
+        each threshold on the test split's embeddings of the latest
+        evaluation: the rates a user of the threshold will get on new
+        classes. Call after `evaluate()`.
+
+        Returns:
+          {"thresholds": {name: distance}, "train": {name: rates},
+           "test": {name: rates}, "num_pairs": {"train": ..., "test": ...}}
+          (rates: precision, recall, f1, fmr, fnmr).
+        """
+        train = self.embed(self.dataset.train)
+        cal = calibration.calibrate(train, self.dataset.train.labels, seed=self.config.seed)
+        test = {name: calibration.rates_at(t, self.last_embeddings, self.dataset.test.labels,
+                                           seed=self.config.seed)
+                for name, t in cal.thresholds.items()}
+        _, _, _, test_pairs = calibration.pair_distances(
+            self.last_embeddings, self.dataset.test.labels, max_pairs=2)
+        return {"thresholds": cal.thresholds, "train": cal.rates, "test": test,
+                "num_pairs": {"train": cal.num_pairs, "test": test_pairs}}
 
     # -- one epoch ------------------------------------------------------------
 
@@ -428,6 +453,8 @@ class Trainer:
             self.checkpoints.save_epoch(int(state.epoch.numpy()))
         metrics["after"] = self.evaluate()
         self.summaries.write_eval(metrics["after"], int(state.epoch.numpy()))
+        if self.is_chief:
+            metrics["calibration"] = self.calibrate()
         metrics["train"] = {
             "epochs_run": int(state.epoch.numpy()),
             "final_loss": None if math.isnan(last_loss) else float(last_loss),

@@ -100,7 +100,7 @@ def world(tmp_path_factory):
     embedder = embed.Embedder(w["export"])
     paths, emb, _ = embed.embed_files(embedder, embed.list_images(w["imgs"]), progress=False)
     w["index"] = str(base / "index.npz")
-    embed.save_index(w["index"], paths, emb, w["export"])
+    embed.save_index(w["index"], paths, emb, w["export"], fingerprint=embedder.fingerprint())
     w["moved"] = str(base / "moved.npz")
     embed.save_index(w["moved"], paths, emb, str(base / "gone" / "export"))
     w["text_index"] = str(base / "index.txt")
@@ -111,6 +111,10 @@ def world(tmp_path_factory):
     inp = keras.Input((16, 16, 3))
     other = keras.Model(inp, keras.layers.Dense(4)(keras.layers.Flatten()(inp)))
     w["export4"] = ex.export_saved_model(other, str(base / "export4"),
+                                         ex.PreprocessingSpec(image_size=16), verify=False)
+    # Another model of the index's embedding size.
+    other8 = keras.Model(inp, keras.layers.Dense(8)(keras.layers.Flatten()(inp)))
+    w["export8"] = ex.export_saved_model(other8, str(base / "export8"),
                                          ex.PreprocessingSpec(image_size=16), verify=False)
     os.makedirs(base / "dl")
     (base / "dl" / "car_ims.tgz").write_bytes(b"")
@@ -261,6 +265,10 @@ CASES = [
     ("search-embedding-size-mismatch", "search",
      ["--index={index}", "--query={imgs}", "--export_dir={export4}"], 2,
      ["--export_dir", "4-d", "--index={index}", "8-d"], [], []),
+    ("search-index-of-another-model", "search",
+     ["--index={index}", "--query={imgs}", "--export_dir={export8}"], 2,
+     ["--export_dir ({export8}) is not the model that built --index={index}",
+      "probe image", "python -m sst_tf.embed"], [], []),
     ("search-output-user-file", "search",
      ["--index={index}", "--query={imgs}", "--output={user_json}"], 2,
      ["--output={user_json}", "not written by sst_tf"], [], ["user_json"]),
@@ -543,7 +551,7 @@ def test_search_json_into_a_closed_pipe_and_quiet_startup(world):
     index = os.path.join(world["tmp"], "big.npz")
     with np.load(world["index"]) as z:
         embed.save_index(index, np.tile(z["paths"], 60), np.tile(z["embeddings"], (60, 1)),
-                         world["export"])
+                         world["export"], fingerprint=z["fingerprint"])
     proc = subprocess.Popen(
         [sys.executable, "-m", "sst_tf.search", f"--index={index}", f"--query={world['imgs']}",
          "--top_k=300", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),

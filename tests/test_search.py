@@ -136,3 +136,16 @@ def test_cli_embed_then_search_finds_the_query_itself(tmp_path):
     # In the index im3.png shared a batch with im2 and im4; alone it is padded to 3.
     assert first["path"] == str(query) and first["distance"] <= 1e-6 * norm
     assert str(query) in r.stdout.splitlines()[1]
+
+    # The index records which model built it: a copy of the export (moved,
+    # renamed) is the same model, and search accepts it as --export_dir.
+    import shutil
+
+    from sst_tf.embed import Embedder
+
+    copy = shutil.copytree(export_dir, tmp_path / "moved_export")
+    np.testing.assert_allclose(z["fingerprint"], Embedder(str(copy)).fingerprint(), atol=1e-6)
+    r = subprocess.run([sys.executable, "-m", "sst_tf.search", f"--index={index}",
+                        f"--query={query}", f"--export_dir={copy}", "--json"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0 and "fingerprint" not in r.stderr, r.stderr

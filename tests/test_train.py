@@ -46,6 +46,12 @@ def test_two_epoch_digits_run_writes_everything(tmp_path):
     assert KEYS <= set(metrics["epochs"]["1"])
     assert metrics["train"]["epochs_run"] == 2
     assert "recall@1" in proc.stdout  # the before/after table
+    # Same/different thresholds from the training classes, measured on the test classes.
+    assert "same/different thresholds from the training classes" in proc.stdout
+    assert "fmr=0.001" in proc.stdout and "FNMR" in proc.stdout
+    cal = metrics["calibration"]
+    assert set(cal["thresholds"]) == {"best_f1", "fmr=0.01", "fmr=0.001"}
+    assert all(0 <= r["fnmr"] <= 1 and 0 <= r["fmr"] <= 1 for r in cal["test"].values())
     # Checkpoints of both epochs, TensorBoard events of training and evaluation.
     assert os.path.exists(first / "checkpoints" / "ckpt-2.index")
     assert os.path.exists(first / "checkpoints" / "ckpt-1.index")

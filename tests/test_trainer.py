@@ -92,6 +92,23 @@ def test_every_loss_and_sampler_trains(tmp_path, tiny, loss, sampler):
 
 
 
+def test_thresholds_come_from_the_training_split_and_are_measured_on_the_test_split(
+        tmp_path, tiny):
+    from sst_tf import calibration
+
+    t = Trainer(_config(tmp_path, loss="contrastive", sampler="random"), dataset=tiny)
+    metrics = t.fit()
+    cal = metrics["calibration"]
+    want = calibration.calibrate(t.embed(tiny.train), tiny.train.labels, seed=t.config.seed)
+    assert cal["thresholds"] == want.thresholds
+    assert set(cal["thresholds"]) == {"best_f1", "fmr=0.01", "fmr=0.001"}
+    for name, threshold in want.thresholds.items():
+        assert cal["test"][name] == calibration.rates_at(
+            threshold, t.embed(tiny.test), tiny.test.labels, seed=t.config.seed)
+    with open(tmp_path / "metrics.json") as f:
+        assert json.load(f)["calibration"]["thresholds"] == want.thresholds
+
+
 @pytest.mark.parametrize("neighborhoods,warmup", [("mixed", 0), ("original", 1)])
 def test_local_neighborhood_options_train_and_report_batches(tmp_path, tiny, neighborhoods,
                                                              warmup):
