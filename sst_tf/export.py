@@ -459,18 +459,44 @@ def export_run(
         model,
         target,
         spec_for_config(config),
-        metadata=run_metadata(config, path),
+        metadata=run_metadata(config, path, _calibrated_thresholds(model_dir, path)),
         overwrite=overwrite,
         name=name,
     )
 
 
-def run_metadata(config, checkpoint_path: str | None) -> dict[str, Any]:
-    """What an export records about the run it came from."""
-    return {
+def run_metadata(config, checkpoint_path: str | None,
+                 thresholds: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """What an export records about the run it came from.
+
+    Args:
+      config: the run's `TrainConfig`.
+      checkpoint_path: the checkpoint exported.
+      thresholds: the same / different distance thresholds calibrated at the
+        end of the run (`sst_tf.calibration`: "best_f1", "fmr=0.01", ...),
+        recorded when they belong to this checkpoint.
+    """
+    out = {
         "checkpoint": os.path.basename(checkpoint_path) if checkpoint_path else None,
         "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "model_dir"},
     }
+    if thresholds:
+        out["thresholds"] = {str(k): float(v) for k, v in thresholds.items()}
+    return out
+
+
+def _calibrated_thresholds(model_dir: str, checkpoint_path: str | None) -> dict | None:
+    """The run's calibrated thresholds when `checkpoint_path` is the run's last checkpoint."""
+    folder = RunFolder(model_dir)
+    if not checkpoint_path or checkpoint_path != tf.train.latest_checkpoint(folder.checkpoints):
+        return None
+    try:
+        with open(folder.metrics) as f:
+            metrics = json.load(f)
+        thresholds = metrics["calibration"]["thresholds"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return thresholds if isinstance(thresholds, dict) else None
 
 
 class ExportError(RuntimeError):
@@ -489,6 +515,7 @@ def export_trained_run(
     test_split: Split,
     test_embeddings: np.ndarray,
     checkpoint_path: str | None,
+    thresholds: Mapping[str, float] | None = None,
 ) -> None:
     """Writes MODEL_DIR/export (SavedModel) and MODEL_DIR/projector (test split).
 
@@ -501,6 +528,7 @@ def export_trained_run(
       test_split: the test split (the projector's points).
       test_embeddings: its embeddings by `model`, [N, d].
       checkpoint_path: the checkpoint the model holds (recorded in the export).
+      thresholds: the run's calibrated thresholds (recorded in the export).
 
     Raises:
       ExportError: either part failed (one line: what, and how to retry).
@@ -513,7 +541,7 @@ def export_trained_run(
     try:
         with disk_full_guard(export_dir):
             export_saved_model(model, export_dir, spec_for_config(config),
-                               metadata=run_metadata(config, checkpoint_path))
+                               metadata=run_metadata(config, checkpoint_path, thresholds))
     except DiskFullError:
         raise
     except Exception as e:

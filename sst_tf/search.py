@@ -139,16 +139,65 @@ def search_results(
     return results
 
 
+def apply_threshold(results: list[dict], threshold: float) -> list[dict]:
+    """Marks each neighbour within `threshold` as a match, each query with none as no match.
+
+    Adds "match" (bool) to every neighbour and to every query (whether any
+    neighbour is within the threshold), and "threshold" to every query.
+    """
+    for r in results:
+        for nb in r["neighbors"]:
+            nb["match"] = bool(nb["distance"] <= threshold)
+        r["match"] = any(nb["match"] for nb in r["neighbors"])
+        r["threshold"] = float(threshold)
+    return results
+
+
 def format_table(results: list[dict]) -> str:
     """The results as text: per query a header line and one line per neighbour."""
     lines = []
     for r in results:
-        lines.append(f"query: {r['query']}")
+        verdict = ("" if "match" not in r else
+                   f"  ({'match' if r['match'] else 'no match'} within {r['threshold']:.4f})")
+        lines.append(f"query: {r['query']}{verdict}")
         lines.append(f"  {'rank':>4}  {'distance':>10}  path")
         lines.extend(
-            f"  {nb['rank']:>4}  {nb['distance']:10.4f}  {nb['path']}" for nb in r["neighbors"]
+            f"  {nb['rank']:>4}  {nb['distance']:10.4f}  {nb['path']}"
+            + ("" if "match" not in nb else ("  match" if nb["match"] else "  -"))
+            for nb in r["neighbors"]
         )
     return "\n".join(lines)
+
+
+def resolve_threshold(value: str | None, info: dict, export_name: str) -> float | None:
+    """A --threshold value: a distance, or the name of one the export records.
+
+    Args:
+      value: None, a number, or a calibrated threshold's name ("best_f1",
+        "fmr=0.001", ... as in the export's metadata).
+      info: the export's `load_export_info`.
+      export_name: how messages name the export.
+
+    Raises:
+      ValueError: a negative or non-finite number, or a name the export does
+        not record (naming those it does).
+    """
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if number is not None:
+        if not (np.isfinite(number) and number >= 0):
+            raise ValueError(f"--threshold={value}: a distance must be a finite number >= 0")
+        return number
+    recorded = (info.get("metadata") or {}).get("thresholds") or {}
+    if value not in recorded:
+        known = ", ".join(recorded) or "none (an export from before calibration, or not of a run)"
+        raise ValueError(f"--threshold={value}: {export_name} records no threshold of that name; "
+                         f"it records: {known}. Pass a distance instead, e.g. --threshold=0.8")
+    return float(recorded[value])
 
 
 def is_results_file(path: str) -> bool:
@@ -176,6 +225,11 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
                         flag_values=fv)
     flags.DEFINE_string("output", None, "Write the results as JSON to this file.", flag_values=fv)
     flags.DEFINE_bool("json", False, "Print JSON instead of a table.", flag_values=fv)
+    flags.DEFINE_string("threshold", None,
+                        "Mark neighbours within this distance as matches and queries without "
+                        "one as 'no match': a distance, or a threshold the export records "
+                        "(best_f1, fmr=0.01, fmr=0.001: calibrated at the end of training).",
+                        flag_values=fv)
     flags.DEFINE_bool("exclude_self", False,
                       "Leave a query's own file out of its results when it is in the index.",
                       flag_values=fv)
@@ -220,6 +274,11 @@ def check_flags(argv: Sequence[str]) -> None:
     cli.check_usage(argv, FLAGS, required=["index", "query"])
     if FLAGS.top_k < 1:
         raise cli.UsageError(f"--top_k must be >= 1, got {FLAGS.top_k}")
+    try:
+        resolve_threshold(FLAGS.threshold, {"metadata": {"thresholds": {
+            FLAGS.threshold: 0.0}}}, "")  # a number's range now; a name once the export loads
+    except ValueError as e:
+        raise cli.UsageError(str(e)) from e
 
 
 @cli.entry_point(PROG, tensorflow=True, quiet_info=True, usage=check_flags)
@@ -232,6 +291,7 @@ def main(argv: Sequence[str]) -> int:
         export_dir, export_name = _export_for(index)
         queries = list_images(FLAGS.query, "--query")
         embedder = Embedder(export_dir, export_name, batch_size=index["batch_size"])
+        threshold = resolve_threshold(FLAGS.threshold, embedder.info, export_name)
     except (FileNotFoundError, ValueError) as e:
         raise cli.UsageError(str(e)) from e
     if embedder.embedding_dim != index["embeddings"].shape[1]:
@@ -246,6 +306,8 @@ def main(argv: Sequence[str]) -> int:
                            "could be decoded")
     results = search_results(kept, q_emb, index["paths"], index["embeddings"], FLAGS.top_k,
                              FLAGS.exclude_self)
+    if threshold is not None:
+        apply_threshold(results, threshold)
     if FLAGS.output:
         try:
             os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)

@@ -467,7 +467,8 @@ class Trainer:
             try:  # chief only
                 export.export_trained_run(self.model, cfg, self.dataset.test,
                                           self.last_embeddings,
-                                          self.checkpoints.manager.latest_checkpoint)
+                                          self.checkpoints.manager.latest_checkpoint,
+                                          (metrics.get("calibration") or {}).get("thresholds"))
             except ExportError as e:
                 e.metrics = metrics  # written to metrics.json above
                 raise

@@ -216,6 +216,10 @@ def test_training_ends_with_export_and_projector(trained):
     info = ex.load_export_info(export_dir)
     assert info["embedding_dim"] == 8 and info["metadata"]["checkpoint"] == "ckpt-1"
     assert info["preprocessing"] == {"image_size": 16, "resize_size": 18, "scaling": "raw"}
+    # The thresholds calibrated at the end of the run, as in metrics.json.
+    with open(os.path.join(cfg.model_dir, "metrics.json")) as f:
+        calibrated = json.load(f)["calibration"]["thresholds"]
+    assert info["metadata"]["thresholds"] == calibrated and "best_f1" in calibrated
     loaded = tf.saved_model.load(export_dir)
     got = loaded.signatures["serve_images"](images=tf.constant(test.images, tf.float32))
     np.testing.assert_allclose(got["embeddings"].numpy(), want, atol=TOL)
@@ -235,6 +239,11 @@ def test_training_ends_with_export_and_projector(trained):
 def test_export_run_from_a_checkpoint(trained, tmp_path):
     cfg, test = trained.config, trained.dataset.test
     path = ex.export_run(cfg.model_dir, checkpoint="1", export_dir=str(tmp_path / "e"))
+    # ckpt-1 is the run's last checkpoint: its calibrated thresholds come along.
+    assert "best_f1" in ex.load_export_info(path)["metadata"]["thresholds"]
+    # Another checkpoint than the calibrated one gets none.
+    assert ex._calibrated_thresholds(cfg.model_dir, os.path.join(cfg.model_dir, "x", "ckpt-0")) \
+        is None
     got = tf.saved_model.load(path).signatures["serve_images"](
         images=tf.constant(test.images[:20], tf.float32)
     )["embeddings"]

@@ -149,3 +149,68 @@ def test_cli_embed_then_search_finds_the_query_itself(tmp_path):
                         f"--query={query}", f"--export_dir={copy}", "--json"],
                        capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0 and "fingerprint" not in r.stderr, r.stderr
+
+
+def test_a_threshold_marks_matches_and_queries_without_one():
+    results = search_results(["q0", "q1"], np.array([[0.0, 0.0], [5.0, 5.0]]), ["a", "b"],
+                             np.array([[0.0, 0.5], [0.0, 2.0]]), top_k=2)
+    search.apply_threshold(results, 1.0)
+    assert results[0]["match"] and [nb["match"] for nb in results[0]["neighbors"]] == [True, False]
+    assert not results[1]["match"] and results[1]["threshold"] == 1.0
+    table = search.format_table(results)
+    assert "q0  (match within 1.0000)" in table and "q1  (no match within 1.0000)" in table
+
+
+def test_a_threshold_is_a_distance_or_a_name_the_export_records():
+    info = {"metadata": {"thresholds": {"best_f1": 0.8, "fmr=0.001": 0.6}}}
+    assert search.resolve_threshold(None, info, "E") is None
+    assert search.resolve_threshold("0.5", info, "E") == 0.5
+    assert search.resolve_threshold("fmr=0.001", info, "E") == 0.6
+    with pytest.raises(ValueError, match="records no threshold of that name; it records: "
+                                         "best_f1, fmr=0.001"):
+        search.resolve_threshold("fmr=0.01", info, "E")
+    with pytest.raises(ValueError, match="it records: none"):
+        search.resolve_threshold("best_f1", {"metadata": {}}, "E")
+    for bad in ("-1", "nan", "inf"):
+        with pytest.raises(ValueError, match="finite number >= 0"):
+            search.resolve_threshold(bad, info, "E")
+
+
+def test_search_with_a_calibrated_threshold_answers_no_match_for_an_absent_class(tmp_path):
+    """An export that records thresholds; an index of two colours; a third colour matches none."""
+    import json
+    import subprocess
+    import sys
+
+    import keras
+    from PIL import Image
+
+    from sst_tf.export import PreprocessingSpec, export_saved_model
+
+    inp = keras.Input((16, 16, 3))
+    mean = keras.layers.GlobalAveragePooling2D()(inp)  # an image's mean colour, in [0, 1]
+    export_dir = export_saved_model(keras.Model(inp, mean), str(tmp_path / "export"),
+                                    PreprocessingSpec(image_size=16),
+                                    metadata={"thresholds": {"best_f1": 0.1}})
+    colours = {"red": (230, 20, 20), "green": (20, 230, 20), "blue": (20, 20, 230)}
+    rng = np.random.default_rng(0)
+    for name, rgb in colours.items():
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            pixels = np.clip(np.array(rgb) + rng.integers(-8, 9, (20, 20, 3)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / name / f"{i}.png")
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    index = tmp_path / "index.npz"
+    r = subprocess.run([sys.executable, "-m", "sst_tf.embed", f"--export_dir={export_dir}",
+                        f"--images={tmp_path}/[rg]*/*.png", f"--output={index}"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr  # red and green (the glob [rg]*) in the index
+    out = {}
+    for query in ("red", "blue"):
+        r = subprocess.run([sys.executable, "-m", "sst_tf.search", f"--index={index}",
+                            f"--query={tmp_path / query}", "--threshold=best_f1", "--json"],
+                           capture_output=True, text=True, timeout=120, env=env)
+        assert r.returncode == 0, r.stderr
+        out[query] = json.loads(r.stdout)
+    assert all(q["match"] and q["threshold"] == 0.1 for q in out["red"])
+    assert not any(q["match"] for q in out["blue"])  # a class absent from the index
