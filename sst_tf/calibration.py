@@ -223,3 +223,34 @@ def rates_at(threshold: float, embeddings, labels, max_pairs: int = MAX_PAIRS,
     fp = np.array([w[within & ~same].sum()])
     r = _rates(tp, fp, float(counts["same"]), float(max(counts["different"], 1)))
     return {key: float(v[0]) for key, v in r.items()}
+
+
+def resolve_threshold(value: str | None, info: dict, export_name: str) -> float | None:
+    """A --threshold value: a distance, or the name of one the export records.
+
+    Args:
+      value: None, a number, or a calibrated threshold's name ("best_f1",
+        "fmr=0.001", ... as in the export's metadata).
+      info: the export's `load_export_info`.
+      export_name: how messages name the export.
+
+    Raises:
+      ValueError: a negative or non-finite number, or a name the export does
+        not record (naming those it does).
+    """
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if number is not None:
+        if not (np.isfinite(number) and number >= 0):
+            raise ValueError(f"--threshold={value}: a distance must be a finite number >= 0")
+        return number
+    recorded = (info.get("metadata") or {}).get("thresholds") or {}
+    if value not in recorded:
+        known = ", ".join(recorded) or "none (an export from before calibration, or not of a run)"
+        raise ValueError(f"--threshold={value}: {export_name} records no threshold of that name; "
+                         f"it records: {known}. Pass a distance instead, e.g. --threshold=0.8")
+    return float(recorded[value])

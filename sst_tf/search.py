@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import flags, logging
 
-from sst_tf import cli
+from sst_tf import calibration, cli
 from sst_tf.embed import Embedder, embed_files, list_images, load_index
 from sst_tf.outputs import check_output_file, write_text_atomic
 
@@ -169,37 +169,6 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def resolve_threshold(value: str | None, info: dict, export_name: str) -> float | None:
-    """A --threshold value: a distance, or the name of one the export records.
-
-    Args:
-      value: None, a number, or a calibrated threshold's name ("best_f1",
-        "fmr=0.001", ... as in the export's metadata).
-      info: the export's `load_export_info`.
-      export_name: how messages name the export.
-
-    Raises:
-      ValueError: a negative or non-finite number, or a name the export does
-        not record (naming those it does).
-    """
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        number = None
-    if number is not None:
-        if not (np.isfinite(number) and number >= 0):
-            raise ValueError(f"--threshold={value}: a distance must be a finite number >= 0")
-        return number
-    recorded = (info.get("metadata") or {}).get("thresholds") or {}
-    if value not in recorded:
-        known = ", ".join(recorded) or "none (an export from before calibration, or not of a run)"
-        raise ValueError(f"--threshold={value}: {export_name} records no threshold of that name; "
-                         f"it records: {known}. Pass a distance instead, e.g. --threshold=0.8")
-    return float(recorded[value])
-
-
 def is_results_file(path: str) -> bool:
     """Whether ``path`` holds results this command wrote (so ``--output`` may replace it)."""
     try:
@@ -275,7 +244,7 @@ def check_flags(argv: Sequence[str]) -> None:
     if FLAGS.top_k < 1:
         raise cli.UsageError(f"--top_k must be >= 1, got {FLAGS.top_k}")
     try:
-        resolve_threshold(FLAGS.threshold, {"metadata": {"thresholds": {
+        calibration.resolve_threshold(FLAGS.threshold, {"metadata": {"thresholds": {
             FLAGS.threshold: 0.0}}}, "")  # a number's range now; a name once the export loads
     except ValueError as e:
         raise cli.UsageError(str(e)) from e
@@ -291,7 +260,7 @@ def main(argv: Sequence[str]) -> int:
         export_dir, export_name = _export_for(index)
         queries = list_images(FLAGS.query, "--query")
         embedder = Embedder(export_dir, export_name, batch_size=index["batch_size"])
-        threshold = resolve_threshold(FLAGS.threshold, embedder.info, export_name)
+        threshold = calibration.resolve_threshold(FLAGS.threshold, embedder.info, export_name)
     except (FileNotFoundError, ValueError) as e:
         raise cli.UsageError(str(e)) from e
     if embedder.embedding_dim != index["embeddings"].shape[1]:

@@ -92,3 +92,18 @@ def test_bad_targets_and_thresholds_are_refused():
         calibration.calibrate(x, y, fmr_targets=(0.0,))
     with pytest.raises(ValueError, match="distance >= 0"):
         calibration.rates_at(-1.0, x, y)
+
+
+def test_a_threshold_is_a_distance_or_a_name_the_export_records():
+    info = {"metadata": {"thresholds": {"best_f1": 0.8, "fmr=0.001": 0.6}}}
+    assert calibration.resolve_threshold(None, info, "E") is None
+    assert calibration.resolve_threshold("0.5", info, "E") == 0.5
+    assert calibration.resolve_threshold("fmr=0.001", info, "E") == 0.6
+    with pytest.raises(ValueError, match="records no threshold of that name; it records: "
+                                         "best_f1, fmr=0.001"):
+        calibration.resolve_threshold("fmr=0.01", info, "E")
+    with pytest.raises(ValueError, match="it records: none"):
+        calibration.resolve_threshold("best_f1", {"metadata": {}}, "E")
+    for bad in ("-1", "nan", "inf"):
+        with pytest.raises(ValueError, match="finite number >= 0"):
+            calibration.resolve_threshold(bad, info, "E")

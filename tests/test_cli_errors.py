@@ -22,7 +22,7 @@ from _scripts import load_script
 from absl import flags
 from PIL import Image
 
-from sst_tf import cli, embed, report, search, train, visualize
+from sst_tf import cli, embed, report, search, train, verify, visualize
 from sst_tf import export as ex
 from sst_tf import model as model_lib
 from sst_tf.config import TrainConfig
@@ -179,7 +179,7 @@ def run_benchmark(argv, capsys, monkeypatch):
 
 
 MODULES = {"export": ex, "embed": embed, "search": search, "report": report,
-           "visualize": visualize}
+           "visualize": visualize, "verify": verify}
 PROGS = {**{k: m.PROG for k, m in MODULES.items()}, "train": "sst_tf.train",
          "prepare_data": "prepare_data.py", "benchmark": "benchmark.py"}
 DIGITS = "--flagfile={repo}/configs/digits.cfg"
@@ -292,6 +292,20 @@ CASES = [
       "): truncated or edited by hand?"], [], []),
     ("report-unknown-dataset", "report", ["--model_dir={run}", "--dataset=bogus"], 2,
      ["--dataset=bogus", "cub"], [], []),
+    # sst_tf.verify
+    ("verify-no-images", "verify", ["--export_dir={export}"], 2, ["--images is required"],
+     [], []),
+    ("verify-one-image", "verify", ["--export_dir={export}", "--images={imgs}/im0.png"], 2,
+     ["--images takes two image files", "got 1"], [], []),
+    ("verify-threshold-not-recorded", "verify",
+     ["--export_dir={export}", "--images={imgs}/im0.png,{imgs}/im1.png"], 2,
+     ["--threshold=best_f1", "records no threshold of that name", "Pass a distance"], [], []),
+    ("verify-undecodable-image", "verify",
+     ["--export_dir={export}", "--images={imgs}/im0.png,{garbage}/a.jpg", "--threshold=1"], 2,
+     ["--images", "{garbage}/a.jpg", "cannot be read or decoded"], [], []),
+    ("verify-export-missing", "verify",
+     ["--export_dir={nowhere}", "--images={imgs}/im0.png,{imgs}/im1.png", "--threshold=1"], 2,
+     ["--export_dir={nowhere}"], [], []),
     # sst_tf.visualize
     ("visualize-no-model-dir", "visualize", [], 2, ["--model_dir is required"], [], []),
     ("visualize-too-many-queries", "visualize", ["--model_dir={run}", "--num_queries=5000"], 2,

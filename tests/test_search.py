@@ -161,21 +161,6 @@ def test_a_threshold_marks_matches_and_queries_without_one():
     assert "q0  (match within 1.0000)" in table and "q1  (no match within 1.0000)" in table
 
 
-def test_a_threshold_is_a_distance_or_a_name_the_export_records():
-    info = {"metadata": {"thresholds": {"best_f1": 0.8, "fmr=0.001": 0.6}}}
-    assert search.resolve_threshold(None, info, "E") is None
-    assert search.resolve_threshold("0.5", info, "E") == 0.5
-    assert search.resolve_threshold("fmr=0.001", info, "E") == 0.6
-    with pytest.raises(ValueError, match="records no threshold of that name; it records: "
-                                         "best_f1, fmr=0.001"):
-        search.resolve_threshold("fmr=0.01", info, "E")
-    with pytest.raises(ValueError, match="it records: none"):
-        search.resolve_threshold("best_f1", {"metadata": {}}, "E")
-    for bad in ("-1", "nan", "inf"):
-        with pytest.raises(ValueError, match="finite number >= 0"):
-            search.resolve_threshold(bad, info, "E")
-
-
 def test_search_with_a_calibrated_threshold_answers_no_match_for_an_absent_class(tmp_path):
     """An export that records thresholds; an index of two colours; a third colour matches none."""
     import json
