@@ -255,6 +255,10 @@ class TrainConfig:
     export: bool = flag_field(
         True, help="After training, write MODEL_DIR/export (SavedModel) and "
                    "MODEL_DIR/projector (TensorBoard projector of the test embeddings).")
+    calibrate: bool = flag_field(
+        True, help="After training, pick same / different distance thresholds on the "
+                   "training split (one more embedding pass of it) and measure them on the "
+                   "test split: metrics.json, the export, figures/thresholds.png.")
     stop_on_collapse: bool = flag_field(
         False, help="Stop the run when the refreshed training embeddings collapse to nearly "
                     "one point (default: a warning with advice, and training goes on: such "

@@ -10,7 +10,8 @@
     train/, eval/   TensorBoard events
     export/         the SavedModel written at the end of training
     projector/      the TensorBoard projector files (a folder of their own)
-    figures/        retrieval grid and t-SNE plot (`sst_tf.visualize`)
+    figures/        thresholds.png (end of training); retrieval grid and t-SNE plot
+                    (`sst_tf.visualize`)
 
 * `GracefulSignals`: SIGTERM / SIGINT set a flag that the training loop checks
   after every step (it then writes a checkpoint and raises `Interrupted`); a

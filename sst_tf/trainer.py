@@ -44,6 +44,7 @@ from sst_tf import (
     pipeline,
     run_state,
     sampling,
+    visualize,
 )
 from sst_tf import data as data_lib
 from sst_tf import model as model_lib
@@ -208,10 +209,17 @@ class Trainer:
         test = {name: calibration.rates_at(t, self.last_embeddings, self.dataset.test.labels,
                                            seed=self.config.seed)
                 for name, t in cal.thresholds.items()}
-        _, _, _, test_pairs = calibration.pair_distances(
-            self.last_embeddings, self.dataset.test.labels, max_pairs=2)
+        test_cal = calibration.calibrate(self.last_embeddings, self.dataset.test.labels,
+                                         seed=self.config.seed)
+        try:  # the figure is a by-product: a failure to draw it only warns
+            visualize.write_threshold_figure(
+                self.folder.figures,
+                {"training classes": cal.curve, "test classes": test_cal.curve},
+                {f"{name} (test)": (r["fmr"], r["fnmr"]) for name, r in test.items()})
+        except Exception as e:  # noqa: BLE001 - matplotlib, a foreign figures folder, ...
+            logging.warning("thresholds.png not written: %s", e)
         return {"thresholds": cal.thresholds, "train": cal.rates, "test": test,
-                "num_pairs": {"train": cal.num_pairs, "test": test_pairs}}
+                "num_pairs": {"train": cal.num_pairs, "test": test_cal.num_pairs}}
 
     # -- one epoch ------------------------------------------------------------
 
@@ -453,7 +461,7 @@ class Trainer:
             self.checkpoints.save_epoch(int(state.epoch.numpy()))
         metrics["after"] = self.evaluate()
         self.summaries.write_eval(metrics["after"], int(state.epoch.numpy()))
-        if self.is_chief:
+        if self.is_chief and cfg.calibrate:
             metrics["calibration"] = self.calibrate()
         metrics["train"] = {
             "epochs_run": int(state.epoch.numpy()),

@@ -10,6 +10,10 @@ writes into ``MODEL_DIR/figures/``:
   thumbnails framed in their class colour (or as coloured points with
   ``--tsne_thumbnails=false``).
 
+The trainer adds ``thresholds.png`` at the end of a run (`threshold_figure`):
+the same / different error rates of every distance threshold on the training
+and the test classes, with the calibrated thresholds marked.
+
 The folder gets a ``.sst_tf`` marker; a folder holding other files is refused,
 so figures never replace a user's files. ``--num_queries`` is at most
 `MAX_QUERIES` (the figure grows by 76 px per query).
@@ -249,6 +253,66 @@ def write_figures(
     os.replace(tmp, os.path.join(out_dir, "tsne.png"))
     paths["tsne"] = os.path.join(out_dir, "tsne.png")
     return paths
+
+
+def threshold_figure(curves: dict[str, dict[str, list[float]]],
+                     marks: dict[str, tuple[float, float]], path: str,
+                     title: str | None = None, size_px: int = 800, dpi: int = 100) -> str:
+    """A DET plot: FNMR against FMR of each curve, log-log, the thresholds marked.
+
+    Args:
+      curves: {label: `Calibration.curve`} (its "fmr" and "fnmr" lists).
+      marks: {threshold name: (fmr, fnmr)} where a named threshold lands.
+      path: the PNG to write.
+      title: the figure's title.
+      size_px: width and height in pixels.
+      dpi: dots per inch.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    floor = 1e-5  # zero rates drawn at the bottom of the log axes
+    fig = plt.figure(figsize=(size_px / dpi, size_px / dpi), dpi=dpi)
+    try:
+        ax = fig.add_subplot(1, 1, 1)
+        for label, curve in curves.items():
+            ax.plot(np.maximum(curve["fmr"], floor), np.maximum(curve["fnmr"], floor),
+                    label=label)
+        for name, (fmr, fnmr) in marks.items():
+            ax.plot(max(fmr, floor), max(fnmr, floor), "o", color="black")
+            ax.annotate(name, (max(fmr, floor), max(fnmr, floor)), textcoords="offset points",
+                        xytext=(6, 6), fontsize=9)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("false-match rate (different-class pairs called the same)")
+        ax.set_ylabel("false-non-match rate (same-class pairs called different)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="best")
+        if title:
+            ax.set_title(title)
+        fig.savefig(path, dpi=dpi)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def write_threshold_figure(out_dir: str, curves: dict[str, dict[str, list[float]]],
+                           marks: dict[str, tuple[float, float]]) -> str:
+    """Writes ``thresholds.png`` (`threshold_figure`) into the figures folder ``out_dir``.
+
+    Raises:
+      UsageError: ``out_dir`` is a file or a folder of files sst_tf did not write.
+    """
+    check_output_dir(out_dir, f"the figures folder {out_dir}", "figures",
+                     legacy=legacy_figures)
+    os.makedirs(out_dir, exist_ok=True)
+    write_marker(out_dir, "figures", PROG)
+    tmp = os.path.join(out_dir, "thresholds.tmp.png")
+    threshold_figure(curves, marks, tmp, title="Same / different decisions by distance")
+    os.replace(tmp, os.path.join(out_dir, "thresholds.png"))
+    return os.path.join(out_dir, "thresholds.png")
 
 
 def legacy_figures(folder: str) -> str | None:

@@ -25,7 +25,7 @@ def _config(tmp_path, **kw):
     base = dict(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
                 embedding_dim=8, image_size=16, resize_size=18, random_flip=True,
                 batch_size=50, num_targets=3, epochs=2, lr=1e-3, head_lr_multiplier=2.0,
-                refresh_every=2, progress=False, export=False,
+                refresh_every=2, progress=False, export=False, calibrate=False,
                 neighborhoods="original")  # step counts below: 4 k-means batches of <= 50
     base.update(kw)
     return TrainConfig(**base)

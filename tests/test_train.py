@@ -52,6 +52,7 @@ def test_two_epoch_digits_run_writes_everything(tmp_path):
     cal = metrics["calibration"]
     assert set(cal["thresholds"]) == {"best_f1", "fmr=0.01", "fmr=0.001"}
     assert all(0 <= r["fnmr"] <= 1 and 0 <= r["fmr"] <= 1 for r in cal["test"].values())
+    assert (first / "figures" / "thresholds.png").stat().st_size > 10_000  # the DET plot
     # Checkpoints of both epochs, TensorBoard events of training and evaluation.
     assert os.path.exists(first / "checkpoints" / "ckpt-2.index")
     assert os.path.exists(first / "checkpoints" / "ckpt-1.index")

@@ -107,6 +107,10 @@ def test_thresholds_come_from_the_training_split_and_are_measured_on_the_test_sp
             threshold, t.embed(tiny.test), tiny.test.labels, seed=t.config.seed)
     with open(tmp_path / "metrics.json") as f:
         assert json.load(f)["calibration"]["thresholds"] == want.thresholds
+    # --nocalibrate: no thresholds, no extra pass.
+    u = Trainer(_config(tmp_path / "off", loss="contrastive", sampler="random",
+                        calibrate=False), dataset=tiny)
+    assert "calibration" not in u.fit()
 
 
 @pytest.mark.parametrize("neighborhoods,warmup", [("mixed", 0), ("original", 1)])

@@ -21,6 +21,7 @@ def _config(tmp_path, **kw):
     base = dict(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
                 embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
                 batch_size=25, num_targets=3, epochs=1, lr=1e-3, progress=False, export=False,
+                calibrate=False,
                 normalize=False)  # the paper's raw SST: these tests are about the step
     base.update(kw)
     return TrainConfig(**base)
