@@ -34,6 +34,8 @@ from sst_tf.search import chunked_top_k
 
 BACKENDS = ("exact", "faiss")
 FORMAT = "sst_tf.index/1"
+# The label `EmbeddingIndex.classify` gives a query it abstains on.
+UNKNOWN = -1
 
 
 @functools.cache
@@ -175,6 +177,49 @@ class EmbeddingIndex:
         if self.paths is not None:
             out["paths"] = np.where(hit, self.paths[safe], "")
         return out
+
+    def classify(self, queries: np.ndarray, k: int = 5,
+                 threshold: float | None = None) -> dict[str, np.ndarray]:
+        """A k-nearest-neighbour classifier over the index's labels that may abstain.
+
+        Each query's neighbours within `threshold` (Euclidean; e.g. a
+        calibrated one, `sst_tf.calibration`) vote with their labels; the
+        label with most votes wins, a tie going to the label of the closest
+        voter. A query with no neighbour within the threshold gets `UNKNOWN`
+        (an image of a class the index does not hold).
+
+        Args:
+          queries: [Q, d] embeddings.
+          k: neighbours that may vote.
+          threshold: the largest distance of a voter; None: all k vote.
+
+        Returns:
+          {"labels" [Q] (`UNKNOWN` = abstained), "votes" [Q] (the winner's
+          votes, 0 when abstained), "distances" [Q] (the closest voter's,
+          inf when abstained)}.
+
+        Raises:
+          ValueError: the index has no labels, or a negative threshold.
+        """
+        if self.labels is None:
+            raise ValueError("classify needs an index with labels (add(..., labels=...)).")
+        if threshold is not None and not threshold >= 0:
+            raise ValueError(f"threshold must be a distance >= 0, got {threshold}.")
+        found = self.query(queries, k)
+        voting = found["indices"] >= 0
+        if threshold is not None:
+            voting &= found["distances"] <= threshold
+        labels = np.full(len(voting), UNKNOWN, dtype=np.int64)
+        votes = np.zeros(len(voting), np.int64)
+        closest = np.full(len(voting), np.inf)
+        for q in np.flatnonzero(voting.any(axis=1)):
+            voters = found["labels"][q][voting[q]]  # nearest first
+            names, counts = np.unique(voters, return_counts=True)
+            best = names[counts == counts.max()]
+            winner = next(v for v in voters if v in best)  # a tie: the closest voter's label
+            labels[q], votes[q] = int(winner), int(counts.max())
+            closest[q] = float(found["distances"][q][voting[q]][0])
+        return {"labels": labels, "votes": votes, "distances": closest}
 
     def save(self, path: str) -> None:
         """Writes the index to `path` (.npz), atomically.

@@ -115,3 +115,28 @@ def test_faiss_backend_agrees_with_exact_and_round_trips(tmp_path, spec, params)
     np.testing.assert_array_equal(loaded.search(queries, 10)[1], i)
     exact = EmbeddingIndex.load(path, backend="exact")
     np.testing.assert_array_equal(exact.search(queries, 10)[1], want_i)
+
+
+def test_classify_votes_among_close_neighbours_and_abstains_when_none_is_close():
+    from sst_tf.index import UNKNOWN, EmbeddingIndex
+
+    index = EmbeddingIndex()
+    index.add(np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.2], [5.0, 5.0], [5.1, 5.0]]),
+              labels=[1, 1, 2, 7, 7])
+    queries = np.array([[0.05, 0.0], [5.0, 5.05], [20.0, 20.0], [0.0, 0.15]])
+    out = index.classify(queries, k=3, threshold=1.0)
+    # (0.05, 0): two votes for 1 beat one for 2; 7 from its two; nothing within 1.0 of
+    # (20, 20); (0, 0.15): its closest is label 2, but labels 1 have two votes.
+    np.testing.assert_array_equal(out["labels"], [1, 7, UNKNOWN, 1])
+    np.testing.assert_array_equal(out["votes"], [2, 2, 0, 2])
+    assert out["distances"][2] == np.inf and out["distances"][0] == pytest.approx(0.05)
+    # Without a threshold every neighbour votes: (20, 20) gets 7.
+    assert index.classify(queries[2:3], k=2)["labels"][0] == 7
+    # A tie (one vote each) goes to the closer voter's label.
+    assert index.classify(np.array([[0.0, 0.15]]), k=2)["labels"][0] == 2
+    with pytest.raises(ValueError, match="labels"):
+        unlabelled = EmbeddingIndex()
+        unlabelled.add(np.zeros((2, 2)))
+        unlabelled.classify(np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="distance >= 0"):
+        index.classify(queries, threshold=-1.0)
