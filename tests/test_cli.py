@@ -55,6 +55,7 @@ def test_parse_flags_bad_value_is_one_line_and_status_2(capsys):
     ("sst_tf.search", ["--index=x"], "--query is required"),
     ("sst_tf.visualize", [], "--model_dir is required"),
     ("sst_tf.verify", ["--export_dir=x", "--images=a"], "--images takes two image files"),
+    ("sst_tf.calibrate", ["--export_dir=x"], "--images is required"),
 ])
 def test_usage_errors_come_before_tensorflow_is_imported(tmp_path, module, argv, needle):
     import os

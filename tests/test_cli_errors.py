@@ -22,7 +22,7 @@ from _scripts import load_script
 from absl import flags
 from PIL import Image
 
-from sst_tf import cli, embed, report, search, train, verify, visualize
+from sst_tf import calibrate, cli, embed, report, search, train, verify, visualize
 from sst_tf import export as ex
 from sst_tf import model as model_lib
 from sst_tf.config import TrainConfig
@@ -96,6 +96,8 @@ def world(tmp_path_factory):
     (base / "garbage" / "a.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     (base / "garbage" / "b.png").write_bytes(b"")
     w.update(imgs=str(base / "imgs"), empty=str(base / "empty"), garbage=str(base / "garbage"))
+    # A labelled folder of one class.
+    shutil.copytree(base / "imgs", base / "oneclass" / "only")
     # Indexes: a good one, one whose export moved away, a text file, a bare array.
     embedder = embed.Embedder(w["export"])
     paths, emb, _ = embed.embed_files(embedder, embed.list_images(w["imgs"]), progress=False)
@@ -179,7 +181,7 @@ def run_benchmark(argv, capsys, monkeypatch):
 
 
 MODULES = {"export": ex, "embed": embed, "search": search, "report": report,
-           "visualize": visualize, "verify": verify}
+           "visualize": visualize, "verify": verify, "calibrate": calibrate}
 PROGS = {**{k: m.PROG for k, m in MODULES.items()}, "train": "sst_tf.train",
          "prepare_data": "prepare_data.py", "benchmark": "benchmark.py"}
 DIGITS = "--flagfile={repo}/configs/digits.cfg"
@@ -292,6 +294,16 @@ CASES = [
       "): truncated or edited by hand?"], [], []),
     ("report-unknown-dataset", "report", ["--model_dir={run}", "--dataset=bogus"], 2,
      ["--dataset=bogus", "cub"], [], []),
+    # sst_tf.calibrate
+    ("calibrate-no-class-folders", "calibrate", ["--export_dir={export}", "--images={imgs}"], 2,
+     ["--images={imgs} has no class subfolders"], [], []),
+    ("calibrate-one-class", "calibrate", ["--export_dir={export}", "--images={tmp}/oneclass"], 2,
+     ["--images={tmp}/oneclass", "1 class(es)", "at least 2 classes"], [], []),
+    ("calibrate-fmr-out-of-range", "calibrate",
+     ["--export_dir={export}", "--images={imgs}", "--fmr=0.01,2"], 2,
+     ["--fmr=0.01,2", "(0, 1)"], [], []),
+    ("calibrate-images-missing", "calibrate", ["--export_dir={export}", "--images={nowhere}"],
+     2, ["--images={nowhere}"], [], []),
     # sst_tf.verify
     ("verify-no-images", "verify", ["--export_dir={export}"], 2, ["--images is required"],
      [], []),
