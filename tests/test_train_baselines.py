@@ -104,7 +104,7 @@ def test_proxy_anchor_proxies_are_trained_checkpointed_and_restored(tmp_path):
     cfg = TrainConfig(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
                       embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
                       loss="proxy_anchor", sampler="class_balanced", samples_per_class=5,
-                      batch_size=50, epochs=1, lr=1e-3, progress=False)
+                      batch_size=50, epochs=1, lr=1e-3, progress=False, calibrate=False)
     first = Trainer(cfg, dataset=tiny)
     p0 = first.loss_layer.proxies.numpy().copy()
     metrics = first.fit()
@@ -132,7 +132,7 @@ def test_margin_class_weights_are_trained_checkpointed_restored_and_not_exported
     cfg = TrainConfig(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
                       embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
                       loss="subcenter_arcface", sub_centers=2, batch_size=50, epochs=1,
-                      lr=1e-3, proxy_lr_multiplier=3.0, progress=False)
+                      lr=1e-3, proxy_lr_multiplier=3.0, progress=False, calibrate=False)
     first = Trainer(cfg, dataset=tiny)
     w0 = first.loss_layer.class_weights.numpy().copy()
     assert w0.shape == (10 * 2, 8)  # 10 classes x 2 sub-centers

@@ -129,7 +129,8 @@ def matrix_runs(tmp_path_factory):
     common = [f"--data_dir={tmp / 'data'}", "--dataset=folder", "--backbone=small_cnn",
               "--nopretrained", "--image_size=8", "--resize_size=8", "--norandom_flip",
               "--embedding_dim=8", "--batch_size=20", "--samples_per_class=4",
-              "--num_targets=3", "--epochs=1", "--lr=1e-3", "--noprogress"]
+              "--num_targets=3", "--epochs=1", "--lr=1e-3", "--noprogress",
+              "--nocalibrate"]  # the thresholds: test_train.py, test_trainer.py, test_export.py
     runs = [{"name": f"run{i}", "choices": choices,
              "flags": [*common, f"--model_dir={tmp / f'run{i}'}",
                        *(f"--{k}={v}" for k, v in choices.items())]}

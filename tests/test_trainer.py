@@ -14,7 +14,7 @@ def _config(tmp_path, **kw):
     base = dict(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
                 embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
                 batch_size=50, num_targets=3, epochs=1, lr=1e-3, head_lr_multiplier=2.0,
-                samples_per_class=5, progress=False,
+                samples_per_class=5, progress=False, calibrate=False,
                 normalize=False)  # the paper's raw SST: these tests are about the loop
     base.update(kw)
     return TrainConfig(**base)
@@ -96,7 +96,8 @@ def test_thresholds_come_from_the_training_split_and_are_measured_on_the_test_sp
         tmp_path, tiny):
     from sst_tf import calibration
 
-    t = Trainer(_config(tmp_path, loss="contrastive", sampler="random"), dataset=tiny)
+    t = Trainer(_config(tmp_path, loss="contrastive", sampler="random", calibrate=True),
+                dataset=tiny)
     metrics = t.fit()
     cal = metrics["calibration"]
     want = calibration.calibrate(t.embed(tiny.train), tiny.train.labels, seed=t.config.seed)
