@@ -145,10 +145,9 @@ def test_cli_embed_then_search_finds_the_query_itself(tmp_path):
 
     copy = shutil.copytree(export_dir, tmp_path / "moved_export")
     np.testing.assert_allclose(z["fingerprint"], Embedder(str(copy)).fingerprint(), atol=1e-6)
-    r = subprocess.run([sys.executable, "-m", "sst_tf.search", f"--index={index}",
-                        f"--query={query}", f"--export_dir={copy}", "--json"],
-                       capture_output=True, text=True, timeout=120, env=env)
-    assert r.returncode == 0 and "fingerprint" not in r.stderr, r.stderr
+    code, out = _search([f"--index={index}", f"--query={query}", f"--export_dir={copy}",
+                         "--json"])
+    assert code == 0 and json.loads(out)[0]["neighbors"][0]["path"] == str(query)
 
 
 def test_a_threshold_marks_matches_and_queries_without_one():
@@ -161,41 +160,59 @@ def test_a_threshold_marks_matches_and_queries_without_one():
     assert "q0  (match within 1.0000)" in table and "q1  (no match within 1.0000)" in table
 
 
+def _search(argv):
+    """Runs sst_tf.search's main in this process on fresh flags; (exit code, stdout)."""
+    import contextlib
+    import io
+
+    from absl import flags
+
+    from sst_tf import cli
+
+    fv = flags.FlagValues()
+    search.define_flags(fv)
+    saved, search.FLAGS = search.FLAGS, fv
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            code = search.main(cli.parse_flags([search.PROG, *argv], search.PROG, fv))
+    finally:
+        search.FLAGS = saved
+    return code, out.getvalue()
+
+
 def test_search_with_a_calibrated_threshold_answers_no_match_for_an_absent_class(tmp_path):
     """An export that records thresholds; an index of two colours; a third colour matches none."""
     import json
-    import subprocess
-    import sys
 
     import keras
     from PIL import Image
 
+    from sst_tf import embed
     from sst_tf.export import PreprocessingSpec, export_saved_model
 
     inp = keras.Input((16, 16, 3))
-    mean = keras.layers.GlobalAveragePooling2D()(inp)  # an image's mean colour, in [0, 1]
+    mean = keras.layers.GlobalAveragePooling2D()(inp)  # an image's mean colour (0..255)
     export_dir = export_saved_model(keras.Model(inp, mean), str(tmp_path / "export"),
                                     PreprocessingSpec(image_size=16),
-                                    metadata={"thresholds": {"best_f1": 0.1}})
+                                    metadata={"thresholds": {"best_f1": 10.0}})
     colours = {"red": (230, 20, 20), "green": (20, 230, 20), "blue": (20, 20, 230)}
     rng = np.random.default_rng(0)
     for name, rgb in colours.items():
         (tmp_path / name).mkdir()
         for i in range(3):
-            pixels = np.clip(np.array(rgb) + rng.integers(-8, 9, (20, 20, 3)), 0, 255)
+            pixels = np.clip(np.array(rgb) + rng.integers(-3, 4, (20, 20, 3)), 0, 255)
             Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / name / f"{i}.png")
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
-    index = tmp_path / "index.npz"
-    r = subprocess.run([sys.executable, "-m", "sst_tf.embed", f"--export_dir={export_dir}",
-                        f"--images={tmp_path}/[rg]*/*.png", f"--output={index}"],
-                       capture_output=True, text=True, timeout=120, env=env)
-    assert r.returncode == 0, r.stderr  # red and green (the glob [rg]*) in the index
+    embedder = embed.Embedder(export_dir)
+    paths = embed.list_images(f"{tmp_path}/[rg]*/*.png")  # red and green: the index
+    kept, emb, _ = embed.embed_files(embedder, paths, progress=False)
+    index = str(tmp_path / "index.npz")
+    embed.save_index(index, kept, emb, export_dir, fingerprint=embedder.fingerprint())
     out = {}
     for query in ("red", "blue"):
-        r = subprocess.run([sys.executable, "-m", "sst_tf.search", f"--index={index}",
-                            f"--query={tmp_path / query}", "--threshold=best_f1", "--json"],
-                           capture_output=True, text=True, timeout=120, env=env)
-        assert r.returncode == 0, r.stderr
-        out[query] = json.loads(r.stdout)
-    assert all(q["match"] and q["threshold"] == 0.1 for q in out["red"])
+        code, text = _search([f"--index={index}", f"--query={tmp_path / query}",
+                              "--threshold=best_f1", "--json"])
+        assert code == 0
+        out[query] = json.loads(text)
+    assert all(q["match"] and q["threshold"] == 10.0 for q in out["red"])
     assert not any(q["match"] for q in out["blue"])  # a class absent from the index
