@@ -99,9 +99,7 @@ def main(argv: Sequence[str]) -> int:
           + (f"; {len(failed)} unreadable skipped" if failed else "")
           + (f"; {len(loose)} outside class folders left out" if loose else ""))
     for name, t in cal.thresholds.items():
-        r = cal.rates[name]
-        print(f"  {name:<12} distance {t:.4f}: FNMR {r['fnmr']:.4f} at FMR {r['fmr']:.4f} "
-              f"(precision {r['precision']:.4f}, F1 {r['f1']:.4f})")
+        print(calibration.describe(name, t, cal.rates[name]))
     if FLAGS.record:
         try:
             record_thresholds(FLAGS.export_dir, cal.thresholds)

@@ -51,6 +51,22 @@ class Calibration:
     rates: dict[str, dict[str, float]]
     curve: dict[str, list[float]]
     num_pairs: dict[str, int]
+    # Every distinct pair distance, increasing, with the (weighted) same- and
+    # different-class pairs within it: the rates of any threshold (`rates_at`).
+    _distances: np.ndarray = dataclasses.field(default=None, repr=False, compare=False)
+    _same_within: np.ndarray = dataclasses.field(default=None, repr=False, compare=False)
+    _different_within: np.ndarray = dataclasses.field(default=None, repr=False, compare=False)
+
+    def rates_at(self, threshold: float) -> dict[str, float]:
+        """Precision, recall, F1, FMR and FNMR of a threshold on this calibration's set."""
+        if not (np.isfinite(threshold) and threshold >= 0):
+            raise ValueError(f"a threshold is a distance >= 0, got {threshold}")
+        k = int(np.searchsorted(self._distances, threshold, side="right")) - 1
+        tp = np.array([self._same_within[k] if k >= 0 else 0.0])
+        fp = np.array([self._different_within[k] if k >= 0 else 0.0])
+        r = _rates(tp, fp, float(self.num_pairs["same"]),
+                   float(max(self.num_pairs["different"], 1)))
+        return {key: float(v[0]) for key, v in r.items()}
 
     def to_json(self) -> dict:
         """A JSON-ready dict (thresholds, rates, pair counts; the curve left out)."""
@@ -209,20 +225,43 @@ def calibrate(embeddings, labels, fmr_targets=FMR_TARGETS, max_pairs: int = MAX_
     keep = np.unique(np.linspace(0, len(t) - 1, min(CURVE_POINTS, len(t))).astype(int))
     curve = {"threshold": t[keep].tolist(),
              **{key: r[key][keep].tolist() for key in ("fmr", "fnmr", "precision", "recall")}}
-    return Calibration(thresholds, rates, curve, counts)
+    return Calibration(thresholds, rates, curve, counts, t, tp, fp)
 
 
 def rates_at(threshold: float, embeddings, labels, max_pairs: int = MAX_PAIRS,
              seed: int = 0) -> dict[str, float]:
-    """FMR, FNMR, precision, recall and F1 of one threshold on a labelled set."""
+    """FMR, FNMR, precision, recall and F1 of one threshold on a labelled set.
+
+    For several thresholds on one set, calibrate it once and call
+    `Calibration.rates_at` (its pairs are computed once).
+    """
     if not (np.isfinite(threshold) and threshold >= 0):
         raise ValueError(f"a threshold is a distance >= 0, got {threshold}")
-    d, same, w, counts = pair_distances(embeddings, labels, max_pairs, seed)
-    within = d <= threshold
-    tp = np.array([w[within & same].sum()])
-    fp = np.array([w[within & ~same].sum()])
-    r = _rates(tp, fp, float(counts["same"]), float(max(counts["different"], 1)))
-    return {key: float(v[0]) for key, v in r.items()}
+    return calibrate(embeddings, labels, fmr_targets=(), max_pairs=max_pairs,
+                     seed=seed).rates_at(threshold)
+
+
+def describe(name: str, threshold: float, rates: dict[str, float]) -> str:
+    """One line of a threshold and its rates, as the trainer and `sst_tf.calibrate` print it."""
+    return (f"  {name:<12} distance {threshold:.4f}: FNMR {rates['fnmr']:.4f} at FMR "
+            f"{rates['fmr']:.4f} (precision {rates['precision']:.4f}, F1 {rates['f1']:.4f})")
+
+
+def parse_threshold(value: str | None) -> float | str | None:
+    """A --threshold value as given: a distance (checked), a threshold's name, or None.
+
+    Raises:
+      ValueError: a negative or non-finite number.
+    """
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    if not (np.isfinite(number) and number >= 0):
+        raise ValueError(f"--threshold={value}: a distance must be a finite number >= 0")
+    return number
 
 
 def resolve_threshold(value: str | None, info: dict, export_name: str) -> float | None:
@@ -238,16 +277,9 @@ def resolve_threshold(value: str | None, info: dict, export_name: str) -> float 
       ValueError: a negative or non-finite number, or a name the export does
         not record (naming those it does).
     """
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        number = None
-    if number is not None:
-        if not (np.isfinite(number) and number >= 0):
-            raise ValueError(f"--threshold={value}: a distance must be a finite number >= 0")
-        return number
+    parsed = parse_threshold(value)
+    if parsed is None or isinstance(parsed, float):
+        return parsed
     recorded = (info.get("metadata") or {}).get("thresholds") or {}
     if value not in recorded:
         known = ", ".join(recorded) or "none (an export from before calibration, or not of a run)"

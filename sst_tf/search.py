@@ -243,9 +243,8 @@ def check_flags(argv: Sequence[str]) -> None:
     cli.check_usage(argv, FLAGS, required=["index", "query"])
     if FLAGS.top_k < 1:
         raise cli.UsageError(f"--top_k must be >= 1, got {FLAGS.top_k}")
-    try:
-        calibration.resolve_threshold(FLAGS.threshold, {"metadata": {"thresholds": {
-            FLAGS.threshold: 0.0}}}, "")  # a number's range now; a name once the export loads
+    try:  # a number's range now; a name once the export is loaded
+        calibration.parse_threshold(FLAGS.threshold)
     except ValueError as e:
         raise cli.UsageError(str(e)) from e
 

@@ -21,7 +21,7 @@ import sys
 import numpy as np
 from absl import flags, logging
 
-from sst_tf import cli, config_flags, loss_registry, outputs, run_state
+from sst_tf import calibration, cli, config_flags, loss_registry, outputs, run_state
 from sst_tf import data as data_lib
 from sst_tf.config import TrainConfig
 from sst_tf.outputs import check_output_dir, write_marker
@@ -53,11 +53,8 @@ def calibration_lines(cal: dict | None) -> list[str]:
     if not cal:
         return []
     lines = ["same/different thresholds from the training classes, on the test classes:"]
-    for name, t in cal["thresholds"].items():
-        r = cal["test"][name]
-        lines.append(f"  {name:<12} distance {t:.4f}: FNMR {r['fnmr']:.4f} at FMR {r['fmr']:.4f} "
-                     f"(precision {r['precision']:.4f}, F1 {r['f1']:.4f})")
-    return lines
+    return lines + [calibration.describe(name, t, cal["test"][name])
+                    for name, t in cal["thresholds"].items()]
 
 
 def _settings_line(config: TrainConfig) -> str:

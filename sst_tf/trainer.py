@@ -206,11 +206,10 @@ class Trainer:
         """
         train = self.embed(self.dataset.train)
         cal = calibration.calibrate(train, self.dataset.train.labels, seed=self.config.seed)
-        test = {name: calibration.rates_at(t, self.last_embeddings, self.dataset.test.labels,
-                                           seed=self.config.seed)
-                for name, t in cal.thresholds.items()}
+        # The test split's pairs, once: its own curve and the training thresholds' rates.
         test_cal = calibration.calibrate(self.last_embeddings, self.dataset.test.labels,
                                          seed=self.config.seed)
+        test = {name: test_cal.rates_at(t) for name, t in cal.thresholds.items()}
         try:  # the figure is a by-product: a failure to draw it only warns
             visualize.write_threshold_figure(
                 self.folder.figures,

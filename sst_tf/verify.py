@@ -44,8 +44,7 @@ def check_flags(argv: Sequence[str]) -> None:
     if len(FLAGS.images) != 2:
         raise cli.UsageError(f"--images takes two image files (a,b), got {len(FLAGS.images)}")
     try:  # a number's range now; a name once the export is loaded
-        calibration.resolve_threshold(FLAGS.threshold,
-                                      {"metadata": {"thresholds": {FLAGS.threshold: 0.0}}}, "")
+        calibration.parse_threshold(FLAGS.threshold)
     except ValueError as e:
         raise cli.UsageError(str(e)) from e
 

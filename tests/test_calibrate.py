@@ -3,10 +3,10 @@
 import keras
 import numpy as np
 import pytest
-from absl import flags
+from _entry_points import run_main
 from PIL import Image
 
-from sst_tf import calibrate, calibration, cli
+from sst_tf import calibrate, calibration
 from sst_tf.export import PreprocessingSpec, export_saved_model, load_export_info
 
 
@@ -28,11 +28,8 @@ def colours(tmp_path):
 
 
 def _run(argv, capsys, monkeypatch):
-    fv = flags.FlagValues()
-    calibrate.define_flags(fv)
-    monkeypatch.setattr(calibrate, "FLAGS", fv)
-    code = calibrate.main(cli.parse_flags([calibrate.PROG, *argv], calibrate.PROG, fv))
-    return code, capsys.readouterr().out
+    code, out, _ = run_main(calibrate, argv, capsys, monkeypatch)
+    return code, out
 
 
 def test_thresholds_from_a_folder_are_printed_and_recorded(colours, capsys, monkeypatch):

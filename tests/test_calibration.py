@@ -73,6 +73,10 @@ def test_separated_classes_calibrate_to_no_errors_and_an_unreachable_target_to_z
     x = np.array([[0.0], [10.0], [0.1], [10.1]])
     cal = calibration.calibrate(x, [0, 0, 1, 1], fmr_targets=(0.2,))
     assert cal.thresholds["fmr=0.2"] == 0.0 and cal.rates["fmr=0.2"]["fnmr"] == 1.0
+    # Below every pair's distance nothing matches; beyond all of them everything does.
+    assert cal.rates_at(0.0) == {"precision": 1.0, "recall": 0.0, "f1": 0.0, "fmr": 0.0,
+                                 "fnmr": 1.0}
+    assert cal.rates_at(100.0)["fmr"] == 1.0 and cal.rates_at(100.0)["fnmr"] == 0.0
 
 
 @pytest.mark.parametrize("x,y,match", [

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _entry_points import run_main
 from _scripts import load_script
 from absl import flags
 from PIL import Image
@@ -140,19 +141,6 @@ def world(tmp_path_factory):
 
 def _error_lines(err):
     return [ln for ln in err.splitlines() if ": error: " in ln]
-
-
-def run_module(module, argv, capsys, monkeypatch):
-    """Parses argv into a fresh FlagValues and runs module.main; (code, stdout, stderr)."""
-    fv = flags.FlagValues()
-    module.define_flags(fv)
-    monkeypatch.setattr(module, "FLAGS", fv)
-    try:
-        code = module.main(cli.parse_flags([module.PROG, *argv], module.PROG, fv))
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def run_global(prog, main, argv, capsys):
@@ -447,9 +435,9 @@ def test_bad_input(case, world, capsys, monkeypatch):
     argv = _fmt(argv, world)
     before = set(os.listdir(world["tmp"]))
     if command in MODULES:
-        code, out, err = run_module(MODULES[command], argv, capsys, monkeypatch)
+        code, out, err = run_main(MODULES[command], argv, capsys, monkeypatch)
     elif command == "prepare_data":
-        code, out, err = run_module(_PREPARE, argv, capsys, monkeypatch)
+        code, out, err = run_main(_PREPARE, argv, capsys, monkeypatch)
     elif command == "train":
         monkeypatch.setenv("SST_TF_CACHE_DIR", os.path.join(world["tmp"], "cache"))
         code, out, err = run_global("sst_tf.train", train.main, argv, capsys)
@@ -475,7 +463,7 @@ def test_export_overwrite_replaces_only_our_export(world, capsys, monkeypatch):
     target = os.path.join(world["tmp"], "ow")
     shutil.copytree(world["export"], target)
     before = os.path.getmtime(os.path.join(target, "saved_model.pb"))
-    code, out, err = run_module(
+    code, out, err = run_main(
         ex, [f"--model_dir={world['run']}", f"--export_dir={target}", "--overwrite"],
         capsys, monkeypatch)
     assert code == 0, err
@@ -484,7 +472,7 @@ def test_export_overwrite_replaces_only_our_export(world, capsys, monkeypatch):
     with open(os.path.join(target, MARKER)) as f:
         assert json.load(f)["kind"] == "export"
     # --overwrite never extends to a folder that is not an export of ours.
-    code, _, err = run_module(
+    code, _, err = run_main(
         ex, [f"--model_dir={world['run']}", f"--export_dir={world['user']}", "--overwrite"],
         capsys, monkeypatch)
     assert code == 2 and open(world["user_file"]).read() == USER_TEXT
@@ -493,13 +481,13 @@ def test_export_overwrite_replaces_only_our_export(world, capsys, monkeypatch):
 def test_search_header_distance_and_exclude_self(world, capsys, monkeypatch):
     query = os.path.join(world["imgs"], "im2.png")
     argv = [f"--index={world['index']}", f"--query={query}", "--top_k=3"]
-    code, out, err = run_module(search, argv, capsys, monkeypatch)
+    code, out, err = run_main(search, argv, capsys, monkeypatch)
     assert code == 0, err
     lines = out.splitlines()
     assert "distance: Euclidean" in lines[0] and lines[1] == f"query: {query}"
     assert lines[2].split() == ["rank", "distance", "path"]
     assert lines[3].split()[2] == query  # the query is in the index: its own first hit
-    code, out, err = run_module(search, argv + ["--exclude_self"], capsys, monkeypatch)
+    code, out, err = run_main(search, argv + ["--exclude_self"], capsys, monkeypatch)
     assert code == 0, err
     hits = [ln.split()[2] for ln in out.splitlines()[3:]]
     assert len(hits) == 3 and query not in hits
@@ -518,7 +506,7 @@ def test_embed_folder_reads_every_image_type_training_reads(world, capsys, monke
     for ext, kwargs in (("png", {}), ("bmp", {}), ("gif", {}), ("webp", {"lossless": True})):
         Image.fromarray(pixels).save(tmp_path / f"im.{ext}", **kwargs)
     out = tmp_path / "out" / "index.npz"
-    code, _, err = run_module(embed, [f"--export_dir={world['export']}",
+    code, _, err = run_main(embed, [f"--export_dir={world['export']}",
                                       f"--images={tmp_path}", f"--output={out}"],
                               capsys, monkeypatch)
     assert code == 0, err
@@ -530,11 +518,11 @@ def test_embed_folder_reads_every_image_type_training_reads(world, capsys, monke
 
 
 def test_report_warns_when_the_dataset_is_not_the_runs(world, capsys, monkeypatch):
-    code, out, err = run_module(report, [f"--model_dir={world['run']}", "--dataset=cub"],
+    code, out, err = run_main(report, [f"--model_dir={world['run']}", "--dataset=cub"],
                                 capsys, monkeypatch)
     assert code == 0
     assert "warning: the run trained on digits" in err and "not comparable" in err
-    code, out, err = run_module(report, [f"--model_dir={world['run']}"], capsys, monkeypatch)
+    code, out, err = run_main(report, [f"--model_dir={world['run']}"], capsys, monkeypatch)
     assert code == 0 and "pub:" not in out and "No published numbers exist for digits" in out
 
 

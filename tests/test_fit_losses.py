@@ -154,6 +154,22 @@ def test_mixed_precision_fit(batches):
     assert fit.MetricLoss("sst")(batches[0][1], emb16).dtype == tf.float32
 
 
+def _fit_moves_model_and_loss_weights(model, inner, batches, loss_weights):
+    """One epoch of `model.fit` (2 steps, lr 1e-3) on a wrapper whose loss weights learn 10x.
+
+    The wrapped model's weights move; Adam moves each of the loss's weights
+    (`loss_weights()`) by about lr x multiplier per step.
+    """
+    before = loss_weights().numpy().copy()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)  # graph: mirrored test
+    start = [w.copy() for w in inner.get_weights()]
+    hist = model.fit(_dataset(batches), epochs=1, verbose=0, shuffle=False)
+    assert np.isfinite(hist.history["loss"][0])
+    assert any(not np.array_equal(a, b) for a, b in zip(inner.get_weights(), start, strict=True))
+    step = np.abs(loss_weights().numpy() - before).max()
+    assert 1e-2 < step <= 2 * 1e-3 * 10.0 * 1.01
+
+
 def test_proxy_anchor_wrapper_trains_model_and_proxies(batches, tiny):
     keras.utils.set_random_seed(0)
     inner = model_lib.build_model("small_cnn", None, 8, image_size=16)
@@ -164,15 +180,7 @@ def test_proxy_anchor_wrapper_trains_model_and_proxies(batches, tiny):
     want = losses.proxy_anchor_loss(emb, labels, model.proxies, sample_mask=mask)  # ids 0..9
     np.testing.assert_allclose(float(model.compute_loss(y=y, y_pred=emb)), float(want),
                                rtol=1e-6)
-    proxies = model.proxies.numpy().copy()
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)  # graph: mirrored test
-    start = [w.copy() for w in inner.get_weights()]
-    hist = model.fit(_dataset(batches), epochs=1, verbose=0, shuffle=False)
-    assert np.isfinite(hist.history["loss"][0])
-    assert any(not np.array_equal(a, b) for a, b in zip(inner.get_weights(), start, strict=True))
-    # Adam moves each proxy coordinate by about lr x multiplier per step (2 steps).
-    step = np.abs(model.proxies.numpy() - proxies).max()
-    assert 1e-2 < step <= 2 * 1e-3 * 10.0 * 1.01
+    _fit_moves_model_and_loss_weights(model, inner, batches, lambda: model.proxies)
     np.testing.assert_array_equal(model.class_index([0, 9, 42]).numpy(), [0, 9, -1])
 
 
@@ -196,16 +204,8 @@ def test_margin_softmax_wrapper_trains_model_and_class_weights(batches, tiny, lo
     np.testing.assert_allclose(
         float(model.compute_loss(y=labels[real], y_pred=tf.boolean_mask(emb, real))),
         float(want), rtol=1e-5)
-    weights = head.class_weights.numpy().copy()
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
-    start = [w.copy() for w in inner.get_weights()]
-    hist = model.fit(_dataset(batches), epochs=1, verbose=0, shuffle=False)
-    assert np.isfinite(hist.history["loss"][0])
-    assert any(not np.array_equal(a, b) for a, b in zip(inner.get_weights(), start, strict=True))
-    # Adam moves each weight coordinate by about lr x multiplier per step (2 steps).
-    step = np.abs(head.class_weights.numpy() - weights).max()
-    assert 1e-2 < step <= 2 * 1e-3 * 10.0 * 1.01
-    # The same head classifies: logits [B, classes], the argmax a training class.
+    _fit_moves_model_and_loss_weights(model, inner, batches, lambda: head.class_weights)
+    # The same head classifies: logits [B, training classes].
     logits = model.logits(images).numpy()
     assert logits.shape == (len(images), len(head.class_ids)) and np.isfinite(logits).all()
     again = fit.MarginSoftmaxModel.from_config(model.get_config())

@@ -204,7 +204,6 @@ def test_every_door_computes_the_same_loss_at_defaults(tiny, small_model, loss, 
     (`TrainConfig` -> validate -> resolved -> its loss layer and step).
     """
     from sst_tf import fit, trainer
-    from sst_tf.fit import losses as fit_losses
 
     kw = {} if normalize is None else {"normalize": normalize}
     cfg = TrainConfig(model_dir="unused", backbone="small_cnn", pretrained=False,
@@ -217,20 +216,14 @@ def test_every_door_computes_the_same_loss_at_defaults(tiny, small_model, loss, 
     x, y, t, m = _doors_batch()
     if cfg.normalize:
         x = x / np.linalg.norm(x, axis=1, keepdims=True)
-    if loss == "proxy_anchor":
-        # fit's door: the wrapper model owns proxies; given the trainer's, it agrees.
-        wrapper = fit.ProxyAnchorModel(small_model, tiny.train.labels, seed=0)
-        wrapper.proxy_weights.assign(layer.proxies / wrapper.lr_multiplier)
-        ids = np.asarray(layer.class_ids)
-        y = ids[y % len(ids)].astype(np.int32)
-        keras_value = float(wrapper.compute_loss(y=fit.pack_targets(y, t, m), y_pred=x)) - sum(
-            float(v) for v in wrapper.losses)
-        function = float(losses.make_loss(loss, loss_layer=layer, normalize=normalize)(
-            x, y, t, m))
-    elif loss in fit_losses.loss_registry.MARGIN_LOSSES:
-        # fit's door: the wrapper model owns the class weights; given the trainer's, it agrees.
-        wrapper = fit.MarginSoftmaxModel(small_model, loss, tiny.train.labels, seed=0)
-        wrapper.head.stored_weights.assign(layer.class_weights / wrapper.lr_multiplier)
+    if loss in loss_registry.WEIGHTED_LOSSES:
+        # fit's door: the wrapper model owns the loss's weights; given the trainer's, it agrees.
+        if loss == "proxy_anchor":
+            wrapper = fit.ProxyAnchorModel(small_model, tiny.train.labels, seed=0)
+            wrapper.proxy_weights.assign(layer.proxies / wrapper.lr_multiplier)
+        else:
+            wrapper = fit.MarginSoftmaxModel(small_model, loss, tiny.train.labels, seed=0)
+            wrapper.head.stored_weights.assign(layer.class_weights / wrapper.lr_multiplier)
         ids = np.asarray(layer.class_ids)
         y = ids[y % len(ids)].astype(np.int32)
         keras_value = float(wrapper.compute_loss(y=fit.pack_targets(y, t, m), y_pred=x)) - sum(

@@ -64,7 +64,7 @@ def test_search_results_distances_are_euclidean():
 
 
 @pytest.mark.slow
-def test_cli_embed_then_search_finds_the_query_itself(tmp_path):
+def test_cli_embed_then_search_finds_the_query_itself(tmp_path, capsys, monkeypatch):
     import json
     import subprocess
     import sys
@@ -146,7 +146,7 @@ def test_cli_embed_then_search_finds_the_query_itself(tmp_path):
     copy = shutil.copytree(export_dir, tmp_path / "moved_export")
     np.testing.assert_allclose(z["fingerprint"], Embedder(str(copy)).fingerprint(), atol=1e-6)
     code, out = _search([f"--index={index}", f"--query={query}", f"--export_dir={copy}",
-                         "--json"])
+                         "--json"], capsys, monkeypatch)
     assert code == 0 and json.loads(out)[0]["neighbors"][0]["path"] == str(query)
 
 
@@ -160,28 +160,16 @@ def test_a_threshold_marks_matches_and_queries_without_one():
     assert "q0  (match within 1.0000)" in table and "q1  (no match within 1.0000)" in table
 
 
-def _search(argv):
-    """Runs sst_tf.search's main in this process on fresh flags; (exit code, stdout)."""
-    import contextlib
-    import io
+def _search(argv, capsys, monkeypatch):
+    """sst_tf.search in this process; (exit code, stdout)."""
+    from _entry_points import run_main
 
-    from absl import flags
-
-    from sst_tf import cli
-
-    fv = flags.FlagValues()
-    search.define_flags(fv)
-    saved, search.FLAGS = search.FLAGS, fv
-    out = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out):
-            code = search.main(cli.parse_flags([search.PROG, *argv], search.PROG, fv))
-    finally:
-        search.FLAGS = saved
-    return code, out.getvalue()
+    code, out, _ = run_main(search, argv, capsys, monkeypatch)
+    return code, out
 
 
-def test_search_with_a_calibrated_threshold_answers_no_match_for_an_absent_class(tmp_path):
+def test_search_with_a_calibrated_threshold_answers_no_match_for_an_absent_class(tmp_path, capsys,
+                                                                                monkeypatch):
     """An export that records thresholds; an index of two colours; a third colour matches none."""
     import json
 
@@ -211,7 +199,7 @@ def test_search_with_a_calibrated_threshold_answers_no_match_for_an_absent_class
     out = {}
     for query in ("red", "blue"):
         code, text = _search([f"--index={index}", f"--query={tmp_path / query}",
-                              "--threshold=best_f1", "--json"])
+                              "--threshold=best_f1", "--json"], capsys, monkeypatch)
         assert code == 0
         out[query] = json.loads(text)
     assert all(q["match"] and q["threshold"] == 10.0 for q in out["red"])

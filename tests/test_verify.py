@@ -5,10 +5,10 @@ import json
 import keras
 import numpy as np
 import pytest
-from absl import flags
+from _entry_points import run_main
 from PIL import Image
 
-from sst_tf import cli, verify
+from sst_tf import verify
 from sst_tf.export import PreprocessingSpec, export_saved_model
 
 
@@ -28,11 +28,8 @@ def colours(tmp_path_factory):
 
 
 def _run(argv, capsys, monkeypatch):
-    fv = flags.FlagValues()
-    verify.define_flags(fv)
-    monkeypatch.setattr(verify, "FLAGS", fv)
-    code = verify.main(cli.parse_flags([verify.PROG, *argv], verify.PROG, fv))
-    return code, capsys.readouterr().out
+    code, out, _ = run_main(verify, argv, capsys, monkeypatch)
+    return code, out
 
 
 def test_same_and_different_with_the_exports_calibrated_threshold(colours, capsys, monkeypatch):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import SCRIPT, _rss_mib
+from benchmarks.common import SCRIPT, _reset_peak, _rss_mib
 
 PML_SIDE = Path(__file__).resolve().parent / "pml_side.py"
 # The project's losses that pytorch-metric-learning also has (PML's classes in pml_side.py).
@@ -166,8 +166,6 @@ def _loss_child(spec: str) -> dict:
         with tf.GradientTape() as tape:
             loss = fn(x, labels, targets, mask)
         return loss, tape.gradient(loss, variables)
-
-    from benchmarks.common import _reset_peak
 
     _reset_peak()
     base = _rss_mib("VmHWM")
