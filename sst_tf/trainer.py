@@ -288,7 +288,7 @@ class Trainer:
         if plan.num_batches == 0:
             logging.warning("Epoch %d: the sampler produced no batch with a triplet.", epoch + 1)
             stats.update(loss=math.nan, images_per_second=0.0, train_seconds=0.0,
-                         nonfinite_steps=0)
+                         nonfinite_steps=0, images=0)
             return stats
         if start_step:
             logging.info("Epoch %d: resuming after step %d of %d.", epoch + 1, start_step,
@@ -344,10 +344,12 @@ class Trainer:
             i += 1
             self.checkpoints.check_signal(epoch, i, loss_sum, loss_count)
         seconds = time.perf_counter() - start
+        images = int(plan.mask[start_batch:].sum())  # real rows (padding left out)
         stats.update(
             loss=loss_sum / loss_count if loss_count else math.nan,
             train_seconds=seconds,
-            images_per_second=float(plan.mask[start_batch:].sum() / max(seconds, 1e-9)),
+            images=images,
+            images_per_second=float(images / max(seconds, 1e-9)),
             nonfinite_steps=skipped,
         )
         return stats

@@ -77,6 +77,7 @@ from clock import (  # noqa: E402
     TrainingClock,
     reference_op_seconds,
 )
+from plateau import run_to_plateau  # noqa: E402
 
 from sst_tf import cli, config_flags, loss_registry  # noqa: E402
 from sst_tf import train as train_cli  # noqa: E402  (defines the shared training flags)
@@ -97,6 +98,15 @@ flags.DEFINE_integer("compare_eval_every", 1, "Evaluate every N epochs for the c
 flags.DEFINE_float("budget_seconds", 0.0, "Equal training-time budget per run (--budget_clock): "
                    "train whole epochs until this many training seconds (sampling + steps) "
                    "have passed, then evaluate; 0: --epochs epochs.")
+flags.DEFINE_integer("plateau_patience", 0, "The budget to the plateau (study/plateau.py): "
+                     "train until the validation MAP@R (training classes only: a benchmark's "
+                     "val/ folder, else half of every training class's images) has not "
+                     "improved for this many evaluations (every --compare_eval_every "
+                     "epochs), at most --epochs epochs; the result is the test evaluation at "
+                     "the best validation MAP@R. Runs and the suite resume where they "
+                     "stopped. 0: off (--budget_seconds or --epochs).")
+flags.DEFINE_float("plateau_min_delta", 0.0, "With --plateau_patience: the validation MAP@R "
+                   "must rise by more than this to count as an improvement.")
 flags.DEFINE_enum("budget_clock", "cpu", list(CLOCKS), "Clock of --budget_seconds and of "
                   "the curves' training seconds: cpu = the process's CPU time (not shortened "
                   "by a job sharing the core; equal work within one session, but one CPU "
@@ -146,7 +156,8 @@ METRICS = (("map@r", "MAP@R"), ("r_precision", "R-Precision"), ("recall@1", "Rec
 def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
              eval_every: int, budget_seconds: float = 0.0, benchmark: str | None = None,
              clock: str = "wall", variant: str | None = None,
-             overrides: dict | None = None) -> dict:
+             overrides: dict | None = None, plateau_patience: int = 0,
+             plateau_min_delta: float = 0.0) -> dict:
     """Trains one (loss, sampler, seed) run; returns its curve, metrics and settings.
 
     `sampler` None means the loss's default. "before" is the untrained model,
@@ -160,7 +171,10 @@ def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
     way, and so are the speed probes ("reference_op_seconds": one per epoch
     with the reference clock, one before training with the others). `variant`
     names an arm of `--variant` and `overrides` its configuration fields
-    (other than loss and sampler).
+    (other than loss and sampler). `plateau_patience` > 0 trains to the
+    validation plateau instead (study/plateau.py: at most `base.epochs`
+    epochs, resumable), and "after" is the test evaluation at the best
+    validation MAP@R.
     """
     from sst_tf.trainer import Trainer
 
@@ -171,6 +185,15 @@ def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
     name = f"{variant or loss}-{cfg.sampler}-seed{seed}"
     cfg = dataclasses.replace(
         cfg, model_dir=os.path.join(out_dir, *([benchmark] if benchmark else []), name))
+    identity = {"loss": loss, "sampler": cfg.sampler, "seed": seed,
+                **({"benchmark": benchmark} if benchmark else {}),
+                **({"variant": variant} if variant else {})}
+    if plateau_patience:
+        out = run_to_plateau(cfg, plateau_patience, eval_every, clock, plateau_min_delta)
+        write_text_atomic(os.path.join(cfg.model_dir, "metrics.json"), json.dumps(
+            {k: out[k] for k in ("before", "after", "final", "plateau", "settings", "curve")},
+            indent=2))
+        return {**identity, **out}
     trainer = Trainer(cfg)
     before = trainer.evaluate()
     curve = [(0.0, 0, before)]
@@ -210,6 +233,63 @@ def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
     if variant:
         out["variant"] = variant
     return out
+
+
+def cell_key(run: dict) -> tuple:
+    """A run's place in the comparison: (benchmark or "-", arm, sampler, seed)."""
+    return (run.get("benchmark", "-"), arm(run), run["sampler"], run["seed"])
+
+
+def run_record(base, cells, arms, seeds) -> dict:
+    """What a resumed comparison must share with the runs already in its folder."""
+    def plain(value):
+        return json.loads(json.dumps(value, default=str))
+
+    return plain({"config": {k: v for k, v in dataclasses.asdict(base).items()
+                             if k not in ("model_dir", "seed", "progress")},
+                  "benchmarks": {name or "-": cfg.data_dir for name, cfg in cells},
+                  "budget": {k: FLAGS[k].value for k in (
+                      "budget_seconds", "budget_clock", "plateau_patience",
+                      "plateau_min_delta", "compare_eval_every", "pretrained_lr_scale",
+                      "pretrained_head_lr_multiplier", "suite_weights")}})
+
+
+def resumed_results(out_dir: str, record: dict) -> list[dict]:
+    """The runs of an earlier, interrupted comparison in `out_dir` with the same flags.
+
+    Writes `record` to `compare_flags.json` on a first run. A folder whose
+    record differs (other training flags or budget) is refused: its runs
+    would not be comparable. Arms and seeds may be added or left out.
+    """
+    flags_path = os.path.join(out_dir, "compare_flags.json")
+    runs_path = os.path.join(out_dir, "compare.json")
+    if os.path.exists(flags_path):
+        with open(flags_path) as f:
+            earlier = json.load(f)
+        if earlier != record:
+            changed = sorted(
+                f"{part}.{k}" for part in record
+                for k in set(record[part]) | set(earlier.get(part, {}))
+                if record[part].get(k) != earlier.get(part, {}).get(k))
+            _fail(f"--out_dir={out_dir} holds a comparison run with other flags "
+                  f"({', '.join(changed) or 'its record'} differ): its runs would not be "
+                  "comparable. Give the same flags to resume it, or another --out_dir.")
+        if os.path.exists(runs_path):
+            return _read_results(runs_path)
+        return []
+    write_text_atomic(flags_path, json.dumps(record, indent=2))
+    return []
+
+
+def plateau_budget_text(results: list[dict]) -> str:
+    """The header's budget sentence for runs trained to the validation plateau."""
+    runs = [r for r in results if "plateau" in r]
+    caps = sorted({r["stopped"] for r in runs})
+    return (f"training to the validation plateau (patience {FLAGS.plateau_patience} "
+            f"evaluations of every {FLAGS.compare_eval_every} epochs, at most "
+            f"{FLAGS.epochs} epochs; runs ended by: {', '.join(caps)}; validation: "
+            f"{'; '.join(sorted({r['validation'] for r in runs}))}; result = test MAP@R at "
+            "the best validation MAP@R)")
 
 
 # Runs whose median speed probes differ by more than this came from machines of
@@ -435,12 +515,48 @@ def suite_matrix(results: list[dict], share: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plateau_table(results: list[dict]) -> str:
+    """Per arm of one benchmark: the plateau and the times to it and to 90 % of it.
+
+    Means ± std over the passed runs: test MAP@R and Recall@1 at the best
+    validation MAP@R, the epochs, image presentations and training seconds
+    to that point, the training seconds to 90 % of it (the run's own
+    plateau), and how many runs the epoch cap ended.
+    """
+    head = ["loss", "MAP@R", "Recall@1", "epochs to plateau", "presentations to plateau",
+            "train s to plateau", "train s to 90 %", "ended by the cap"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g in summarize(results):
+        runs = [r for r in g["passed"] if "plateau" in r]
+        if not runs:
+            continue
+
+        def cell(fn, fmt="{:.0f}", runs=runs):
+            values = [fn(r) for r in runs]
+            if len(values) == 1:
+                return fmt.format(values[0])
+            mean, std = statistics.fmean(values), statistics.stdev(values)
+            return f"{fmt.format(mean)} ± {fmt.format(std)}"
+
+        lines.append("| " + " | ".join([
+            g["loss"], _mean_std([r["after"]["map@r"] for r in runs]),
+            _mean_std([r["after"]["recall@1"] for r in runs]),
+            cell(lambda r: r["plateau"]["epoch"]),
+            cell(lambda r: r["plateau"]["presentations"] / 1000, "{:.0f}k"),
+            cell(lambda r: r["plateau"]["train_seconds"]),
+            cell(lambda r: r["plateau"]["share_train_seconds"]),
+            f"{sum(r['stopped'] == 'cap' for r in runs)}/{len(runs)}"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def suite_markdown(results: list[dict], share: float) -> str:
     """The matrix, one table per benchmark (with seconds to `share` of its best), the aggregate."""
     parts = [f"### MAP@R on every benchmark (mean ± std over seeds; seconds to {share:.0%} "
              "of the benchmark's best)\n\n" + suite_matrix(results, share)]
     for name, runs in by_benchmark(results).items():
         parts.append(f"### {name}\n\n" + markdown_table(runs))
+        if any("plateau" in r for r in runs):
+            parts.append(plateau_table(runs))
         times = seconds_to_share(runs, share)
         if times:
             parts.append(f"Training seconds to {share:.0%} of this benchmark's best mean "
@@ -630,6 +746,10 @@ def main(argv):
     samplers = FLAGS.samplers or [None]  # None: each loss's default
     if FLAGS.budget_seconds < 0:
         _fail("--budget_seconds must be >= 0.")
+    if FLAGS.plateau_patience < 0 or FLAGS.plateau_min_delta < 0:
+        _fail("--plateau_patience and --plateau_min_delta must be >= 0.")
+    if FLAGS.plateau_patience and FLAGS.budget_seconds:
+        _fail("--plateau_patience and --budget_seconds are two budgets: give one.")
     if FLAGS.threads:
         import tensorflow as tf
 
@@ -687,15 +807,27 @@ def main(argv):
         results.extend(_read_results(path))
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     write_marker(FLAGS.out_dir, "comparison", "compare.py")
-    for bench, cell_base in cells if not FLAGS.from_json else []:
-        for variant, loss, sampler, overrides in arms:
-            for seed in seeds:
+    if not FLAGS.from_json:
+        results = resumed_results(FLAGS.out_dir, run_record(base, cells, arms, seeds))
+    done = {cell_key(r) for r in results if "error" not in r}
+    if done:
+        logging.info("Resuming the comparison in %s: %d runs done.", FLAGS.out_dir, len(done))
+    for seed in seeds if not FLAGS.from_json else []:
+        for bench, cell_base in cells:
+            for variant, loss, sampler, overrides in arms:
+                key = (bench or "-", variant or loss,
+                       sampler or loss_registry.spec(loss).sampler, seed)
+                if key in done:
+                    continue
+                results = [r for r in results if cell_key(r) != key]  # an earlier error
                 logging.info("=== %s%s / %s / seed %d ===", f"{bench}: " if bench else "",
                              variant or loss, sampler or "default", seed)
                 try:
                     results.append(run_cell(cell_base, loss, sampler, seed, FLAGS.out_dir,
                                             FLAGS.compare_eval_every, FLAGS.budget_seconds,
-                                            bench, FLAGS.budget_clock, variant, overrides))
+                                            bench, FLAGS.budget_clock, variant, overrides,
+                                            plateau_patience=FLAGS.plateau_patience,
+                                            plateau_min_delta=FLAGS.plateau_min_delta))
                 except Exception as e:  # noqa: BLE001  (report the run, do the others)
                     logging.error("%s/%s seed %d failed:\n%s", variant or loss, sampler, seed,
                                   traceback.format_exc())
@@ -708,7 +840,7 @@ def main(argv):
                         failed["variant"] = variant
                     results.append(failed)
                 write_text_atomic(os.path.join(FLAGS.out_dir, "compare.json"),
-                              json.dumps(results, indent=2))
+                                  json.dumps(results, indent=2))
     if FLAGS.from_json:  # rows grouped by loss, in order of first appearance
         order = list(dict.fromkeys(arm(r) for r in results))
         results.sort(key=lambda r: order.index(arm(r)))
@@ -720,6 +852,8 @@ def main(argv):
     budget = (f"{FLAGS.budget_seconds:g} training seconds ({clocks} clock; whole "
               "epochs until the budget)"
               if FLAGS.budget_seconds else f"{base.epochs} epochs")
+    if any("plateau" in r for r in results):
+        budget = plateau_budget_text(results)
     header = (f"Data set `{base.dataset}`, backbone `{base.backbone}`, {budget} "
               f"for every loss, batch {base.batch_size}, seeds "
               f"{','.join(str(s) for s in seen)}; "
@@ -734,6 +868,8 @@ def main(argv):
         suite_plot(results, os.path.join(FLAGS.out_dir, "compare.png"))
     else:
         table = markdown_table(results)
+        if any("plateau" in r for r in results):
+            table += "\n" + plateau_table(results)
         write_text_atomic(os.path.join(FLAGS.out_dir, "compare.md"), header + table)
         plot(results, os.path.join(FLAGS.out_dir, "compare.png"),
              f"{base.dataset}: MAP@R vs epoch")
