@@ -34,6 +34,7 @@ cli.quiet_tensorflow()  # before TensorFlow's start-up lines reach the terminal
 import tensorflow as tf  # noqa: E402
 from benchmarks import (  # noqa: E402
     digits,
+    formats,
     index,
     input_pipeline,
     kmeans,
@@ -58,6 +59,7 @@ SECTIONS: dict[str, Callable] = {
     "digits": digits.bench_digits,
     "index": index.bench_index,
     "pml": pml.bench_pml,
+    "formats": formats.bench_formats,
 }
 
 
@@ -124,10 +126,19 @@ def main() -> None:
                         help="pml section: python of a side environment with torch and "
                              "pytorch-metric-learning 2.9 (default: $PML_PYTHON)")
     parser.add_argument("--pml_repeats", type=int, default=10, help="timed runs, pml section")
+    parser.add_argument("--formats_epochs", type=int, default=40,
+                        help="formats section: epochs of the digits model (the demo's 40)")
+    parser.add_argument("--formats_models", default="digits,inception_v3",
+                        help="formats section: models (digits: trained, with MAP@R; "
+                             "inception_v3: random weights, size and latency)")
     parser.add_argument("--_eval_child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_formats_child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--_loss_child", default=None, help=argparse.SUPPRESS)
     parser.error = _usage_error  # one line, as every command of the project
     args = parser.parse_args()
+    if args._formats_child:  # first: TensorFlow's threads are set before it runs anything
+        print(json.dumps(formats.formats_child(args)))
+        return
     if args.step_size is None:
         args.step_size = 224 if tf.config.list_physical_devices("GPU") else 75
     if args._scaling_child:
@@ -140,10 +151,20 @@ def main() -> None:
         n, dim = (int(v) for v in args._eval_child.split(","))
         print(json.dumps(losses._eval_child(n, dim, (1, 10, 100, 1000))))
         return
+    from sst_tf import formats as formats_lib
+
+    try:
+        formats_lib.check_available(formats_lib.FORMATS, "the formats section: --formats")
+        missing_formats = ""
+    except ValueError as e:
+        missing_formats = str(e)
     if args.sections is None:
-        names = [s for s in SECTIONS if s != "pml" or args.pml_python]
+        names = [s for s in SECTIONS if (s != "pml" or args.pml_python)
+                 and (s != "formats" or not missing_formats)]
         if "pml" not in names:
             print("[benchmark] section pml left out: no --pml_python (side environment)")
+        if "formats" not in names:
+            print(f"[benchmark] section formats left out: {missing_formats}")
     else:
         names = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = [s for s in names if s not in SECTIONS]
@@ -153,6 +174,8 @@ def main() -> None:
         parser.error(f"--pml_python={args.pml_python!r} is not a file: the pml section needs "
                      "the python of a side environment with pytorch-metric-learning 2.9 (how "
                      "to make one: scripts/make_pml_fixtures.py); or leave pml out of --sections")
+    if "formats" in names and missing_formats:
+        parser.error(f"{missing_formats} Or leave formats out of --sections.")
     output = Path(args.output)
     if output.is_dir() or (output.exists() and not output.read_text(errors="replace")
                            .startswith("# Benchmarks")):

@@ -19,7 +19,7 @@ import os
 from typing import Any
 
 from sst_tf import data as data_lib
-from sst_tf import loss_registry
+from sst_tf import formats, loss_registry
 from sst_tf.datasets import DATA_SOURCES
 from sst_tf.loss_registry import LOSS_SPECS, LOSSES, TARGET_LOSSES, defaults_text
 
@@ -255,6 +255,12 @@ class TrainConfig:
     export: bool = flag_field(
         True, help="After training, write MODEL_DIR/export (SavedModel) and "
                    "MODEL_DIR/projector (TensorBoard projector of the test embeddings).")
+    export_formats: str = flag_field(
+        "", help="Also write these formats into MODEL_DIR/export, comma-separated: onnx "
+                 "(pip install 'sst_tf[onnx]'), litert, litert_int8 (pip install "
+                 "'sst_tf[litert]'); each file in two inputs (any-size images, or images "
+                 "already resized and cropped) and checked in its runtime. Empty: the "
+                 "SavedModel only.")
     calibrate: bool = flag_field(
         True, help="After training, pick same / different distance thresholds on the "
                    "training split (one more embedding pass of it) and measure them on the "
@@ -430,6 +436,14 @@ class TrainConfig:
         for ok, message, value in checks:
             if not ok:
                 raise ValueError(f"{message}, got {value!r}.")
+        try:  # before training: a missing converter must not wait for the end of the run
+            requested = formats.parse_formats(c.export_formats)
+            formats.check_available(requested, "--export_formats")
+        except ValueError as e:
+            raise ValueError(f"--export_formats: {e}" if "--export_formats" not in str(e)
+                             else str(e)) from e
+        if requested and not c.export:
+            raise ValueError(f"--export_formats={c.export_formats} needs --export.")
 
 
 # TrainConfig's fields by name (with their flag declarations in `metadata`).

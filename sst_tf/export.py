@@ -50,6 +50,11 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
                         flag_values=fv)
     flags.DEFINE_bool("overwrite", False, "Replace an earlier sst_tf export in --export_dir.",
                       flag_values=fv)
+    flags.DEFINE_list(
+        "formats", ["savedmodel"], "Formats to write into the export folder: savedmodel "
+        "(always), onnx (pip install 'sst_tf[onnx]'), litert, litert_int8 (pip install "
+        "'sst_tf[litert]'). Each file comes with two inputs: any-size images (resized and "
+        "cropped inside the file) and images already resized and cropped.", flag_values=fv)
 
 
 if __name__ == "__main__":  # before TensorFlow loads: a fast --help, a quiet start-up
@@ -60,8 +65,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from sst_tf import convert, pipeline, projector  # noqa: E402
+from sst_tf import formats as formats_lib  # noqa: E402
 from sst_tf import model as model_lib  # noqa: E402
-from sst_tf import pipeline, projector  # noqa: E402
 from sst_tf.config import TrainConfig  # noqa: E402
 from sst_tf.datasets.splits import Split  # noqa: E402
 from sst_tf.outputs import (  # noqa: E402
@@ -227,6 +233,7 @@ def export_saved_model(
     verify: bool = True,
     overwrite: bool = True,
     name: str | None = None,
+    formats: tuple[str, ...] = (),
 ) -> str:
     """Writes ``model`` as a SavedModel with image and JPEG/PNG signatures.
 
@@ -243,15 +250,20 @@ def export_saved_model(
       overwrite: replace an earlier sst_tf export in ``export_dir``; a file,
         or a non-empty folder that is not an sst_tf export, is always refused.
       name: how error messages name ``export_dir`` (default ``--export_dir=PATH``).
+      formats: ONNX / LiteRT files to write beside the SavedModel
+        (`sst_tf.formats.FORMATS`), each checked in its runtime and listed
+        in the record's "files".
 
     Returns:
       The absolute export path.
 
     Raises:
       UsageError: ``export_dir`` may not be written (checked before any work).
+      ValueError: a format's converter or runtime is not installed.
     """
     name = name or f"--export_dir={export_dir}"
     check_output_dir(export_dir, name, "export", overwrite, legacy=legacy_export)
+    formats_lib.check_available(formats)
     export_dir = os.path.abspath(export_dir)
     model = float32_model(model)
     dim = _embedding_dim(model)
@@ -293,12 +305,13 @@ def export_saved_model(
     tmp = temp_dir_for(export_dir)
     try:
         archive.write_out(tmp, verbose=False)
+        if verify:
+            verify_export(model, tmp, spec)
+        record["files"] = convert.write_formats(model, spec, tmp, formats, record)
         os.makedirs(os.path.join(tmp, "assets"), exist_ok=True)
         with open(os.path.join(tmp, "assets", SPEC_FILENAME), "w") as f:
             json.dump(record, f, indent=2, sort_keys=True)
         write_marker(tmp, "export", PROG)
-        if verify:
-            verify_export(model, tmp, spec)
         replace_dir(tmp, export_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -444,16 +457,19 @@ def export_run(
     checkpoint: str | None = None,
     export_dir: str | None = None,
     overwrite: bool = True,
+    formats: tuple[str, ...] = (),
 ) -> str:
     """Exports a run's checkpoint (default: latest) to ``MODEL_DIR/export``.
 
-    ``overwrite`` and the refusal of folders sst_tf did not write are those of
-    `export_saved_model`; the target is checked before the model is restored.
+    ``overwrite``, ``formats`` and the refusal of folders sst_tf did not
+    write are those of `export_saved_model`; the target and the formats'
+    packages are checked before the model is restored.
     """
     target = export_dir or RunFolder(model_dir).export
     name = (f"--export_dir={export_dir}" if export_dir else
             f"the default export folder {target} (MODEL_DIR/export)")
     check_output_dir(target, name, "export", overwrite, legacy=legacy_export)
+    formats_lib.check_available(formats)
     model, config, path = restore_model(model_dir, checkpoint)
     return export_saved_model(
         model,
@@ -462,6 +478,7 @@ def export_run(
         metadata=run_metadata(config, path, _calibrated_thresholds(model_dir, path)),
         overwrite=overwrite,
         name=name,
+        formats=formats,
     )
 
 
@@ -541,7 +558,8 @@ def export_trained_run(
     try:
         with disk_full_guard(export_dir):
             export_saved_model(model, export_dir, spec_for_config(config),
-                               metadata=run_metadata(config, checkpoint_path, thresholds))
+                               metadata=run_metadata(config, checkpoint_path, thresholds),
+                               formats=formats_lib.parse_formats(config.export_formats))
     except DiskFullError:
         raise
     except Exception as e:
@@ -571,7 +589,13 @@ def main(argv) -> int:
     """Entry point: ``python -m sst_tf.export --model_dir=RUN [--checkpoint=N]``."""
     cli.check_usage(argv, FLAGS, required=["model_dir"], folders=["model_dir"])
     try:
-        path = export_run(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.export_dir, FLAGS.overwrite)
+        formats = formats_lib.parse_formats(FLAGS.formats)
+        formats_lib.check_available(formats)
+    except ValueError as e:
+        raise cli.UsageError(f"--formats: {e}" if "--formats" not in str(e) else str(e)) from e
+    try:
+        path = export_run(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.export_dir, FLAGS.overwrite,
+                          formats)
     except (FileNotFoundError, ValueError) as e:
         raise cli.UsageError(str(e)) from e
     except RuntimeError as e:  # the written export does not reproduce the model
@@ -583,6 +607,10 @@ def main(argv) -> int:
         f"Exported {info['metadata']['checkpoint']} ({info['embedding_dim']}-d embeddings) "
         f"to {path}"
     )
+    for file, facts in info.get("files", {}).items():
+        print(f"  {file}: {facts['format']}, input {facts['input']}, "
+              f"{facts['bytes'] / 1e6:.2f} MB, max |difference| to the model "
+              f"{facts['max_abs_diff']:.1e}")
     return 0
 
 

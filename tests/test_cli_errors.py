@@ -8,6 +8,7 @@ pipe, start-up logs, a fast --help) run in subprocesses.
 """
 
 import dataclasses
+import importlib.util
 import json
 import os
 import shutil
@@ -205,6 +206,12 @@ CASES = [
      ["--export_dir="], []),
     ("export-over-our-export-named", "export", ["--model_dir={run}", "--export_dir={export}"], 2,
      ["--export_dir={export}", "pass --overwrite"], [], []),
+    ("export-unknown-format", "export",
+     ["--model_dir={run}", "--export_dir={tmp}/eformat", "--formats=onnx,tflite"], 2,
+     ["--formats", "'tflite'", "savedmodel, onnx, litert, litert_int8"], [], []),
+    ("export-format-without-converter", "export",
+     ["--model_dir={run}", "--export_dir={tmp}/econv", "--formats=savedmodel,onnx"], 2,
+     ["--formats=onnx needs tf2onnx", "pip install 'sst_tf[onnx]'"], [], []),
     ("export-unknown-flag", "export", ["--model_dir={run}", "--checkpiont=3"], 2,
      ["checkpiont", "--help"], [], []),
     ("export-stray-argument", "export", ["--model_dir={run}", "run2"], 2,
@@ -335,6 +342,15 @@ CASES = [
      ["cannot resume the run in {run}", "--embedding_dim: 8 in the saved run, 16 now",
       "--backbone: 'small_cnn' in the saved run, 'mobilenet_v2' now",
       "Use another --model_dir"], ["--epochs"], []),
+    ("train-unknown-export-format", "train",
+     [DIGITS, "--model_dir={tmp}/t1", "--export_formats=tflite"], 2,
+     ["--export_formats", "'tflite'", "litert_int8"], [], []),
+    ("train-export-format-without-converter", "train",
+     [DIGITS, "--model_dir={tmp}/t1", "--export_formats=litert"], 2,
+     ["--export_formats=litert needs ai_edge_litert", "pip install 'sst_tf[litert]'"], [], []),
+    ("train-export-formats-without-export", "train",
+     [DIGITS, "--model_dir={tmp}/t1", "--export_formats=onnx", "--noexport"], 2,
+     ["--export_formats=onnx needs --export"], [], []),
     ("train-bad-enum", "train", [DIGITS, "--model_dir={tmp}/t1", "--strategy=gpu"], 2,
      ["--strategy", "gpu"], [], []),
     ("train-memory-loss-without-reference-form", "train",
@@ -412,6 +428,9 @@ CASES = [
     ("benchmark-pml-without-side-environment", "benchmark",
      ["--sections=pml", "--pml_python={nowhere}/python"], 2,
      ["--pml_python=", "not a file", "pytorch-metric-learning", "make_pml_fixtures.py"], [], []),
+    ("benchmark-formats-without-converter", "benchmark", ["--sections=formats"], 2,
+     ["--formats=onnx needs tf2onnx", "pip install 'sst_tf[onnx]'",
+      "leave formats out of --sections"], [], []),
     ("benchmark-output-user-file", "benchmark", ["--sections=losses", "--output={userfile}"], 2,
      ["--output={userfile}", "not a benchmark file"], [], ["userfile"]),
 ]
@@ -433,6 +452,10 @@ def test_every_case_is_a_row_of_the_errors_page():
 def test_bad_input(case, world, capsys, monkeypatch):
     _, command, argv, want_code, words, absent, survivors = case
     argv = _fmt(argv, world)
+    if case[0].endswith("-without-converter"):  # as on a machine without the extras
+        real = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in (
+            "tf2onnx", "ai_edge_litert") else real(name, *a))
     before = set(os.listdir(world["tmp"]))
     if command in MODULES:
         code, out, err = run_main(MODULES[command], argv, capsys, monkeypatch)

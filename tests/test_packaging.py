@@ -101,6 +101,12 @@ def test_wheel_declares_the_pinned_requirements(wheel):
     assert set(dev) == set(dev_pins)
     for name, version in dev_pins.items():
         assert dev[name].specifier.contains(version), (name, version, dev[name])
+    # The export formats' extras admit the same pins (the tests ran with them).
+    for extra, names in (("onnx", {"tf2onnx", "onnxruntime"}), ("litert", {"ai-edge-litert"})):
+        got = {canonicalize_name(r.name): r for r in requires
+               if r.marker is not None and r.marker.evaluate({"extra": extra})}
+        assert set(got) == names, extra
+        assert all(got[n].specifier.contains(dev_pins[n]) for n in names), extra
     cuda = [r for r in requires if r.marker is not None and r.marker.evaluate({"extra": "cuda"})]
     assert [(canonicalize_name(r.name), r.extras) for r in cuda] == [("tensorflow", {"and-cuda"})]
     assert cuda[0].specifier.contains(pins["tensorflow"])

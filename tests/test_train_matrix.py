@@ -8,6 +8,7 @@ split into two logical devices for --strategy=mirrored. One more run makes
 the export fail: it must keep metrics.json and say so in one error line.
 """
 
+import importlib.util
 import json
 import math
 import os
@@ -19,6 +20,7 @@ import pytest
 import tensorflow as tf
 from sklearn.datasets import load_digits
 
+from sst_tf import convert, pipeline
 from sst_tf import model as model_lib
 from sst_tf.config import (
     KMEANS_METHODS,
@@ -29,6 +31,7 @@ from sst_tf.config import (
     SAMPLERS,
     SST_IMPOSTERS,
 )
+from sst_tf.formats import FORMATS, INPUTS, file_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One worker builds the runs once (pyproject.toml: --dist loadgroup).
@@ -47,8 +50,12 @@ TRAIN_PER_CLASS, TEST_PER_CLASS = 8, 4
 # float16's loss scale starts at 2^15: the margin losses (logit scale 64)
 # overflow and skip about six steps first (docs/scaling.md), more than a
 # matrix run has, so they take bfloat16 (float16 runs with other losses).
+# Every ONNX / LiteRT format from the trainer's end-of-run export (with the
+# extras installed; requirements-dev.txt has them).
+EXTRAS = all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnxruntime", "ai_edge_litert"))
 OVERLAYS = {
     "sst": {"normalize": False, "sst_imposters": "mean"},
+    **({"contrastive": {"export_formats": ",".join(FORMATS)}} if EXTRAS else {}),
     "cosface": {"mixed_precision": "bfloat16"},
     # Two augmented views of each image (SimCLR's and SupCon's batches).
     "ntxent": {"views": 2},
@@ -192,6 +199,28 @@ def test_every_run_exits_0_with_finite_metrics_and_a_reloadable_export(matrix_ru
     order = [names["test"].index((label, os.path.basename(file))) for label, file in rows]
     tol = 1e-4 if choices["mixed_precision"] == "none" else 0.05
     np.testing.assert_allclose(got[order], want, atol=tol * max(1.0, np.abs(want).max()))
+
+
+@pytest.mark.skipif(not EXTRAS, reason="the onnx and litert extras are not installed")
+def test_export_formats_of_a_run_give_its_savedmodels_embeddings(matrix_runs):
+    tmp, _, _, (images, _) = matrix_runs
+    export = tmp / _matrix_run("contrastive") / "export"
+    serve = tf.saved_model.load(str(export)).signatures["serve_images"]
+    test = np.stack(images["test"]).astype(np.float32)
+    want = serve(images=tf.constant(test))["embeddings"].numpy()
+    with open(export / "assets" / "sst_tf_export.json") as f:
+        record = json.load(f)
+    spec = record["preprocessing"]
+    crops = np.stack([pipeline.eval_preprocess(tf.constant(im), pipeline.ImageOptions(
+        spec["image_size"], spec["resize_size"])).numpy() for im in test])
+    for fmt in FORMATS:
+        for kind in INPUTS:
+            name = file_name(fmt, kind)
+            assert name in record["files"]
+            got = convert.load_file(str(export / name))(test if kind == "images" else crops)
+            tol = 0.05 if fmt == "litert_int8" else 1e-4
+            np.testing.assert_allclose(got, want, atol=tol * max(1.0, np.abs(want).max()),
+                                       err_msg=name)
 
 
 def test_a_failed_export_keeps_metrics_and_ends_with_one_error_line(matrix_runs):
