@@ -263,8 +263,15 @@ class TrainConfig:
                  "SavedModel only.")
     calibrate: bool = flag_field(
         True, help="After training, pick same / different distance thresholds on the "
-                   "training split (one more embedding pass of it) and measure them on the "
-                   "test split: metrics.json, the export, figures/thresholds.png.")
+                   "validation images (--validation_share; else the training split) and "
+                   "measure them on the test split: metrics.json, the export, "
+                   "figures/thresholds.png.")
+    validation_share: float = flag_field(
+        0.1, help="Share of the training split held out of training, for the thresholds "
+                  "of --calibrate: whole training classes when the test classes are new "
+                  "classes, else that share of every class's images. 0: train on all of "
+                  "it (the thresholds then come from images seen in training).",
+        low=0, high=0.5)
     stop_on_collapse: bool = flag_field(
         False, help="Stop the run when the refreshed training embeddings collapse to nearly "
                     "one point (default: a warning with advice, and training goes on: such "

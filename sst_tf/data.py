@@ -25,8 +25,9 @@ from sst_tf.datasets import tfds_source
 from sst_tf.datasets.splits import Dataset, Split, subset
 
 __all__ = [
-    "BENCHMARK_OPTIONS", "DATASETS", "Dataset", "DatasetInfo", "Split", "check_dataset_args",
-    "load_dataset", "load_digits_dataset", "register", "stratified_half_split", "subset",
+    "BENCHMARK_OPTIONS", "DATASETS", "Dataset", "DatasetInfo", "HeldOut", "Split",
+    "check_dataset_args", "hold_out", "load_dataset", "load_digits_dataset", "register",
+    "stratified_half_split", "subset",
 ]
 
 
@@ -172,6 +173,90 @@ def stratified_half_split(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray
         train.append(idx[:half])
         test.append(idx[half:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldOut:
+    """A data set with part of its training split held out for validation.
+
+    Attributes:
+      dataset: the data set to train on (its training split without the held-out part).
+      validation: the held-out images, or None when nothing is held out.
+      kind: "classes" (whole training classes held out: the test classes are
+        new classes, so the validation classes are too), "images" (images of
+        every training class: the test split shows the training classes), or
+        "" (nothing held out).
+    """
+
+    dataset: Dataset
+    validation: Split | None
+    kind: str
+
+    def describe(self) -> str:
+        """Where the validation images come from, in words."""
+        if self.validation is None:
+            return "the training split (images seen in training; --validation_share=0)"
+        n = len(self.validation.labels)
+        c = len(np.unique(self.validation.labels))
+        if self.kind == "classes":
+            return (f"the validation classes ({c} training classes, {n} images, held out of "
+                    "training)")
+        return f"held-out training images ({n} images of {c} classes, held out of training)"
+
+
+def hold_out(dataset: Dataset, share: float, seed: int = 0) -> HeldOut:
+    """Holds `share` of the training split out of training, for validation.
+
+    When no class of the test split is a training class (retrieval of new
+    classes: CUB, Cars196, SOP, most folder data sets) whole classes are held
+    out, so validation also measures new classes; otherwise (digits) `share`
+    of every class's images (at least 2 per class, keeping 2 for training).
+    Nothing is held out when `share` is 0, or when it would make fewer than 2
+    validation classes or leave fewer than 2 training classes (a log line
+    says so).
+
+    Args:
+      dataset: the loaded data set.
+      share: share of the training classes (or images) to hold out, in [0, 1).
+      seed: seed of the choice (the same choice on every resume).
+
+    Returns:
+      `HeldOut`.
+    """
+    train = dataset.train
+    nothing = HeldOut(dataset, None, "")
+    if share <= 0:
+        return nothing
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(train.labels)
+    names = {train.class_names[c] for c in np.unique(labels)}
+    test_names = {dataset.test.class_names[c] for c in np.unique(dataset.test.labels)}
+    classes, counts = np.unique(labels, return_counts=True)
+    if not names & test_names:
+        kind = "classes"
+        usable = classes[counts >= 2]
+        n = int(round(share * len(classes)))
+        if n < 2 or len(usable) < n or len(classes) - n < 2:
+            logging.warning("--validation_share=%g of %d training classes is fewer than 2 "
+                            "classes to hold out: the thresholds come from the training "
+                            "split.", share, len(classes))
+            return nothing
+        held = set(rng.choice(usable, n, replace=False).tolist())
+        mask = np.isin(labels, sorted(held))
+    else:
+        kind = "images"
+        mask = np.zeros(len(labels), bool)
+        for c, count in zip(classes, counts, strict=True):
+            k = min(int(round(share * count)), count - 2)
+            if k >= 2:
+                idx = np.flatnonzero(labels == c)
+                mask[rng.choice(idx, k, replace=False)] = True
+        if len(np.unique(labels[mask])) < 2:
+            logging.warning("--validation_share=%g: too few images per class to hold out; "
+                            "thresholds come from the training split.", share)
+            return nothing
+    rest = Dataset(dataset.name, subset(train, np.flatnonzero(~mask)), dataset.test)
+    return HeldOut(rest, subset(train, np.flatnonzero(mask)), kind)
 
 
 def _digits_images(upscale: int) -> tuple[np.ndarray, np.ndarray]:

@@ -49,10 +49,11 @@ def config_from_flags() -> TrainConfig:
 
 
 def calibration_lines(cal: dict | None) -> list[str]:
-    """The thresholds' rates on the test classes, one line each (none without calibration)."""
+    """The thresholds' rates on the test split, one line each (none without calibration)."""
     if not cal:
         return []
-    lines = ["same/different thresholds from the training classes, on the test classes:"]
+    source = cal.get("source", "the training split")
+    lines = [f"same/different thresholds from {source}, on the test split:"]
     return lines + [calibration.describe(name, t, cal["test"][name])
                     for name, t in cal["thresholds"].items()]
 

@@ -113,9 +113,15 @@ class Trainer:
         self.strategy = strategy or distribute.make_strategy(config.strategy)
         self.is_chief = distribute.is_chief(self.strategy)
         self.num_replicas = self.strategy.num_replicas_in_sync
-        self.dataset = dataset or data_lib.load_dataset(
-            config.dataset, config.data_dir, **config.reader_options()
-        )
+        held = data_lib.hold_out(
+            dataset or data_lib.load_dataset(config.dataset, config.data_dir,
+                                             **config.reader_options()),
+            config.validation_share, config.seed)
+        self.dataset = held.dataset  # training without the validation images
+        self.held_out = held
+        if held.validation is not None:
+            logging.info("Held out of training for the thresholds (--validation_share=%g): %s",
+                         config.validation_share, held.describe())
         self.image_options = pipeline.ImageOptions(
             image_size=config.image_size,
             resize_size=config.resize_size,
@@ -191,34 +197,42 @@ class Trainer:
                                              seed=self.config.seed))
 
     def calibrate(self) -> dict:
-        """Same / different thresholds from the training classes, measured on the test classes.
+        """Same / different thresholds from the validation images, measured on the test split.
 
-        Calibrates on the training split's embeddings (`sst_tf.calibration`:
-        the best-F1 threshold and those at FMR 1e-2 and 1e-3), then measures
+        Calibrates on the embeddings of the images held out of training
+        (`--validation_share`: validation classes, or held-out images of every
+        class; without them the training split), with `sst_tf.calibration`:
+        the best-F1 threshold and those at FMR 1e-2 and 1e-3. Then measures
         each threshold on the test split's embeddings of the latest
-        evaluation: the rates a user of the threshold will get on new
-        classes. Call after `evaluate()`.
+        evaluation: the rates a user of the threshold will get. Call after
+        `evaluate()`.
 
         Returns:
-          {"thresholds": {name: distance}, "train": {name: rates},
-           "test": {name: rates}, "num_pairs": {"train": ..., "test": ...}}
+          {"thresholds": {name: distance}, "source": where the calibration
+           images come from, "calibration_set": {name: rates}, "test": {name:
+           rates}, "num_pairs": {"calibration_set": ..., "test": ...}}
           (rates: precision, recall, f1, fmr, fnmr).
         """
-        train = self.embed(self.dataset.train)
-        cal = calibration.calibrate(train, self.dataset.train.labels, seed=self.config.seed)
-        # The test split's pairs, once: its own curve and the training thresholds' rates.
+        split = self.held_out.validation
+        if split is None:
+            split = self.dataset.train
+        cal = calibration.calibrate(self.embed(split), split.labels, seed=self.config.seed)
+        # The test split's pairs, once: its own curve and the thresholds' rates.
         test_cal = calibration.calibrate(self.last_embeddings, self.dataset.test.labels,
                                          seed=self.config.seed)
         test = {name: test_cal.rates_at(t) for name, t in cal.thresholds.items()}
+        label = {"classes": "validation classes", "images": "held-out images"}.get(
+            self.held_out.kind, "training split")
         try:  # the figure is a by-product: a failure to draw it only warns
             visualize.write_threshold_figure(
                 self.folder.figures,
-                {"training classes": cal.curve, "test classes": test_cal.curve},
+                {label: cal.curve, "test split": test_cal.curve},
                 {f"{name} (test)": (r["fmr"], r["fnmr"]) for name, r in test.items()})
         except Exception as e:  # noqa: BLE001 - matplotlib, a foreign figures folder, ...
             logging.warning("thresholds.png not written: %s", e)
-        return {"thresholds": cal.thresholds, "train": cal.rates, "test": test,
-                "num_pairs": {"train": cal.num_pairs, "test": test_cal.num_pairs}}
+        return {"thresholds": cal.thresholds, "source": self.held_out.describe(),
+                "calibration_set": cal.rates, "test": test,
+                "num_pairs": {"calibration_set": cal.num_pairs, "test": test_cal.num_pairs}}
 
     # -- one epoch ------------------------------------------------------------
 

@@ -180,8 +180,9 @@ def run_cell(base, loss: str, sampler: str | None, seed: int, out_dir: str,
 
     keras.backend.clear_session()
     gc.collect()
+    # All training images: the study validates on its own (val/ splits, study/plateau.py).
     cfg = dataclasses.replace(base, **(overrides or {}), loss=loss, sampler=sampler, seed=seed,
-                              eval_every=0, progress=False).resolved()
+                              eval_every=0, progress=False, validation_share=0.0).resolved()
     name = f"{variant or loss}-{cfg.sampler}-seed{seed}"
     cfg = dataclasses.replace(
         cfg, model_dir=os.path.join(out_dir, *([benchmark] if benchmark else []), name))

@@ -44,7 +44,7 @@ def main(argv):
         normalize=FLAGS.normalize, loss="sst", sst_scale=FLAGS.sst_scale, sampler="local",
         batch_size=100, num_targets=5, epochs=FLAGS.epochs, lr=FLAGS.lr,
         head_lr_multiplier=1, weight_decay=FLAGS.weight_decay, seed=FLAGS.seed,
-        progress=False, export=False)
+        progress=False, export=False, validation_share=0.0)  # every training image
     trainer = Trainer(cfg)
     model = trainer.model
     inner = keras.Model(model.inputs, [model.get_layer("pool").output,

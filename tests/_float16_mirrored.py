@@ -35,6 +35,7 @@ def main():
     strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
     tiny = tiny_digits()
     config = TrainConfig(model_dir=tempfile.mkdtemp(), backbone="small_cnn", pretrained=False,
+                         validation_share=0.0,  # every training image trains
                          embedding_dim=8, image_size=8, resize_size=8, random_flip=False,
                          batch_size=25, num_targets=3, epochs=1, lr=1e-3, weight_decay=0.01,
                          loss="proxy_anchor", sampler="random", mixed_precision="float16",

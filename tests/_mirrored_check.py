@@ -29,6 +29,7 @@ tiny = tiny_digits()
 
 def make(strategy, model_dir):
     cfg = TrainConfig(model_dir=model_dir, backbone="small_cnn", pretrained=False,
+                      validation_share=0.0,  # every training image trains
                       embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
                       batch_size=25, num_targets=3, epochs=1, lr=1e-3, head_lr_multiplier=2.0,
                       weight_decay=0.05, progress=False, jit_compile=jit,

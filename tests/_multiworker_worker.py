@@ -15,6 +15,7 @@ from sst_tf.trainer import TrainConfig, Trainer
 strategy = distribute.make_strategy("multi_worker")
 tiny = tiny_digits()
 cfg = TrainConfig(model_dir=sys.argv[1], backbone="small_cnn", pretrained=False,
+                  validation_share=0.0,  # every training image trains
                   embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
                   batch_size=25, num_targets=3, epochs=2, lr=1e-3, progress=False,
                   strategy="multi_worker", refresh="memory", neighborhoods="balanced")

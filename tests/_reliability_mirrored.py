@@ -24,6 +24,7 @@ def main():
     strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
     tiny = tiny_digits()
     config = TrainConfig(model_dir=tempfile.mkdtemp(), backbone="small_cnn", pretrained=False,
+                         validation_share=0.0,  # every training image trains
                          embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
                          batch_size=50, num_targets=3, epochs=1, lr=1e-3, progress=False,
                          sampler="random", export=False)

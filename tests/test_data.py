@@ -81,3 +81,66 @@ def test_register_custom_reader():
         assert data.load_dataset("_tiny_test").train is split
     finally:
         del data.DATASETS["_tiny_test"]
+
+
+def _dataset(train_per_class, test_classes, num_classes=20):
+    from sst_tf.data import Dataset, Split
+
+    names = tuple(f"c{i}" for i in range(num_classes + len(test_classes)))
+    labels = np.repeat(np.arange(num_classes), train_per_class)
+    test = np.repeat(np.asarray(test_classes), 3)
+    images = np.zeros((len(labels), 2, 2, 3), np.uint8)
+    images[:, 0, 0, 0] = np.arange(len(labels)) % 256  # each image's index, in two pixels
+    images[:, 0, 1, 0] = np.arange(len(labels)) // 256
+    return Dataset("t", Split(labels, names, images=images),
+                   Split(test, names, images=np.zeros((len(test), 2, 2, 3), np.uint8)))
+
+
+def test_hold_out_new_test_classes_holds_out_whole_training_classes():
+    from sst_tf.data import hold_out
+
+    ds = _dataset(5, test_classes=[20, 21, 22])  # test classes are new classes
+    held = hold_out(ds, 0.1, seed=3)
+    assert held.kind == "classes"
+    val, train = held.validation.labels, held.dataset.train.labels
+    assert len(np.unique(val)) == 2 and len(np.unique(train)) == 18
+    assert not set(val) & set(train)  # class-disjoint
+    assert len(val) + len(train) == 100
+    assert held.dataset.test is ds.test
+    assert "validation classes (2 training classes, 10 images" in held.describe()
+    # The same choice on every resume; another seed, another choice.
+    assert np.array_equal(hold_out(ds, 0.1, seed=3).validation.labels, val)
+    assert any(not np.array_equal(hold_out(ds, 0.1, seed=s).validation.labels, val)
+               for s in range(4, 8))
+
+
+def test_hold_out_known_test_classes_holds_out_images_of_every_class():
+    from sst_tf.data import hold_out
+
+    ds = _dataset(30, test_classes=[0, 1, 2])  # the test split shows training classes
+    held = hold_out(ds, 0.1, seed=0)
+    assert held.kind == "images"
+    val, train = held.validation, held.dataset.train
+    assert np.array_equal(np.bincount(val.labels), np.full(20, 3))
+    assert np.array_equal(np.bincount(train.labels), np.full(20, 27))
+    # No image in both (images carry their index in two pixels).
+    def ids(split):
+        pixels = split.images[:, 0, :2, 0].astype(int)
+        return set(pixels[:, 0] + 256 * pixels[:, 1])
+
+    assert not ids(val) & ids(train) and len(ids(val) | ids(train)) == 600
+    assert "held-out training images (60 images of 20 classes" in held.describe()
+
+
+@pytest.mark.parametrize("share,per_class,test_classes", [
+    (0.0, 5, [20]),    # off
+    (0.05, 5, [20]),   # 1 of 20 classes: fewer than 2
+    (0.1, 8, [0]),     # 0.8 image per class: fewer than 2 per class
+])
+def test_hold_out_nothing_when_off_or_too_small(share, per_class, test_classes):
+    from sst_tf.data import hold_out
+
+    ds = _dataset(per_class, test_classes)
+    held = hold_out(ds, share)
+    assert held.validation is None and held.kind == "" and held.dataset is ds
+    assert "the training split" in held.describe()

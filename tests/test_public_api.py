@@ -127,6 +127,7 @@ def trained(tmp_path_factory):
     tiny = data.Dataset("digits", data.subset(digits.train, range(0, 800, 4)),
                         data.subset(digits.test, range(0, 800, 8)))
     config = TrainConfig(model_dir=str(tmp_path_factory.mktemp("run")), dataset="digits",
+                         validation_share=0.0,  # every training image trains
                          backbone="small_cnn", pretrained=False, embedding_dim=8,
                          image_size=16, resize_size=18, random_flip=False, batch_size=50,
                          num_targets=3, epochs=1, lr=1e-3, head_lr_multiplier=1.0,

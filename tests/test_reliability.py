@@ -23,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _config(tmp_path, **kw):
     base = dict(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
+                validation_share=0.0,  # every training image trains
                 embedding_dim=8, image_size=16, resize_size=18, random_flip=True,
                 batch_size=50, num_targets=3, epochs=2, lr=1e-3, head_lr_multiplier=2.0,
                 refresh_every=2, progress=False, export=False, calibrate=False,

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from sst_tf import data
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = {"recall@1", "recall@2", "recall@4", "recall@8", "nmi", "map@r", "r_precision"}
 
@@ -36,7 +38,7 @@ def test_two_epoch_digits_run_writes_everything(tmp_path):
     # asserted by test_reliability.py (an interrupted run, resumed in new
     # processes, ends with the uninterrupted run's weights and metrics).
     flags = ["--flagfile=configs/digits.cfg", "--epochs=2", "--embedding_dim=16", "--image_size=16",
-             "--resize_size=18", "--eval_every=1", "--batch_size=150"]
+             "--resize_size=18", "--eval_every=1", "--batch_size=150", "--validation_share=0.2"]
     first = tmp_path / "a"
     proc = _run(*flags, f"--model_dir={first}")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -46,10 +48,14 @@ def test_two_epoch_digits_run_writes_everything(tmp_path):
     assert KEYS <= set(metrics["epochs"]["1"])
     assert metrics["train"]["epochs_run"] == 2
     assert "recall@1" in proc.stdout  # the before/after table
-    # Same/different thresholds from the training classes, measured on the test classes.
-    assert "same/different thresholds from the training classes" in proc.stdout
+    # Same/different thresholds from held-out training images (digits: the test split
+    # shows the training classes), measured on the test split.
+    assert "same/different thresholds from held-out training images (" in proc.stdout
+    assert "on the test split:" in proc.stdout
     assert "fmr=0.001" in proc.stdout and "FNMR" in proc.stdout
     cal = metrics["calibration"]
+    held = data.hold_out(data.load_dataset("digits"), 0.2, seed=0)  # the run's choice
+    assert cal["source"] == held.describe()
     assert set(cal["thresholds"]) == {"best_f1", "fmr=0.01", "fmr=0.001"}
     assert all(0 <= r["fnmr"] <= 1 and 0 <= r["fmr"] <= 1 for r in cal["test"].values())
     assert (first / "figures" / "thresholds.png").stat().st_size > 10_000  # the DET plot

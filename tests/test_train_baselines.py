@@ -42,7 +42,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
             model_dir=sys.argv[1] + "/" + loss, backbone="small_cnn", pretrained=False,
             image_size=16, resize_size=16, random_flip=False, embedding_dim=16, loss=loss,
             sampler="class_balanced", samples_per_class=4, batch_size=20, epochs=1,
-            lr=1e-3, progress=False)
+            lr=1e-3, progress=False, validation_share=0.0)
 
     # One trainer for the losses without weights (the loss function is swapped,
     # the step retraced), one for Proxy-Anchor (its proxies are trainer state).
@@ -102,6 +102,7 @@ def test_proxy_anchor_proxies_are_trained_checkpointed_and_restored(tmp_path):
 
     tiny = tiny_digits()
     cfg = TrainConfig(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
+                      validation_share=0.0,  # every training image trains
                       embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
                       loss="proxy_anchor", sampler="class_balanced", samples_per_class=5,
                       batch_size=50, epochs=1, lr=1e-3, progress=False, calibrate=False)
@@ -130,6 +131,7 @@ def test_margin_class_weights_are_trained_checkpointed_restored_and_not_exported
 
     tiny = tiny_digits()
     cfg = TrainConfig(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
+                      validation_share=0.0,  # every training image trains
                       embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
                       loss="subcenter_arcface", sub_centers=2, batch_size=50, epochs=1,
                       lr=1e-3, proxy_lr_multiplier=3.0, progress=False, calibrate=False)

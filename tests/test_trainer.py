@@ -14,7 +14,7 @@ def _config(tmp_path, **kw):
     base = dict(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
                 embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
                 batch_size=50, num_targets=3, epochs=1, lr=1e-3, head_lr_multiplier=2.0,
-                samples_per_class=5, progress=False, calibrate=False,
+                samples_per_class=5, progress=False, calibrate=False, validation_share=0.0,
                 normalize=False)  # the paper's raw SST: these tests are about the loop
     base.update(kw)
     return TrainConfig(**base)
@@ -92,22 +92,56 @@ def test_every_loss_and_sampler_trains(tmp_path, tiny, loss, sampler):
 
 
 
-def test_thresholds_come_from_the_training_split_and_are_measured_on_the_test_split(
+def test_thresholds_come_from_held_out_images_and_are_measured_on_the_test_split(
         tmp_path, tiny):
     from sst_tf import calibration
+    from sst_tf.data import hold_out
 
-    t = Trainer(_config(tmp_path, loss="contrastive", sampler="random", calibrate=True),
-                dataset=tiny)
+    t = Trainer(_config(tmp_path, loss="contrastive", sampler="random", calibrate=True,
+                        validation_share=0.2), dataset=tiny)
+    held = hold_out(tiny, 0.2, seed=t.config.seed)
+    # The held-out images (4 of each class's 20: the test split shows the training
+    # classes) are not trained on.
+    assert held.kind == "images" and len(held.validation.labels) == 40
+    assert len(t.dataset.train.labels) == 160 and len(t.sampler.labels) == 160
     metrics = t.fit()
     cal = metrics["calibration"]
-    want = calibration.calibrate(t.embed(tiny.train), tiny.train.labels, seed=t.config.seed)
+    want = calibration.calibrate(t.embed(held.validation), held.validation.labels,
+                                 seed=t.config.seed)
     assert cal["thresholds"] == want.thresholds
+    assert cal["source"] == held.describe()
     assert set(cal["thresholds"]) == {"best_f1", "fmr=0.01", "fmr=0.001"}
     for name, threshold in want.thresholds.items():
         assert cal["test"][name] == calibration.rates_at(
             threshold, t.embed(tiny.test), tiny.test.labels, seed=t.config.seed)
     with open(tmp_path / "metrics.json") as f:
         assert json.load(f)["calibration"]["thresholds"] == want.thresholds
+    # --validation_share=0: every training image trains and calibrates.
+    z = Trainer(_config(tmp_path / "all", loss="contrastive", sampler="random",
+                        calibrate=True), dataset=tiny)
+    cal = z.fit()["calibration"]
+    assert len(z.dataset.train.labels) == 200
+    assert cal["thresholds"] == calibration.calibrate(
+        z.embed(tiny.train), tiny.train.labels, seed=z.config.seed).thresholds
+    assert "the training split" in cal["source"]
+
+
+def test_new_test_classes_hold_out_whole_training_classes_for_the_thresholds(tmp_path, tiny):
+    from sst_tf.data import Dataset, Split
+
+    # The test split's classes renamed: retrieval of new classes, as on CUB.
+    test = Split(tiny.test.labels, tuple(f"new{i}" for i in range(10)),
+                 images=tiny.test.images)
+    t = Trainer(_config(tmp_path, loss="contrastive", sampler="random", calibrate=True,
+                        validation_share=0.2), dataset=Dataset("zero_shot", tiny.train, test))
+    assert t.held_out.kind == "classes"
+    held = set(np.unique(t.held_out.validation.labels))
+    assert len(held) == 2 and not held & set(np.unique(t.dataset.train.labels))
+    cal = t.fit()["calibration"]
+    n = len(t.held_out.validation.labels)
+    assert n + len(t.dataset.train.labels) == len(tiny.train.labels)
+    assert cal["source"] == f"the validation classes (2 training classes, {n} images, held out " \
+                            "of training)"
     # --nocalibrate: no thresholds, no extra pass.
     u = Trainer(_config(tmp_path / "off", loss="contrastive", sampler="random",
                         calibrate=False), dataset=tiny)

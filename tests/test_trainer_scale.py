@@ -19,6 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _config(tmp_path, **kw):
     base = dict(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
+                validation_share=0.0,  # every training image trains
                 embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
                 batch_size=25, num_targets=3, epochs=1, lr=1e-3, progress=False, export=False,
                 calibrate=False,

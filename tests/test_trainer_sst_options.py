@@ -14,6 +14,7 @@ NPAIRS = loss_registry.spec("npairs")
 
 def _config(tmp_path, **kw):
     base = dict(model_dir=str(tmp_path), backbone="small_cnn", pretrained=False,
+                validation_share=0.0,  # every training image trains
                 embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
                 batch_size=50, num_targets=3, epochs=1, lr=1e-3, progress=False)
     base.update(kw)
