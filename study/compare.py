@@ -273,7 +273,8 @@ def resumed_results(out_dir: str, record: dict) -> list[dict]:
                 for k in set(record[part]) | set(earlier.get(part, {}))
                 if record[part].get(k) != earlier.get(part, {}).get(k))
             _fail(f"--out_dir={out_dir} holds a comparison run with other flags "
-                  f"({', '.join(changed) or 'its record'} differ): its runs would not be "
+                  f"({', '.join(changed) or 'its record'} "
+                  f"{'differs' if len(changed) == 1 else 'differ'}): its runs would not be "
                   "comparable. Give the same flags to resume it, or another --out_dir.")
         if os.path.exists(runs_path):
             return _read_results(runs_path)
