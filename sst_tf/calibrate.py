@@ -18,7 +18,7 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from absl import flags
+from absl import flags, logging
 
 from sst_tf import calibration, cli
 from sst_tf.embed import Embedder, embed_files, list_images
@@ -62,13 +62,21 @@ def class_of(path: str, root: str) -> str | None:
 
 
 def record_thresholds(export_dir: str, thresholds: dict[str, float]) -> None:
-    """Writes `thresholds` into the export's record (`sst_tf.export.load_export_info`)."""
+    """Writes `thresholds` into the export's record and into its ONNX / LiteRT files."""
     from sst_tf.export import SPEC_FILENAME, load_export_info
     from sst_tf.outputs import write_json_atomic
 
     info = load_export_info(export_dir)
     info.setdefault("metadata", {})["thresholds"] = {k: float(v) for k, v in thresholds.items()}
     write_json_atomic(os.path.join(export_dir, "assets", SPEC_FILENAME), info)
+    for name in info.get("files", {}):  # the ONNX / LiteRT files carry them too
+        from sst_tf import convert
+
+        try:
+            convert.update_thresholds(os.path.join(export_dir, name), thresholds)
+        except ImportError as e:
+            logging.warning("%s keeps its earlier thresholds: %s (pip install "
+                            "'sst_tf[onnx]' to update it)", name, e)
 
 
 @cli.entry_point(PROG, tensorflow=True, quiet_info=True, usage=check_flags)

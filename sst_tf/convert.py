@@ -177,6 +177,37 @@ def read_metadata(path: str) -> dict[str, Any]:
     return json.loads(text)
 
 
+def update_thresholds(path: str, thresholds: Mapping[str, float]) -> None:
+    """Replaces the thresholds in the ``sst_tf`` record of a file written here (atomically).
+
+    Raises:
+      ValueError: the file has no such record.
+    """
+    record = read_metadata(path)
+    record["thresholds"] = {str(k): float(v) for k, v in thresholds.items()}
+    text = json.dumps(record, sort_keys=True)
+    if path.endswith(".onnx"):
+        import onnx
+
+        proto = onnx.load(path)
+        onnx.helper.set_model_props(proto, {
+            **{p.key: p.value for p in proto.metadata_props}, METADATA_KEY: text})
+        content = proto.SerializeToString()
+    else:
+        from tensorflow.lite.tools import flatbuffer_utils
+
+        model = flatbuffer_utils.read_model(path)
+        for entry in model.metadata:
+            name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
+            if name == METADATA_KEY:
+                model.buffers[entry.buffer].data = np.frombuffer(text.encode(), np.uint8)
+        content = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(content)
+    os.replace(tmp, path)
+
+
 def load_file(path: str, threads: int = 0) -> Callable[[np.ndarray], np.ndarray]:
     """A function running an ONNX or LiteRT file in its runtime: images -> embeddings.
 

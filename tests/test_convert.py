@@ -196,3 +196,24 @@ def test_export_command_writes_the_formats_of_a_runs_checkpoint(tmp_path, capsys
     for name in ("embedder_images.onnx", "embedder_crop.tflite"):
         meta = convert.read_metadata(str(run / "export" / name))
         assert meta["thresholds"] == {"best_f1": 1.5}
+
+
+@needs_extras
+def test_calibrating_an_export_again_updates_its_files_thresholds(tmp_path):
+    from sst_tf.calibrate import record_thresholds
+
+    spec = ex.PreprocessingSpec(image_size=16, resize_size=20)
+    path = ex.export_saved_model(_model(), str(tmp_path / "export"), spec,
+                                 metadata={"thresholds": {"best_f1": 0.25}},
+                                 formats=("onnx", "litert"))
+    run = convert.load_file(os.path.join(path, "embedder_crop.tflite"))
+    x = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype(np.float32)
+    before = run(x)
+    record_thresholds(path, {"best_f1": 0.5, "fmr=0.001": 0.125})
+    for name in ex.load_export_info(path)["files"]:
+        meta = convert.read_metadata(os.path.join(path, name))
+        assert meta["thresholds"] == {"best_f1": 0.5, "fmr=0.001": 0.125}, name
+        assert meta["input"] in formats.INPUTS  # the rest of the record is kept
+    # The model in the file is untouched.
+    np.testing.assert_array_equal(convert.load_file(os.path.join(path, "embedder_crop.tflite"))(x),
+                                  before)
