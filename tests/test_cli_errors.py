@@ -7,7 +7,6 @@ TensorFlow starts once; the few things only a real process shows (a closed
 pipe, start-up logs, a fast --help) run in subprocesses.
 """
 
-import dataclasses
 import importlib.util
 import json
 import os
@@ -18,16 +17,14 @@ import sys
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from _entry_points import run_main
 from _scripts import load_script
+from _tiny_data import small_run
 from absl import flags
 from PIL import Image
 
 from sst_tf import calibrate, cli, embed, report, search, train, verify, visualize
 from sst_tf import export as ex
-from sst_tf import model as model_lib
-from sst_tf.config import TrainConfig
 from sst_tf.outputs import MARKER
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,15 +48,7 @@ def world(tmp_path_factory):
     w = {"tmp": str(base), "nowhere": str(base / "nowhere"), "repo": REPO}
     # A run as sst_tf.train leaves it: config.json, checkpoints/, export/, metrics.json.
     run = base / "run"
-    cfg = TrainConfig(model_dir=str(run), backbone="small_cnn", pretrained=False,
-                      embedding_dim=8, image_size=16, resize_size=18)
-    keras.utils.set_random_seed(0)
-    model = model_lib.build_model(backbone="small_cnn", weights=None, embedding_dim=8,
-                                  normalize=False, image_size=16)
-    os.makedirs(run / "checkpoints")
-    tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(run / "checkpoints"),
-                               max_to_keep=1).save(checkpoint_number=1)
-    (run / "config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+    small_run(run)
     metrics = {"recall@1": 0.5, "recall@2": 0.6, "nmi": 0.4, "map@r": 0.2, "r_precision": 0.3}
     (run / "metrics.json").write_text(json.dumps({"before": metrics, "after": metrics}))
     w["run"], w["export"] = str(run), ex.export_run(str(run))
@@ -133,9 +122,10 @@ def world(tmp_path_factory):
     w["singles"] = str(base / "singles")
     # A run whose folder data set moved away since training.
     shutil.copytree(run, base / "moved_run")
-    moved_cfg = dataclasses.replace(cfg, model_dir=str(base / "moved_run"), dataset="folder",
-                                    data_dir=str(base / "gone_data"))
-    (base / "moved_run" / "config.json").write_text(json.dumps(dataclasses.asdict(moved_cfg)))
+    moved_cfg = json.loads((run / "config.json").read_text())
+    moved_cfg.update(model_dir=str(base / "moved_run"), dataset="folder",
+                     data_dir=str(base / "gone_data"))
+    (base / "moved_run" / "config.json").write_text(json.dumps(moved_cfg))
     w["moved_run"] = str(base / "moved_run")
     return {k: str(v) for k, v in w.items()}
 

@@ -167,23 +167,11 @@ def test_the_export_record_lists_no_files_without_formats(tmp_path):
 def test_export_command_writes_the_formats_of_a_runs_checkpoint(tmp_path, capsys, monkeypatch):
     # python -m sst_tf.export --model_dir=RUN --formats=...: one line per file, the
     # run's calibrated thresholds in every file's metadata.
-    import dataclasses
-
     from _entry_points import run_main
-
-    from sst_tf import model as model_lib
-    from sst_tf.config import TrainConfig
+    from _tiny_data import small_run
 
     run = tmp_path / "run"
-    cfg = TrainConfig(model_dir=str(run), backbone="small_cnn", pretrained=False,
-                      embedding_dim=8, image_size=16, resize_size=18)
-    keras.utils.set_random_seed(0)
-    model = model_lib.build_model(backbone="small_cnn", weights=None, embedding_dim=8,
-                                  normalize=False, image_size=16)
-    os.makedirs(run / "checkpoints")
-    tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(run / "checkpoints"),
-                               max_to_keep=1).save(checkpoint_number=1)
-    (run / "config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+    small_run(run)
     (run / "metrics.json").write_text(json.dumps({"calibration": {"thresholds": {
         "best_f1": 1.5}}}))
     code, out, err = run_main(ex, [f"--model_dir={run}", "--formats=savedmodel,onnx,litert"],
