@@ -247,6 +247,20 @@ def describe(name: str, threshold: float, rates: dict[str, float]) -> str:
             f"{rates['fmr']:.4f} (precision {rates['precision']:.4f}, F1 {rates['f1']:.4f})")
 
 
+def report_lines(cal: dict | None) -> list[str]:
+    """A run's thresholds with their rates on the test split, one line each.
+
+    Args:
+      cal: `metrics.json["calibration"]` of a run (None or empty: no lines).
+    """
+    if not cal or not isinstance(cal.get("thresholds"), dict):
+        return []
+    source = cal.get("source", "the training split")
+    lines = [f"same/different thresholds from {source}, on the test split:"]
+    return lines + [describe(name, t, cal["test"][name])
+                    for name, t in cal["thresholds"].items() if name in cal.get("test", {})]
+
+
 def parse_threshold(value: str | None) -> float | str | None:
     """A --threshold value as given: a distance (checked), a threshold's name, or None.
 

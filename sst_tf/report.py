@@ -15,7 +15,7 @@ import sys
 
 from absl import flags
 
-from sst_tf import cli
+from sst_tf import calibration, cli
 from sst_tf.outputs import read_json_object
 from sst_tf.run_state import RunFolder
 
@@ -116,7 +116,9 @@ def report(model_dir: str, dataset: str | None = None) -> str:
         print(f"{PROG}: warning: the run trained on {trained_on} ({cfg}), not on "
               f"--dataset={dataset}: its numbers are not comparable with {dataset}'s published "
               "ones", file=sys.stderr)
-    return format_table(metrics, dataset or trained_on or "?")
+    lines = calibration.report_lines(metrics.get("calibration"))
+    return format_table(metrics, dataset or trained_on or "?") + "".join(
+        f"\n{line}" for line in lines)
 
 
 FLAGS = flags.FLAGS

@@ -48,16 +48,6 @@ def config_from_flags() -> TrainConfig:
     return TrainConfig(**values)
 
 
-def calibration_lines(cal: dict | None) -> list[str]:
-    """The thresholds' rates on the test split, one line each (none without calibration)."""
-    if not cal:
-        return []
-    source = cal.get("source", "the training split")
-    lines = [f"same/different thresholds from {source}, on the test split:"]
-    return lines + [calibration.describe(name, t, cal["test"][name])
-                    for name, t in cal["thresholds"].items()]
-
-
 def _settings_line(config: TrainConfig) -> str:
     """One line: the loss settings the run uses (given flags, else the loss's defaults)."""
     s = loss_registry.settings(config.resolved())
@@ -189,7 +179,7 @@ def _main(argv):
     for key, after in metrics["after"].items():
         if isinstance(after, float):
             lines.append(f"{key:<12} {metrics['before'].get(key, float('nan')):8.4f} {after:8.4f}")
-    lines += calibration_lines(metrics.get("calibration"))
+    lines += calibration.report_lines(metrics.get("calibration"))
     print(_settings_line(config))
     print("\n".join(lines))
     print(f"Wrote {path}")

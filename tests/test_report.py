@@ -45,3 +45,23 @@ def test_sop_recall_ks_sorted_numerically_and_missing_refs(tmp_path):
 def test_missing_metrics_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.json not found"):
         report.report(str(tmp_path))
+
+
+def test_thresholds_and_their_test_rates_follow_the_table(tmp_path):
+    after = {"recall@1": 0.6, "map@r": 0.2, "nmi": 0.5, "r_precision": 0.3}
+    _write(tmp_path, "folder", after, after)
+    rates = {"precision": 0.9, "recall": 0.5, "f1": 0.64, "fmr": 0.011, "fnmr": 0.5}
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics["calibration"] = {"thresholds": {"best_f1": 0.62, "fmr=0.01": 0.46},
+                              "source": "the validation classes (8 training classes, 400 "
+                                        "images, held out of training)",
+                              "test": {"best_f1": rates, "fmr=0.01": rates}}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    lines = report.report(str(tmp_path)).splitlines()
+    at = lines.index("same/different thresholds from the validation classes (8 training "
+                     "classes, 400 images, held out of training), on the test split:")
+    assert lines[at + 1].split()[:3] == ["best_f1", "distance", "0.6200:"]
+    assert "FNMR 0.5000 at FMR 0.0110" in lines[at + 2]
+    # A run without calibration: the table alone.
+    _write(tmp_path, "folder", after, after)
+    assert "thresholds" not in report.report(str(tmp_path))
