@@ -184,11 +184,13 @@ def main() -> None:
     results = {}
     for name in names:
         print(f"[benchmark] section {name} ...", flush=True)
+        load = os.getloadavg()[0]  # other jobs on the machine make every timing slower
         t0 = time.perf_counter()
         body = SECTIONS[name](args)
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         results[name] = (f"## {name}\n\n_Machine: {machine_description()}. Run {stamp}, "
-                         f"{time.perf_counter() - t0:.0f} s._\n\n{body}")
+                         f"{time.perf_counter() - t0:.0f} s; load average {load:.1f} at its "
+                         f"start._\n\n{body}")
         print(body, flush=True)
     update_markdown(Path(args.output), results)
     print(f"[benchmark] wrote {args.output}")
