@@ -846,8 +846,15 @@ def main(argv):
     if FLAGS.from_json:  # rows grouped by loss, in order of first appearance
         order = list(dict.fromkeys(arm(r) for r in results))
         results.sort(key=lambda r: order.index(arm(r)))
-        write_text_atomic(os.path.join(FLAGS.out_dir, "compare.json"),
-                          json.dumps(results, indent=2))
+    else:  # trained seed by seed (a suite cut short has whole seeds); stored by benchmark,
+        # arm and seed
+        places = {(bench or "-", variant or loss, seed): (i, j, k)
+                  for i, (bench, _) in enumerate(cells)
+                  for j, (variant, loss, _, _) in enumerate(arms)
+                  for k, seed in enumerate(seeds)}
+        results.sort(key=lambda r: places.get(
+            (r.get("benchmark", "-"), arm(r), r.get("seed")), (len(cells), 0, 0)))
+    write_text_atomic(os.path.join(FLAGS.out_dir, "compare.json"), json.dumps(results, indent=2))
     seen = sorted({r["seed"] for r in results if r.get("seed") is not None})
     clocks = "/".join(sorted({r.get("clock", "wall") for r in results if "error" not in r})
                           or [FLAGS.budget_clock])  # the runs' own (--from_json: stored runs)
