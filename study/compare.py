@@ -246,8 +246,11 @@ def run_record(base, cells, arms, seeds) -> dict:
     def plain(value):
         return json.loads(json.dumps(value, default=str))
 
+    # Fields a comparison sets itself or never uses are left out.
+    unused = ("model_dir", "seed", "progress", "validation_share", "export", "export_formats",
+              "calibrate")
     return plain({"config": {k: v for k, v in dataclasses.asdict(base).items()
-                             if k not in ("model_dir", "seed", "progress")},
+                             if k not in unused},
                   "benchmarks": {name or "-": cfg.data_dir for name, cfg in cells},
                   "budget": {k: FLAGS[k].value for k in (
                       "budget_seconds", "budget_clock", "plateau_patience",
@@ -260,22 +263,23 @@ def resumed_results(out_dir: str, record: dict) -> list[dict]:
 
     Writes `record` to `compare_flags.json` on a first run. A folder whose
     record differs (other training flags or budget) is refused: its runs
-    would not be comparable. Arms and seeds may be added or left out.
+    would not be comparable. Arms and seeds may be added or left out; a field
+    only one of the records has (a flag another version added) is ignored.
     """
     flags_path = os.path.join(out_dir, "compare_flags.json")
     runs_path = os.path.join(out_dir, "compare.json")
     if os.path.exists(flags_path):
         with open(flags_path) as f:
             earlier = json.load(f)
-        if earlier != record:
-            changed = sorted(
-                f"{part}.{k}" for part in record
-                for k in set(record[part]) | set(earlier.get(part, {}))
-                if record[part].get(k) != earlier.get(part, {}).get(k))
+        # Fields on one side only (a version that added or dropped a flag) do not count.
+        changed = sorted(f"{part}.{k}" for part in record
+                         for k in set(record[part]) & set(earlier.get(part, {}))
+                         if record[part][k] != earlier[part][k])
+        if changed:
             _fail(f"--out_dir={out_dir} holds a comparison run with other flags "
-                  f"({', '.join(changed) or 'its record'} "
-                  f"{'differs' if len(changed) == 1 else 'differ'}): its runs would not be "
-                  "comparable. Give the same flags to resume it, or another --out_dir.")
+                  f"({', '.join(changed)} {'differs' if len(changed) == 1 else 'differ'}): "
+                  "its runs would not be comparable. Give the same flags to resume it, or "
+                  "another --out_dir.")
         if os.path.exists(runs_path):
             return _read_results(runs_path)
         return []

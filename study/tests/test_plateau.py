@@ -167,3 +167,19 @@ def test_compare_to_the_plateau_resumes_a_suite_and_refuses_other_flags(tmp_path
     assert "Traceback" not in proc.stderr
     assert "(config.lr differs)" in errors[0] and "another --out_dir" in errors[0]
     assert json.loads((out / "compare.json").read_text()) == both
+
+
+def test_a_record_field_of_another_version_does_not_stop_a_resume(tmp_path):
+    compare = load_script("compare")
+    record = {"config": {"lr": 0.002, "validation_share": 0.0}, "benchmarks": {"b": "/d"},
+              "budget": {"plateau_patience": 5}}
+    assert compare.resumed_results(str(tmp_path), record) == []  # a first run writes it
+    earlier = json.loads((tmp_path / "compare_flags.json").read_text())
+    assert earlier == record
+    runs = [{"loss": "sst", "sampler": "local", "seed": 0, "benchmark": "b"}]
+    (tmp_path / "compare.json").write_text(json.dumps(runs))
+    # A version that records one field more and one less: the shared fields decide.
+    newer = {**record, "config": {"lr": 0.002, "export_formats": ""}}
+    assert compare.resumed_results(str(tmp_path), newer) == runs
+    with pytest.raises(SystemExit):
+        compare.resumed_results(str(tmp_path), {**record, "budget": {"plateau_patience": 3}})
