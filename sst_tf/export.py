@@ -553,13 +553,17 @@ def export_trained_run(
     """
     folder = RunFolder(config.model_dir)
     export_dir = folder.export
+    formats = formats_lib.parse_formats(config.export_formats)
+    retry = f"python -m sst_tf.export --model_dir={config.model_dir}"
     kept = (f"metrics.json and the checkpoints in {folder.checkpoints} are kept; "
-            f"retry the export with: python -m sst_tf.export --model_dir={config.model_dir}")
+            f"retry the export with: {retry}"
+            + (f" --formats=savedmodel,{','.join(formats)} (or without --formats for the "
+               "SavedModel alone)" if formats else ""))
     try:
         with disk_full_guard(export_dir):
             export_saved_model(model, export_dir, spec_for_config(config),
                                metadata=run_metadata(config, checkpoint_path, thresholds),
-                               formats=formats_lib.parse_formats(config.export_formats))
+                               formats=formats)
     except DiskFullError:
         raise
     except Exception as e:

@@ -205,3 +205,23 @@ def test_calibrating_an_export_again_updates_its_files_thresholds(tmp_path):
     # The model in the file is untouched.
     np.testing.assert_array_equal(convert.load_file(os.path.join(path, "embedder_crop.tflite"))(x),
                                   before)
+
+
+@needs_extras
+def test_a_failed_conversion_after_training_names_the_retry_with_its_formats(tmp_path,
+                                                                            monkeypatch):
+    from sst_tf.config import TrainConfig
+    from sst_tf.datasets.splits import Split
+
+    def off(path, fmt, kind, images, crops, want):
+        raise RuntimeError(f"{os.path.basename(path)} differs from the model's embeddings")
+
+    monkeypatch.setattr(convert, "_check_file", off)
+    config = TrainConfig(model_dir=str(tmp_path), image_size=16, resize_size=20,
+                         export_formats="onnx")
+    split = Split(np.zeros(2, np.int64), ("a",), images=np.zeros((2, 16, 16, 3), np.uint8))
+    with pytest.raises(ex.ExportError) as e:
+        ex.export_trained_run(_model(), config, split, np.zeros((2, 5), np.float32), None)
+    assert f"python -m sst_tf.export --model_dir={tmp_path} --formats=savedmodel,onnx" \
+        in str(e.value)
+    assert not os.path.exists(tmp_path / "export")  # nothing half-written
