@@ -288,12 +288,29 @@ def resumed_results(out_dir: str, record: dict) -> list[dict]:
 
 
 def plateau_budget_text(results: list[dict]) -> str:
-    """The header's budget sentence for runs trained to the validation plateau."""
+    """The header's budget sentence for runs trained to the validation plateau.
+
+    The evaluation interval of each benchmark comes from its runs' curves, so
+    that merged runs (`--from_json`) of other intervals are described as they ran.
+    """
     runs = [r for r in results if "plateau" in r]
     caps = sorted({r["stopped"] for r in runs})
+    intervals = {}
+    for r in runs:
+        curve = r.get("curve", [])
+        if len(curve) > 1:
+            intervals.setdefault(r.get("benchmark", "-"), (
+                curve[1]["epoch"] - curve[0]["epoch"],
+                curve[1].get("presentations", 0) - curve[0].get("presentations", 0)))
+    if len(intervals) > 1 or FLAGS.from_json:
+        every = "; ".join(f"{bench}: every {epochs} epochs (~{shown / 1000:.0f}k images)"
+                          for bench, (epochs, shown) in sorted(intervals.items()))
+        cadence = f"evaluations of {every}"
+    else:
+        cadence = (f"evaluations of every {FLAGS.compare_eval_every} epochs, at most "
+                   f"{FLAGS.epochs} epochs")
     return (f"training to the validation plateau (patience {FLAGS.plateau_patience} "
-            f"evaluations of every {FLAGS.compare_eval_every} epochs, at most "
-            f"{FLAGS.epochs} epochs; runs ended by: {', '.join(caps)}; validation: "
+            f"{cadence}; runs ended by: {', '.join(caps)}; validation: "
             f"{'; '.join(sorted({r['validation'] for r in runs}))}; result = test MAP@R at "
             "the best validation MAP@R)")
 
@@ -555,10 +572,34 @@ def plateau_table(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plateau_matrix(results: list[dict]) -> str:
+    """Per arm and benchmark: training seconds to the plateau and to 90 % of it.
+
+    Each cell is the mean over the arm's passed plateau runs on that benchmark
+    ("-" when none passed): seconds to the best validation evaluation / seconds
+    to the first evaluation at 90 % of it (the run's own plateau).
+    """
+    benches = {name: {g["loss"]: g for g in summarize(runs)}
+               for name, runs in by_benchmark(results).items()}
+    lines = ["| loss | " + " | ".join(benches) + " |", "|---|" + "---|" * len(benches)]
+    for name in dict.fromkeys(arm(r) for r in results):
+        row = [name]
+        for groups in benches.values():
+            runs = [r for r in groups[name]["passed"] if "plateau" in r] if name in groups else []
+            row.append(f"{statistics.fmean(r['plateau']['train_seconds'] for r in runs):.0f} / "
+                       f"{statistics.fmean(r['plateau']['share_train_seconds'] for r in runs):.0f}"
+                       if runs else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def suite_markdown(results: list[dict], share: float) -> str:
     """The matrix, one table per benchmark (with seconds to `share` of its best), the aggregate."""
     parts = [f"### MAP@R on every benchmark (mean ± std over seeds; seconds to {share:.0%} "
              "of the benchmark's best)\n\n" + suite_matrix(results, share)]
+    if any("plateau" in r for r in results):
+        parts.append("### Training seconds to the plateau / to 90 % of it (mean over the "
+                     "passed runs)\n\n" + plateau_matrix(results))
     for name, runs in by_benchmark(results).items():
         parts.append(f"### {name}\n\n" + markdown_table(runs))
         if any("plateau" in r for r in runs):
