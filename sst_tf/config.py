@@ -109,6 +109,10 @@ class TrainConfig:
     normalize: bool | None = flag_field(
         None, help="L2-normalise the embeddings (training and evaluation on unit vectors); "
                    "unset: the loss's default (docs/baselines.md).")
+    embedding_batchnorm: bool | None = flag_field(
+        None, help="End the head with batch normalisation (before --normalize): it centres the "
+                   "embeddings of a random backbone; unset: the loss's default (on for ArcFace, "
+                   "CosFace and Sub-center ArcFace; docs/baselines.md).")
     image_size: int = flag_field(224, help="Side of the square model input (the crop).",
         low=1, high=4096)
     resize_size: int | None = flag_field(
@@ -338,6 +342,7 @@ class TrainConfig:
                 "weights": "imagenet" if pretrained and not weights_file else None,
                 "backbone_weights": weights_file,
                 "embedding_dim": self.embedding_dim, "normalize": self.normalize,
+                "embedding_batchnorm": bool(self.embedding_batchnorm),
                 "image_size": self.image_size}
 
     def resolved(self) -> TrainConfig:

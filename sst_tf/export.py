@@ -79,7 +79,7 @@ from sst_tf.outputs import (  # noqa: E402
     temp_dir_for,
     write_marker,
 )
-from sst_tf.run_state import RunFolder  # noqa: E402
+from sst_tf.run_state import ADDED_MODEL_FLAGS, RunFolder  # noqa: E402
 
 SPEC_FILENAME = "sst_tf_export.json"
 SCALINGS = ("inception", "unit", "raw")
@@ -392,7 +392,7 @@ def load_run_config(model_dir: str):
         )
     saved = read_json_object(path, f"--model_dir={model_dir}")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    kwargs = {k: v for k, v in saved.items() if k in known}
+    kwargs = {**ADDED_MODEL_FLAGS, **{k: v for k, v in saved.items() if k in known}}
     if "recall_ks" in kwargs:
         kwargs["recall_ks"] = tuple(kwargs["recall_ks"])
     kwargs["model_dir"] = model_dir

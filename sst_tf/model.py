@@ -6,7 +6,8 @@ backbone's own preprocessing as its first layer, so nothing outside the model
 needs to know it. Layer names identify the parts:
 
   "preprocess" -> "backbone" (a nested model) -> "pool" -> "head" (Dense)
-  -> "l2_normalize" (when `normalize`)
+  -> "head_batchnorm" (when `embedding_batchnorm`) -> "l2_normalize" (when
+  `normalize`)
 
 `variable_groups` splits the trainable variables into backbone and head for
 the head learning-rate multiplier (docs/method.md#training-recipe).
@@ -19,6 +20,7 @@ import os
 import keras
 
 HEAD_LAYER = "head"
+HEAD_BATCHNORM_LAYER = "head_batchnorm"
 BACKBONE_LAYER = "backbone"
 
 
@@ -75,6 +77,7 @@ def build_model(
     weights: str | None = "imagenet",
     embedding_dim: int = 512,
     normalize: bool = False,
+    embedding_batchnorm: bool = False,
     image_size: int = 224,
     backbone_weights: str | None = None,
 ) -> keras.Model:
@@ -86,6 +89,9 @@ def build_model(
         Keras weight file in the cache (~/.keras/models) or network access.
       embedding_dim: size d of the embedding (the Dense head's units).
       normalize: L2-normalise the embedding.
+      embedding_batchnorm: batch normalisation after the head (before the L2
+        normalisation), as InsightFace's embedding head ends: it centres the
+        embeddings, which from a random backbone share one direction.
       image_size: side of the square RGB input.
       backbone_weights: a Keras weights file of this backbone (written by
         `save_backbone_weights`, e.g. by study/pretrain.py) to load instead of
@@ -128,6 +134,8 @@ def build_model(
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     # The head (and the loss) stay float32 under a mixed-precision policy.
     x = keras.layers.Dense(embedding_dim, name=HEAD_LAYER, dtype="float32")(x)
+    if embedding_batchnorm:
+        x = keras.layers.BatchNormalization(name=HEAD_BATCHNORM_LAYER, dtype="float32")(x)
     if normalize:
         x = keras.layers.UnitNormalization(axis=-1, name="l2_normalize", dtype="float32")(x)
     # The embedding (and the loss) stay float32 under mixed precision.
@@ -154,10 +162,13 @@ def save_backbone_weights(model: keras.Model, path: str) -> None:
 def variable_groups(model: keras.Model) -> tuple[list, list]:
     """Splits trainable variables into (backbone, head) groups.
 
-    The head group holds the variables of the layer named `HEAD_LAYER`; every
-    other trainable variable belongs to the backbone group.
+    The head group holds the variables of the layers named `HEAD_LAYER` and
+    (when present) `HEAD_BATCHNORM_LAYER`; every other trainable variable
+    belongs to the backbone group.
     """
-    head_ids = {id(v) for v in model.get_layer(HEAD_LAYER).trainable_variables}
+    names = {layer.name for layer in model.layers}
+    head_ids = {id(v) for name in (HEAD_LAYER, HEAD_BATCHNORM_LAYER) if name in names
+                for v in model.get_layer(name).trainable_variables}
     backbone = [v for v in model.trainable_variables if id(v) not in head_ids]
     head = [v for v in model.trainable_variables if id(v) in head_ids]
     return backbone, head

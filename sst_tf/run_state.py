@@ -151,7 +151,9 @@ class GracefulSignals:
 # A checkpoint cannot be used (other variables or shapes) or would train another
 # model: always refused.
 MODEL_FLAGS = ("dataset", "data_source", "backbone", "embedding_dim", "normalize",
-               "image_size", "mixed_precision", "memory_size")
+               "embedding_batchnorm", "image_size", "mixed_precision", "memory_size")
+# Model flags added by a later version, with the value a run saved before them had.
+ADDED_MODEL_FLAGS = {"embedding_batchnorm": False}
 # Loadable, but the resumed run would no longer replay the original one (loss,
 # batches, optimiser, augmentation): refused unless --allow_flag_changes.
 RUN_FLAGS = ("loss", "margin", "sampler", "batch_size", "num_targets", "seed", "lr",
@@ -214,7 +216,7 @@ def config_differences(saved: dict, current: dict) -> list[tuple[str, object, ob
     for key in sorted(set(saved) | set(current)):
         if key in IGNORED_KEYS:
             continue
-        old, new = _norm(saved.get(key)), _norm(current.get(key))
+        old, new = _norm(saved.get(key, ADDED_MODEL_FLAGS.get(key))), _norm(current.get(key))
         if old != new:
             diffs.append((key, old, new))
     return diffs
@@ -237,7 +239,7 @@ def check_resume_config(saved: dict, current: dict, allow_changes: bool = False)
     diffs = config_differences(saved, current)
     # A key the saved run does not have (a flag added by a later version) is
     # logged, never refused.
-    refused = [d for d in diffs if d[0] in saved and (
+    refused = [d for d in diffs if (d[0] in saved or d[0] in ADDED_MODEL_FLAGS) and (
         d[0] in MODEL_FLAGS + DATA_KEYS or (d[0] in RUN_FLAGS and not allow_changes))]
     if refused:
         lines = "; ".join(f"--{k}: {o!r} in the saved run, {n!r} now" for k, o, n in refused)

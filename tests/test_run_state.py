@@ -54,3 +54,21 @@ def test_resuming_on_other_data_of_the_same_size_is_refused(tiny):
     assert other["num_train_images"] == saved["num_train_images"]
     with pytest.raises(IncompatibleRunError, match="data_fingerprint.*other classes or images"):
         check_resume_config(saved, other, allow_changes=True)
+
+
+def test_a_run_saved_before_the_head_batchnorm_flag_had_none(tmp_path):
+    """A config.json without `embedding_batchnorm` is a model without the layer: an
+    export rebuilds it so, and a resume that would add the layer is refused by name."""
+    from sst_tf.run_state import IncompatibleRunError, check_resume_config
+
+    cfg = TrainConfig(model_dir=str(tmp_path), loss="arcface", backbone="small_cnn",
+                      pretrained=False, image_size=16).resolved()
+    saved = dataclasses.asdict(cfg)
+    del saved["embedding_batchnorm"]
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump(saved, f)
+    assert export.load_run_config(str(tmp_path)).embedding_batchnorm is False
+    current = dataclasses.asdict(cfg)  # arcface's default now: the layer
+    with pytest.raises(IncompatibleRunError, match="--embedding_batchnorm: False in the saved"):
+        check_resume_config(saved, current)
+    check_resume_config(saved, {**current, "embedding_batchnorm": False})
