@@ -6,6 +6,7 @@
 # kept, an unfinished one continues from its last evaluation.
 #
 #   bash study/long_table.sh SUITE_DIR OUT_DIR [SEEDS]     # e.g. data/suite runs/long 0,1
+#   ONLY=arcface,cosface bash study/long_table.sh ...       # those arms only
 #
 # One job on one core (taskset -c 1 bash study/long_table.sh ...); about 9
 # CPU-hours for both seeds on the machine of 2026-12-07.
@@ -31,6 +32,17 @@ arms=(
   --variant=cosface:loss=cosface
   --variant=subcenter_arcface:loss=subcenter_arcface
 )
+# ONLY=name,name,... runs those arms alone (e.g. a loss whose defaults changed,
+# into another OUT_DIR; later files of --from_json replace its older runs).
+if [ -n "${ONLY:-}" ]; then
+  kept=()
+  for a in "${arms[@]}"; do
+    name=${a#--variant=}; name=${name%%:*}
+    [[ ",$ONLY," == *",$name,"* ]] && kept+=("$a")
+  done
+  [ ${#kept[@]} -gt 0 ] || { echo "long_table.sh: ONLY=$ONLY names no arm" >&2; exit 2; }
+  arms=("${kept[@]}")
+fi
 # Evaluations every ~6,000 image presentations, patience 5 evaluations, a cap of
 # ~3 x 10^5 presentations (about 17 times the 30-second suite's budget).
 common=(--threads=1 --plateau_patience=5 "${arms[@]}")
