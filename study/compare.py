@@ -29,7 +29,8 @@ run (`<loss>-<sampler>-seed<seed>/`, final checkpoint and metrics.json).
 of the tables under its name, so a grid runs on the suite's validation splits
 (`--benchmarks=cross_script=data/suite/cross_script/val,...`) like the losses.
 `--from_json=a/compare.json,b/compare.json` trains nothing and writes the
-table and plot of earlier runs together.
+table and plot of earlier runs together (a later file replaces the runs of
+every arm, benchmark and seed it holds).
 
 The suite (study/docs/devbench.md#the-benchmark-suite): `--benchmarks=name=dir,...`
 runs every loss x seed on each data set (`--pretrained_benchmarks` also from
@@ -756,6 +757,22 @@ def _fail(message: str, code: int = 2) -> None:
     train_cli._fail(message, code, prog="compare.py")
 
 
+def merge_results(files: list[list[dict]]) -> list[dict]:
+    """The runs of several compare.json files, oldest first, as one list.
+
+    A later file replaces the runs of every (arm, benchmark, seed) it holds (a
+    rerun of some arms in new defaults replaces their older runs); runs of
+    other seeds or arms add up.
+    """
+    kept: dict[tuple, list[dict]] = {}
+    for runs in files:
+        fresh: dict[tuple, list[dict]] = {}
+        for r in runs:
+            fresh.setdefault((arm(r), r.get("benchmark", "-"), r.get("seed")), []).append(r)
+        kept.update(fresh)
+    return [r for runs in kept.values() for r in runs]
+
+
 def _read_results(path: str) -> list:
     """The results of an earlier compare.json (--from_json), or a one-line error."""
     try:
@@ -849,9 +866,7 @@ def main(argv):
                                     sampler=sampler).validate()
     except ValueError as e:
         _fail(str(e))
-    results = []
-    for path in FLAGS.from_json:
-        results.extend(_read_results(path))
+    results = merge_results([_read_results(path) for path in FLAGS.from_json])
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     write_marker(FLAGS.out_dir, "comparison", "compare.py")
     if not FLAGS.from_json:

@@ -39,12 +39,14 @@ flags.DEFINE_string("output", None, "Also write the table to this file.")
 
 
 def load_runs(paths: list[str]) -> list[dict]:
-    """The runs of `paths`; a later file replaces the (arm, benchmark, seed) runs it holds.
+    """The runs of `paths`, merged as `compare.merge_results` merges them.
+
+    A later file replaces the (arm, benchmark, seed) runs it holds.
 
     Raises:
       ValueError: a file that cannot be read or is not a list of runs.
     """
-    kept: dict[tuple, list[dict]] = {}
+    files = []
     for path in paths:
         try:
             with open(path) as f:
@@ -54,12 +56,8 @@ def load_runs(paths: list[str]) -> list[dict]:
         if not isinstance(runs, list) or not all(isinstance(r, dict) and "loss" in r
                                                  for r in runs):
             raise ValueError(f"{path} is not a compare.json written by study/compare.py")
-        fresh: dict[tuple, list[dict]] = {}
-        for r in runs:
-            key = (compare.arm(r), r.get("benchmark", "-"), r.get("seed"))
-            fresh.setdefault(key, []).append(r)
-        kept.update(fresh)
-    return [r for runs in kept.values() for r in runs]
+        files.append(runs)
+    return compare.merge_results(files)
 
 
 def benchmark_ranks(runs: list[dict], arms: list[str]) -> dict[str, float]:
