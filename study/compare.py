@@ -282,7 +282,10 @@ def resumed_results(out_dir: str, record: dict) -> list[dict]:
                   "its runs would not be comparable. Give the same flags to resume it, or "
                   "another --out_dir.")
         if os.path.exists(runs_path):
-            return _read_results(runs_path)
+            try:
+                return read_runs([runs_path])
+            except ValueError as e:
+                _fail(f"--out_dir={out_dir}: {e}")
         return []
     write_text_atomic(flags_path, json.dumps(record, indent=2))
     return []
@@ -773,16 +776,24 @@ def merge_results(files: list[list[dict]]) -> list[dict]:
     return [r for runs in kept.values() for r in runs]
 
 
-def _read_results(path: str) -> list:
-    """The results of an earlier compare.json (--from_json), or a one-line error."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError) as e:
-        _fail(f"--from_json={path}: cannot read it ({e})")
-    if not isinstance(data, list) or not all(isinstance(r, dict) and "loss" in r for r in data):
-        _fail(f"--from_json={path} is not a compare.json written by this script")
-    return data
+def read_runs(paths: list[str]) -> list[dict]:
+    """The runs of these compare.json files, merged by `merge_results`.
+
+    Raises:
+      ValueError: naming a file that cannot be read or is not a compare.json.
+    """
+    files = []
+    for path in paths:
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: cannot read it ({e})") from e
+        if not isinstance(data, list) or not all(isinstance(r, dict) and "loss" in r
+                                                 for r in data):
+            raise ValueError(f"{path} is not a compare.json written by study/compare.py")
+        files.append(data)
+    return merge_results(files)
 
 
 def main(argv):
@@ -866,7 +877,10 @@ def main(argv):
                                     sampler=sampler).validate()
     except ValueError as e:
         _fail(str(e))
-    results = merge_results([_read_results(path) for path in FLAGS.from_json])
+    try:
+        results = read_runs(FLAGS.from_json)
+    except ValueError as e:
+        _fail(f"--from_json={e}")
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     write_marker(FLAGS.out_dir, "comparison", "compare.py")
     if not FLAGS.from_json:

@@ -20,7 +20,6 @@ defaults replaces that loss's older runs; files of other seeds add up.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import statistics
 import sys
@@ -36,28 +35,6 @@ flags.DEFINE_list("long", [], "compare.json files of the long budget, oldest fir
 flags.DEFINE_string("short_name", "30 s", "The short budget's column heading.")
 flags.DEFINE_string("long_name", "plateau", "The long budget's column heading.")
 flags.DEFINE_string("output", None, "Also write the table to this file.")
-
-
-def load_runs(paths: list[str]) -> list[dict]:
-    """The runs of `paths`, merged as `compare.merge_results` merges them.
-
-    A later file replaces the (arm, benchmark, seed) runs it holds.
-
-    Raises:
-      ValueError: a file that cannot be read or is not a list of runs.
-    """
-    files = []
-    for path in paths:
-        try:
-            with open(path) as f:
-                runs = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: cannot read it ({e})") from e
-        if not isinstance(runs, list) or not all(isinstance(r, dict) and "loss" in r
-                                                 for r in runs):
-            raise ValueError(f"{path} is not a compare.json written by study/compare.py")
-        files.append(runs)
-    return compare.merge_results(files)
 
 
 def benchmark_ranks(runs: list[dict], arms: list[str]) -> dict[str, float]:
@@ -143,7 +120,7 @@ def main(argv):
               file=sys.stderr)
         sys.exit(2)
     try:
-        table = ranking_table(load_runs(FLAGS.short), load_runs(FLAGS.long),
+        table = ranking_table(compare.read_runs(FLAGS.short), compare.read_runs(FLAGS.long),
                               FLAGS.short_name, FLAGS.long_name)
     except ValueError as e:
         print(f"rankings.py: error: {e}", file=sys.stderr)

@@ -30,11 +30,10 @@ def _write(path, runs):
 
 
 def test_a_later_file_replaces_its_runs_and_other_seeds_add_up(tmp_path):
-    rankings = _rankings()
     old = _write(tmp_path / "old.json", [_run("a", "x", 0, 0.5), _run("b", "x", 0, 0.4)])
     new = _write(tmp_path / "new.json", [_run("a", "x", 0, 0.9)])
     seed1 = _write(tmp_path / "seed1.json", [_run("a", "x", 1, 0.7)])
-    runs = rankings.load_runs([old, new, seed1])
+    runs = load_script("compare").read_runs([old, new, seed1])
     got = sorted((r["loss"], r["seed"], r["after"]["map@r"]) for r in runs)
     assert got == [("a", 0, 0.9), ("a", 1, 0.7), ("b", 0, 0.4)]
 
@@ -70,12 +69,12 @@ def test_the_table_keeps_the_losses_and_benchmarks_both_budgets_have():
 
 
 def _long_runs():
-    return _rankings().load_runs(sorted(glob.glob(
+    return load_script("compare").read_runs(sorted(glob.glob(
         os.path.join(RUNS, "2026-12-07_long", "seed*", "*", "compare.json"))))
 
 
 def _short_runs():
-    return _rankings().load_runs([os.path.join(RUNS, f"{n}.json") for n in (
+    return load_script("compare").read_runs([os.path.join(RUNS, f"{n}.json") for n in (
         "2026-12-05_suite_30s", "2026-12-06_suite_retuned_30s", "2026-12-06b_suite_retuned_30s")])
 
 
