@@ -21,6 +21,7 @@ arms=(
   --variant=semihard_m02:loss=triplet_semihard,margin=0.2  # FaceNet's margin (section 16)
   --variant=contrastive_local:loss=contrastive,sampler=local  # before section 15
   --variant=pa_lr1:loss=proxy_anchor,loss_lr_multiplier=1  # before section 17
+  --variant=lifted_m2:loss=lifted_struct,margin=2.0        # the runner-up of section 16
 )
 common=(--threads=1 --plateau_patience=5 "${arms[@]}")
 for seed in ${seeds//,/ }; do
