@@ -66,7 +66,7 @@ def train(model_dir: str, epochs: int, eval_every: int, seed: int) -> dict:
     seed_everything(seed)
     digits = data.load_dataset("digits")
     options = pipeline.ImageOptions(image_size=32, resize_size=36, random_flip=False)
-    # The trainer's SST defaults: L2-normalised embeddings, scale 16, softmax over
+    # The trainer's SST defaults: L2-normalised embeddings, scale 32, softmax over
     # imposters, class neighbourhoods of 8 images per class (digits' 10 classes
     # then get 10 each).
     model = model_lib.build_model("small_cnn", weights=None, embedding_dim=64, image_size=32,

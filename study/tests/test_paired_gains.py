@@ -61,3 +61,27 @@ def test_the_command_refuses_a_malformed_pair_in_one_line(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert proc.returncode == 2 and len(errors) == 1, proc.stderr
     assert "'a-d' is not ARM:DEFAULT" in errors[0] and "Traceback" not in proc.stderr
+
+
+def test_the_results_page_retest_of_the_defaults_is_the_stored_runs():
+    """docs/results.md's long-budget retest: each arm against the long table's run of its
+    default (same benchmark and seed), as paired_gains.py computes it."""
+    import glob
+
+    paired = _paired()
+    runs_dir = os.path.join(ROOT, "study", "docs", "suite_runs")
+    files = sorted(glob.glob(os.path.join(runs_dir, "2026-12-07_long", "seed*", "*",
+                                          "compare.json")))
+    files += sorted(glob.glob(os.path.join(runs_dir, "2026-12-07_long_defaults", "seed*", "*",
+                                           "compare.json")))
+    runs = load_script("compare").read_runs(files)
+    with open(os.path.join(ROOT, "docs", "results.md")) as f:
+        page = f.read()
+    section = page[page.index("## Defaults at the long budget"):page.index("## Digits")]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    pairs = [tuple(c.strip().strip("`") for c in row.strip("|").split("|")[:2]) for row in rows]
+    assert len(pairs) >= 5
+    table = paired.gains_table(paired.paired_gains(runs, pairs))
+    assert table.strip() in section
+    for g in paired.paired_gains(runs, pairs):
+        assert g["pairs"] == 4, g  # two benchmarks x two seeds

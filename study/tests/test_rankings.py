@@ -68,9 +68,16 @@ def test_the_table_keeps_the_losses_and_benchmarks_both_budgets_have():
         rankings.ranking_table(short, [_run("z", "x", 0, 0.5)])
 
 
+def long_table_files():
+    """The long table's compare.json files: every arm, then the margin losses rerun
+    with their head batch norm (later files replace those arms' runs)."""
+    def files(folder):
+        return sorted(glob.glob(os.path.join(RUNS, folder, "seed*", "*", "compare.json")))
+    return files("2026-12-07_long") + files("2026-12-07_long_margin_bn")
+
+
 def _long_runs():
-    return load_script("compare").read_runs(sorted(glob.glob(
-        os.path.join(RUNS, "2026-12-07_long", "seed*", "*", "compare.json"))))
+    return load_script("compare").read_runs(long_table_files())
 
 
 def _short_runs():
