@@ -77,9 +77,9 @@ def build_model(
     weights: str | None = "imagenet",
     embedding_dim: int = 512,
     normalize: bool = False,
-    embedding_batchnorm: bool = False,
     image_size: int = 224,
     backbone_weights: str | None = None,
+    embedding_batchnorm: bool = False,
 ) -> keras.Model:
     """Builds the embedding model.
 
@@ -89,13 +89,13 @@ def build_model(
         Keras weight file in the cache (~/.keras/models) or network access.
       embedding_dim: size d of the embedding (the Dense head's units).
       normalize: L2-normalise the embedding.
-      embedding_batchnorm: batch normalisation after the head (before the L2
-        normalisation), as InsightFace's embedding head ends: it centres the
-        embeddings, which from a random backbone share one direction.
       image_size: side of the square RGB input.
       backbone_weights: a Keras weights file of this backbone (written by
         `save_backbone_weights`, e.g. by study/pretrain.py) to load instead of
         `weights` (which must then be None).
+      embedding_batchnorm: batch normalisation after the head (before the L2
+        normalisation), as InsightFace's embedding head ends: it centres the
+        embeddings, which from a random backbone share one direction.
 
     Returns:
       keras.Model mapping float32 [N, S, S, 3] RGB in 0..255 to [N, d] float32.
