@@ -24,11 +24,9 @@ arms=(
   --variant=lifted_m2:loss=lifted_struct,margin=2.0        # the runner-up of section 16
 )
 common=(--threads=1 --plateau_patience=5 "${arms[@]}")
+# shellcheck source=study/plateau_benchmark.sh
+source "$here/plateau_benchmark.sh"
 for seed in ${seeds//,/ }; do
-  "$python" "$here/compare.py" --flagfile="$here/../configs/glyphs.cfg" "${common[@]}" \
-    --seeds="$seed" --benchmarks="cross_script=$suite/cross_script" \
-    --compare_eval_every=2 --epochs=100 --out_dir="$out/cross_script"
-  "$python" "$here/compare.py" --flagfile="$here/../configs/glyphs.cfg" "${common[@]}" \
-    --seeds="$seed" --benchmarks="many_classes=$suite/many_classes" \
-    --compare_eval_every=6 --epochs=300 --out_dir="$out/many_classes"
+  plateau_benchmark cross_script "$seed"
+  plateau_benchmark many_classes "$seed"
 done

@@ -43,25 +43,12 @@ if [ -n "${ONLY:-}" ]; then
   [ ${#kept[@]} -gt 0 ] || { echo "long_table.sh: ONLY=$ONLY names no arm" >&2; exit 2; }
   arms=("${kept[@]}")
 fi
-# Evaluations every ~6,000 image presentations, patience 5 evaluations, a cap of
-# ~3 x 10^5 presentations (about 17 times the 30-second suite's budget).
+# patience 5 evaluations; the cap is about 17 times the 30-second suite's budget.
 common=(--threads=1 --plateau_patience=5 "${arms[@]}")
+# shellcheck source=study/plateau_benchmark.sh
+source "$here/plateau_benchmark.sh"
 for seed in ${seeds//,/ }; do
-  "$python" "$here/compare.py" --flagfile="$here/../configs/glyphs.cfg" "${common[@]}" \
-    --seeds="$seed" --benchmarks="cross_script=$suite/cross_script" \
-    --compare_eval_every=2 --epochs=100 --out_dir="$out/cross_script"
-  "$python" "$here/compare.py" --flagfile="$here/../configs/glyphs.cfg" "${common[@]}" \
-    --seeds="$seed" --benchmarks="many_classes=$suite/many_classes" \
-    --compare_eval_every=6 --epochs=300 --out_dir="$out/many_classes"
-  "$python" "$here/compare.py" --flagfile="$here/../configs/digits.cfg" "${common[@]}" \
-    --seeds="$seed" --benchmark_name=digits \
-    --compare_eval_every=12 --epochs=600 --out_dir="$out/digits"
-  if [ ! -f "$suite/small_cnn_han.weights.h5" ]; then
-    "$python" "$here/pretrain.py" --data_dir="$suite/pretrain" \
-      --output="$suite/small_cnn_han.weights.h5"
-  fi
-  "$python" "$here/compare.py" --flagfile="$here/../configs/glyphs.cfg" "${common[@]}" \
-    --seeds="$seed" --benchmarks="cross_script=$suite/cross_script" --noscratch \
-    --pretrained_benchmarks=cross_script --suite_weights="$suite/small_cnn_han.weights.h5" \
-    --compare_eval_every=2 --epochs=100 --out_dir="$out/cross_script_pretrained"
+  for name in cross_script many_classes digits cross_script_pretrained; do
+    plateau_benchmark "$name" "$seed"
+  done
 done
