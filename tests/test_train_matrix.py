@@ -57,6 +57,10 @@ OVERLAYS = {
     "sst": {"normalize": False, "sst_imposters": "mean"},
     **({"contrastive": {"export_formats": ",".join(FORMATS)}} if EXTRAS else {}),
     "cosface": {"mixed_precision": "bfloat16"},
+    # The head's batch norm given against each loss's default (on for the margin
+    # losses, off for the others).
+    "arcface": {"embedding_batchnorm": False},
+    "circle": {"embedding_batchnorm": True},
     # Two augmented views of each image (SimCLR's and SupCon's batches).
     "ntxent": {"views": 2},
     "subcenter_arcface": {"mixed_precision": "bfloat16"},
