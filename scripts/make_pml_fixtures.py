@@ -23,6 +23,7 @@ try:
     import pytorch_metric_learning
     import torch
     from pytorch_metric_learning import losses as pml
+    from pytorch_metric_learning.distances import DotProductSimilarity
 except ImportError:  # pragma: no cover - only in the side environment
     sys.exit("make_pml_fixtures.py: error: needs torch and pytorch-metric-learning (see the "
              "module docstring): run it in a side environment")
@@ -36,6 +37,12 @@ LOSSES = {
     "circle": (pml.CircleLoss, {"m": 0.4, "gamma": 80}, False),
     "supcon": (pml.SupConLoss, {"temperature": 0.1}, False),
     "ntxent": (pml.NTXentLoss, {"temperature": 0.07}, False),
+    # PML's N pairs (one anchor and one positive per label) on dot products of
+    # normalised embeddings (its default) or of raw ones: sst_tf's
+    # batch_npairs_loss(pairs="per_class", scale=1) on the same embeddings.
+    "npairs": (lambda normalize: pml.NPairsLoss(
+        distance=DotProductSimilarity(normalize_embeddings=normalize)),
+        {"normalize": True}, False),
 }
 # Other parameters than the defaults, so a test sees that they reach the loss.
 VARIANTS = {
@@ -45,6 +52,7 @@ VARIANTS = {
     "circle": {"m": 0.25, "gamma": 128},
     "supcon": {"temperature": 0.5},
     "ntxent": {"temperature": 0.2},
+    "npairs": {"normalize": False},
 }
 
 

@@ -24,6 +24,7 @@ from sst_tf.datasets import DATA_SOURCES
 from sst_tf.loss_registry import LOSS_SPECS, LOSSES, TARGET_LOSSES, defaults_text
 
 SST_IMPOSTERS = ("mean", "softmax")  # sst_tf.losses.sst_loss(imposters=...)
+NPAIRS_PAIRS = ("all", "per_class")  # sst_tf.losses.batch_npairs_loss(pairs=...)
 SAMPLERS = ("local", "random", "class_balanced")  # sst_tf.sampling.make_sampler
 # Local sampler neighbourhoods (sst_tf.sampling.neighborhoods); "original" is the paper's rule.
 NEIGHBORHOODS = ("classes", "mixed", "original", "balanced")
@@ -35,8 +36,8 @@ KMEANS_METHODS = ("sklearn", "tf")  # sst_tf.kmeans.kmeans(method=...)
 
 __all__ = [
     "BACKBONES", "DATA_SOURCES", "KMEANS_METHODS", "LOSSES", "NEIGHBORHOODS",
-    "PRECISIONS", "REFRESH_MODES",
-    "SAMPLERS", "SST_IMPOSTERS", "STRATEGIES", "TARGET_LOSSES", "TrainConfig", "flag_field",
+    "NPAIRS_PAIRS", "PRECISIONS", "REFRESH_MODES", "SAMPLERS", "SST_IMPOSTERS", "STRATEGIES",
+    "TARGET_LOSSES", "TrainConfig", "flag_field",
 ]
 
 
@@ -146,6 +147,13 @@ class TrainConfig:
                    f"vectors. Default: {LOSS_SPECS['npairs'].params['scale']:g} on unit "
                    f"vectors, {LOSS_SPECS['npairs'].raw_params['scale']:g} (Sohn's and "
                    "tensorflow-addons' form) with --nonormalize.", low=0, low_open=True)
+    npairs_pairs: str | None = flag_field(
+        None, choices=NPAIRS_PAIRS, enum_flag=True,
+        help="N-pairs: all = every row an anchor, the other rows of its class its "
+             "positives (tensorflow-addons' form over the batch); per_class = one anchor "
+             "and one positive per class, the first two rows (Sohn's N pairs, "
+             "pytorch-metric-learning's NPairsLoss: an N x N problem, N the classes, "
+             f"against B x B). Default: {LOSS_SPECS['npairs'].params['pairs']}.")
     # Fixed parameters of the losses (loss_registry.PARAM_FLAGS).
     ms_alpha: float | None = flag_field(
         None, help="Multi-Similarity: scale alpha of the positive pairs; unset: "
@@ -411,6 +419,7 @@ class TrainConfig:
             (c.margin is None or loss_registry.spec(c.loss).margin is not None,
              f"--margin does not apply to --loss={c.loss} (it has no margin)", c.margin),
             c._choice_check("sst_imposters"),
+            c._choice_check("npairs_pairs"),
             *((getattr(c, flag) is None or c.loss in flag_losses,
                f"--{flag} does not apply to --loss={c.loss} (only to "
                f"{' and '.join(f'--loss={x}' for x in flag_losses)})",
@@ -444,6 +453,9 @@ class TrainConfig:
             (c.memory_size == 0 or c.loss in loss_registry.REFERENCE_LOSSES,
              f"--memory_size works with the losses that have a reference-set form "
              f"({'|'.join(loss_registry.REFERENCE_LOSSES)}), not with --loss", c.loss),
+            (not (c.memory_size and c.npairs_pairs == "per_class"),
+             "--memory_size needs --npairs_pairs=all (one pair per class has no "
+             "reference-set form)", c.npairs_pairs),
         ]
         for ok, message, value in checks:
             if not ok:

@@ -158,9 +158,11 @@ LOSS_SPECS: Mapping[str, LossSpec] = MappingProxyType({
     "npairs": LossSpec(
         function="batch_npairs_loss",
         normalize=True, sampler="class_balanced",
-        params={"scale": 16.0, "l2_penalty": 0.002}, raw_params={"scale": 1.0},
+        params={"scale": 16.0, "l2_penalty": 0.002, "pairs": "all"}, raw_params={"scale": 1.0},
         sources={"l2_penalty": f"{NPAIRS}; 0.002 as in TensorFlow's original npairs_loss "
                                "(constant, so without effect, on unit vectors)",
+                 "pairs": f"{TFA}'s form over the batch (every row an anchor); per_class is "
+                          f"{NPAIRS} as pytorch-metric-learning's NPairsLoss",
                  "scale": f"{_VALIDATION} (on unit vectors scale 1 leaves the softmax "
                           f"over cosines near uniform); {NPAIRS} on raw embeddings: 1",
                  "normalize": f"{LOSS_STUDY}: raw embeddings, as in {NPAIRS}, diverged even "
@@ -272,6 +274,7 @@ PARAM_FLAGS: Mapping[str, tuple[tuple[str, ...], str]] = MappingProxyType({
     "sst_scale": (("sst",), "scale"),
     "sst_imposters": (("sst",), "imposters"),
     "npairs_scale": (("npairs",), "scale"),
+    "npairs_pairs": (("npairs",), "pairs"),
     "ms_alpha": (("multi_similarity",), "alpha"),
     "ms_beta": (("multi_similarity",), "beta"),
     "ms_base": (("multi_similarity",), "base"),

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 from absl import flags
 
-from sst_tf import config_flags
+from sst_tf import config_flags, loss_registry
 from sst_tf import train as train_cli
 from sst_tf.config import (
     BACKBONES,
@@ -13,6 +13,7 @@ from sst_tf.config import (
     KMEANS_METHODS,
     LOSSES,
     NEIGHBORHOODS,
+    NPAIRS_PAIRS,
     PRECISIONS,
     REFRESH_MODES,
     SAMPLERS,
@@ -31,7 +32,7 @@ CHOICES = {
     "data_source": (DATA_SOURCES, True), "sst_imposters": (SST_IMPOSTERS, True),
     "neighborhoods": (NEIGHBORHOODS, True), "strategy": (STRATEGIES, True),
     "mixed_precision": (PRECISIONS, True), "refresh": (REFRESH_MODES, True),
-    "kmeans": (KMEANS_METHODS, True),
+    "kmeans": (KMEANS_METHODS, True), "npairs_pairs": (NPAIRS_PAIRS, True),
 }
 
 
@@ -93,6 +94,8 @@ def test_choice_flag_accepts_exactly_its_tuple(name):
         assert flag.help.startswith(f"<{'|'.join(choices)}>: ")
     for value in choices:
         extra = ["--dataset=cub"] if value == "tfds" else []  # TFDS has no digits builder
+        if name in loss_registry.PARAM_FLAGS:  # a loss's own option: with that loss
+            extra.append(f"--loss={loss_registry.PARAM_FLAGS[name][0][0]}")
         values = config_flags.config_values(TrainConfig, _parse(f"--{name}={value}", *extra))
         assert values[name] == value
         TrainConfig(**{**values, "resize_size": 256}).validate()

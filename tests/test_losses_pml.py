@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sst_tf.losses import proxies, softmax_contrastive
+from sst_tf.losses import pairs, proxies, softmax_contrastive
 
 FIXTURES = np.load(os.path.join(os.path.dirname(__file__), "data", "pml_fixtures.npz"))
 FUNCTIONS = {
@@ -21,6 +21,10 @@ FUNCTIONS = {
     "circle": softmax_contrastive.circle_loss,
     "supcon": softmax_contrastive.supcon_loss,
     "ntxent": softmax_contrastive.ntxent_loss,
+    # PML's N pairs: one anchor and one positive per label, on its (default)
+    # normalised or on raw embeddings.
+    "npairs": lambda x, y, normalize=True, **kw: pairs.batch_npairs_loss(
+        tf.math.l2_normalize(x, axis=1) if normalize else x, y, pairs="per_class", **kw),
 }
 CASES = sorted({tuple(k.split("/")[:2]) for k in FIXTURES.files if "/" in k})
 
@@ -42,7 +46,7 @@ def _value_and_grads(name, arrays, params, scale=1.0):
     with tf.GradientTape() as tape:
         value = fn(x, y, w, **params) if weighted else fn(x, y, **params)
     grads = tape.gradient(value, [x, w] if weighted else [x])
-    return value, grads
+    return value, [tf.convert_to_tensor(g) for g in grads]  # gathers give IndexedSlices
 
 
 @pytest.mark.parametrize("name,case", CASES)
@@ -80,7 +84,7 @@ def test_padding_rows_and_unknown_classes_count_for_nothing():
     mask = np.r_[np.ones(len(y), bool), [False, True]]  # a padding row, a row without class
     padded = float(proxies.arcface_loss(junk_x, junk_y, w, sample_mask=mask, **params))
     np.testing.assert_allclose(padded, full, rtol=1e-6)
-    for name in ("circle", "supcon", "ntxent"):
+    for name in ("circle", "supcon", "ntxent", "npairs"):
         arrays, params = _case(name, "defaults")
         x, y = arrays["embeddings"], arrays["labels"]
         fn = FUNCTIONS[name]
@@ -92,13 +96,34 @@ def test_padding_rows_and_unknown_classes_count_for_nothing():
 
 def test_no_pair_gives_zero_loss_and_zero_gradients():
     x = tf.Variable(np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32))
-    for name in ("circle", "supcon", "ntxent"):
+    for name in ("circle", "supcon", "ntxent", "npairs"):
         for labels in ([0, 1, 2, 3], [5, 5, 5, 5]):  # no positive pair; no negative pair
             with tf.GradientTape() as tape:
                 value = FUNCTIONS[name](x, labels)
             grad = tape.gradient(value, x)
             assert float(value) == 0.0, (name, labels)
             assert grad is None or not np.any(grad.numpy()), (name, labels)
+
+
+def test_npairs_per_class_compiles_with_xla_and_takes_the_first_two_rows_of_a_class():
+    """The fixed-size pair selection: the same value under XLA, and PML's pairs."""
+    arrays, _ = _case("npairs", "defaults_uneven")
+    x = tf.math.l2_normalize(arrays["embeddings"].astype(np.float32), axis=1)
+    y = tf.constant(arrays["labels"])
+    eager = float(pairs.batch_npairs_loss(x, y, pairs="per_class"))
+    xla = tf.function(lambda a, b: pairs.batch_npairs_loss(a, b, pairs="per_class"),
+                      jit_compile=True)
+    np.testing.assert_allclose(float(xla(x, y)), eager, rtol=1e-5)
+    anchors, partners = pairs._one_pair_per_class(
+        tf.constant([7, 3, 7, 5, 3, 7, 9, 9]), tf.constant([True] * 6 + [False, True]))
+    got = sorted(zip(anchors.numpy().tolist(), partners.numpy().tolist(), strict=True))
+    assert got == [(0, 2), (1, 4)]  # class 5 has one row; class 9 one valid row
+    empty = pairs._one_pair_per_class(tf.constant([1, 2]), tf.constant([True, True]))
+    assert [t.shape[0] for t in empty] == [0, 0]
+    with pytest.raises(ValueError, match="reference-set"):
+        pairs.batch_npairs_loss(x, y, pairs="per_class", ref_embeddings=x, ref_labels=y)
+    with pytest.raises(ValueError, match="pairs must be one of"):
+        pairs.batch_npairs_loss(x, y, pairs="some")
 
 
 def test_margin_softmax_layer_maps_labels_and_classifies():

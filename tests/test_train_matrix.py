@@ -26,6 +26,7 @@ from sst_tf.config import (
     KMEANS_METHODS,
     LOSSES,
     NEIGHBORHOODS,
+    NPAIRS_PAIRS,
     PRECISIONS,
     REFRESH_MODES,
     SAMPLERS,
@@ -43,7 +44,8 @@ CHOICES = {"loss": LOSSES, "sampler": SAMPLERS, "neighborhoods": NEIGHBORHOODS,
 TRAIN_PER_CLASS, TEST_PER_CLASS = 8, 4
 # Options that apply to one loss ride on the matrix run of that loss. SST's
 # paper form (raw embeddings, mean over triplets), beside an extra run of the
-# softmax form at another scale: every --sst_imposters value given explicitly.
+# softmax form at another scale: every --sst_imposters value given explicitly;
+# N-pairs with one pair per class, beside an extra run of every row an anchor.
 # Negatives beyond one batch (docs/scaling.md), on two replicas: the global
 # batch for every replica's loss and the cross-batch memory with a warm-up
 # (the two combine).
@@ -66,10 +68,13 @@ OVERLAYS = {
     "subcenter_arcface": {"mixed_precision": "bfloat16"},
     "multi_similarity": {"strategy": "mirrored", "global_negatives": True, "memory_size": 30,
                          "memory_warmup_steps": 1},
+    "npairs": {"npairs_pairs": "per_class"},
 }
-SST_RUNS = {
+# Extra runs: a loss option's other values, given explicitly.
+OPTION_RUNS = {
     "sst_softmax": {"loss": "sst", "normalize": True, "sst_imposters": "softmax",
                     "sst_scale": 8.0},
+    "npairs_all": {"loss": "npairs", "npairs_pairs": "all"},
 }
 
 
@@ -158,7 +163,7 @@ def matrix_runs(tmp_path_factory):
     runs.append({"name": "backbone_weights", "choices": {},
                  "flags": [*common, f"--model_dir={tmp / 'backbone_weights'}",
                            f"--backbone_weights={tmp / 'zero.weights.h5'}"]})
-    for name, choices in SST_RUNS.items():
+    for name, choices in OPTION_RUNS.items():
         runs.append({"name": name, "choices": choices,
                      "flags": [*common, f"--model_dir={tmp / name}",
                                *(f"--{k}={v}" for k, v in choices.items())]})
@@ -268,7 +273,8 @@ def _finished_with_these_flags(result, model_dir, choices) -> dict:
 
 def test_every_sst_option_value_trains_end_to_end(matrix_runs):
     tmp, _, results, _ = matrix_runs
-    sst_runs = {_matrix_run("sst"): {"loss": "sst", **OVERLAYS["sst"]}, **SST_RUNS}
+    sst_runs = {_matrix_run("sst"): {"loss": "sst", **OVERLAYS["sst"]},
+                "sst_softmax": OPTION_RUNS["sst_softmax"]}
     assert {c["sst_imposters"] for c in sst_runs.values()} == set(SST_IMPOSTERS)
     for name, choices in sst_runs.items():
         model_dir = tmp / name
@@ -277,6 +283,17 @@ def test_every_sst_option_value_trains_end_to_end(matrix_runs):
         params = metrics["settings"]["params"]
         assert (params["scale"], params["imposters"]) == (want_scale, choices["sst_imposters"])
         assert (model_dir / "export" / "saved_model.pb").is_file()
+
+
+def test_every_npairs_pairs_value_trains_end_to_end(matrix_runs):
+    tmp, _, results, _ = matrix_runs
+    runs = {_matrix_run("npairs"): {"loss": "npairs", **OVERLAYS["npairs"]},
+            "npairs_all": OPTION_RUNS["npairs_all"]}
+    assert {c["npairs_pairs"] for c in runs.values()} == set(NPAIRS_PAIRS)
+    for name, choices in runs.items():
+        metrics = _finished_with_these_flags(results[name], tmp / name, choices)
+        assert metrics["settings"]["params"]["pairs"] == choices["npairs_pairs"]
+        assert (tmp / name / "export" / "saved_model.pb").is_file()
 
 
 def test_negatives_beyond_one_batch_train_end_to_end_on_two_replicas(matrix_runs):

@@ -27,6 +27,14 @@ PML_SIDE = Path(__file__).resolve().parent / "pml_side.py"
 SHARED = ("contrastive", "multi_similarity", "triplet_semihard", "triplet_hard", "lifted_struct",
           "npairs", "proxy_anchor", "circle", "supcon", "ntxent", "arcface", "cosface",
           "subcenter_arcface")
+# The table's rows: (row name, the project's loss[:PARAM=VALUE], PML's loss, the same
+# computation as PML's). N-pairs' default makes every row of the batch an anchor
+# (B x B logits); PML's NPairsLoss keeps one pair per class (N x N, N the classes),
+# the project's `pairs=per_class`.
+ROWS = tuple(row for name in SHARED for row in (
+    [(f"`{name}`", name, name, name != "npairs")]
+    + ([("`npairs`, `pairs=per_class`", "npairs:pairs=per_class", "npairs", True)]
+       if name == "npairs" else [])))
 
 
 # Each child may use this much address space and time; beyond, it is reported as failed.
@@ -77,15 +85,16 @@ def bench_pml(args) -> str:
                            "environment's (its making: scripts/make_pml_fixtures.py)")
     batches, dim, repeats = (200, 1024), 512, args.pml_repeats
     rows, version = [], "?"
-    for name in SHARED:
+    for row, name, peer_name, same in ROWS:
         cells = []
         for b in batches:
             here = _run([sys.executable, str(SCRIPT), "--_loss_child",
                          f"{name},{b},{dim},{repeats}"])
-            peer = _run([args.pml_python, str(PML_SIDE), name, str(b), str(dim), str(repeats)])
+            peer = _run([args.pml_python, str(PML_SIDE), peer_name, str(b), str(dim),
+                         str(repeats)])
             version = peer.get("version", version)
             cells.append((here, peer))
-        rows.append((name, cells))
+        rows.append((row, same, cells))
     lines = [
         f"Forward + backward of one loss (the gradient w.r.t. the embeddings and the loss's own "
         f"weights), B x {dim} float32, B / 4 classes of 4, one thread per library "
@@ -102,20 +111,29 @@ def bench_pml(args) -> str:
         "B=1024 here MiB | PML MiB |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, ((h2, p2), (h1, p1)) in rows:
+    for row, same, ((h2, p2), (h1, p1)) in rows:
         lines.append(
-            f"| `{name}` | {_ms(h2)} | {_ms(p2)} | {_ratio(h2, p2)} | "
+            f"| {row}{'' if same else ' (*)'} | {_ms(h2)} | {_ms(p2)} | {_ratio(h2, p2)} | "
             f"{_ms(h1)} | {_ms(p1)} | {_ratio(h1, p1)} | {_mib(h1)} | {_mib(p1)} |")
-    slower = [f"`{n}` at B={b}" for n, cells in rows
-              for b, (h, p) in zip(batches, cells, strict=True)
-              if "failed" in h or ("failed" not in p and h["ms"] > p["ms"])]
-    failed = [f"`{n}` at B={b}" for n, cells in rows
+
+    def slower_than_pml(want_same: bool) -> list[str]:
+        return [f"{n} at B={b}" for n, same, cells in rows if same == want_same
+                for b, (h, p) in zip(batches, cells, strict=True)
+                if "failed" in h or ("failed" not in p and h["ms"] > p["ms"])]
+
+    slower, other = slower_than_pml(True), slower_than_pml(False)
+    failed = [f"{n} at B={b}" for n, _, cells in rows
               for b, (h, p) in zip(batches, cells, strict=True) if "failed" in p]
     lines += ["", "Ratio: time here / PML's (below 1: faster here). "
               + (f"Slower than PML (or failed here): {', '.join(slower)}." if slower else
-                 "No loss is slower than PML's at either batch size.")
-              + (f" PML did not finish: {', '.join(failed)}."
-                 if failed else "")]
+                 "No loss is slower than PML's on the same computation at either batch size.")
+              + (f" PML did not finish: {', '.join(failed)}." if failed else ""),
+              "", "(*) Not PML's computation: N-pairs' default makes every row of the batch "
+              "an anchor, with the other rows of its class as positives (B x B logits); PML's "
+              "`NPairsLoss` keeps the first pair of each class (N x N logits, N = B / 4 "
+              "here), which is `--npairs_pairs=per_class` (the next row, equal to PML's "
+              "values in tests/test_losses_pml.py)."
+              + (f" Slower than PML's smaller problem: {', '.join(other)}." if other else "")]
     # The semi-hard triplet's memory against the batch: B^2 growth (tensorflow-addons' B^3).
     growth = []
     for b in (256, 512, 1024, 2048):
@@ -134,7 +152,11 @@ def bench_pml(args) -> str:
 
 
 def _loss_child(spec: str) -> dict:
-    """The project's side, in its own process: `NAME,B,DIM,REPEATS` -> {ms, runs, peak_mib}."""
+    """The project's side, in its own process: `NAME[:KEY=VALUE],B,DIM,REPEATS` -> {ms, ...}.
+
+    Returns {"ms": median, "runs": repeats, "peak_mib": peak RSS growth}; KEY=VALUE
+    replaces one of the loss's registry parameters (e.g. `npairs:pairs=per_class`).
+    """
     import tensorflow as tf
 
     try:  # a fresh process (the section's); in one already running TensorFlow, as it is
@@ -146,6 +168,8 @@ def _loss_child(spec: str) -> dict:
     from sst_tf import loss_registry, losses
 
     name, b, dim, repeats = spec.split(",")
+    name, _, option = name.partition(":")  # NAME:key=value: a parameter of the registry's
+    params = dict([option.split("=", 1)]) if option else None
     b, dim, repeats = int(b), int(dim), int(repeats)
     x_np, labels_np = batch_inputs(b, dim)
     classes = np.unique(labels_np)
@@ -154,7 +178,7 @@ def _loss_child(spec: str) -> dict:
         layer = losses.ProxyAnchor(class_ids=classes, embedding_dim=dim, seed=0)
     elif name in loss_registry.MARGIN_LOSSES:
         layer = losses.MarginSoftmax(name, class_ids=classes, embedding_dim=dim, seed=0)
-    fn = losses.make_loss(name, loss_layer=layer)
+    fn = losses.make_loss(name, loss_layer=layer, params=params)
     x = tf.Variable(x_np)
     labels = tf.constant(labels_np.astype(np.int32))
     targets = tf.fill([b, 1], -1)

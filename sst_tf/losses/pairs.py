@@ -12,6 +12,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from sst_tf.config import NPAIRS_PAIRS
 from sst_tf.losses import distances, reductions
 from sst_tf.losses.common import _check_inputs, _compute_float, per_replica
 from sst_tf.losses.reference import reference_set
@@ -269,15 +270,41 @@ def pairwise_contrastive_loss(distances, pair_labels, margin: float = 1.0) -> tf
     return y * tf.square(d) + (1.0 - y) * tf.square(tf.maximum(margin - d, 0.0))
 
 
+def _one_pair_per_class(labels: tf.Tensor, mask: tf.Tensor):
+    """Sohn's N pairs of a batch: the first two valid rows of every class that has two.
+
+    Returns (anchors, positives), int32 [N] each, N the classes with two valid
+    rows: anchors[k] is the first row of the k-th such class (in label order),
+    positives[k] its second row, as pytorch-metric-learning's `NPairsLoss`
+    picks them (the first positive pair of each label). Two stable sorts (by
+    label, then valid rows first) make it O(B log B); N is a dynamic size,
+    which XLA bounds by B.
+    """
+    order = tf.argsort(labels, stable=True)
+    order = tf.gather(order, tf.argsort(tf.cast(~tf.gather(mask, order), tf.int32),
+                                        stable=True))
+    s, v = tf.gather(labels, order), tf.gather(mask, order)
+    pos = tf.range(tf.shape(s)[0])
+    first = v & ((pos == 0) | tf.not_equal(s, tf.roll(s, 1, 0)))
+    has_next = (pos < tf.shape(s)[0] - 1) & tf.equal(s, tf.roll(s, -1, 0)) & tf.roll(v, -1, 0)
+    at = tf.cast(tf.where(first & has_next)[:, 0], tf.int32)
+    return tf.gather(order, at), tf.gather(order, at + 1)
+
+
 def batch_npairs_loss(embeddings, labels, sample_mask=None, *, scale: float = 1.0,
-                      l2_penalty: float = 0.0, ref_embeddings=None, ref_labels=None,
-                      ref_mask=None, ref_offset=None) -> tf.Tensor:
+                      l2_penalty: float = 0.0, pairs: str = "all", ref_embeddings=None,
+                      ref_labels=None, ref_mask=None, ref_offset=None) -> tf.Tensor:
     """N-pairs loss over one batch of embeddings (the form `--loss=npairs` trains).
 
-    `npairs_loss` with the batch as both anchors and positives: the logits of
-    row i are the dot products e_i . e_j of the other valid rows j != i, the
-    target is uniform over the other rows with i's label; the mean is over
-    valid rows that have such a row, plus Sohn's L2 penalty on the
+    `pairs` "all" (the default): `npairs_loss` with the batch as both anchors
+    and positives: the logits of row i are the dot products e_i . e_j of the
+    other valid rows j != i, the target is uniform over the other rows with
+    i's label; the mean is over valid rows that have such a row. "per_class":
+    Sohn's N pairs, one anchor and one positive per class of the batch (its
+    first two rows): the logits of anchor k are its dot products with the N
+    positives, the target is its own; the mean is over the N anchors
+    (pytorch-metric-learning's `NPairsLoss`; an N x N problem, N the classes
+    with two rows, against B x B). Both add Sohn's L2 penalty on the
     embeddings (`l2_penalty`, `_embedding_l2`; 0 by default, constant on unit
     vectors).
 
@@ -293,7 +320,8 @@ def batch_npairs_loss(embeddings, labels, sample_mask=None, *, scale: float = 1.
       scale: factor of the logits (> 0); 1 is the original loss.
       l2_penalty: weight of the penalty on the batch's embeddings (left out
         with a reference set: the batch loss counts it once).
-      ref_embeddings: optional [R, d] reference set: the anchors (the rows of
+      pairs: "all" or "per_class" (above; `NPAIRS_PAIRS`).
+      ref_embeddings: optional [R, d] reference set (with `pairs` "all"): the anchors (the rows of
         `embeddings`) are paired with its rows instead of the batch's (e.g.
         a cross-batch memory; docs/scaling.md).
       ref_labels: [R] its labels (with `ref_embeddings`).
@@ -306,7 +334,22 @@ def batch_npairs_loss(embeddings, labels, sample_mask=None, *, scale: float = 1.
     """
     if not scale > 0:
         raise ValueError(f"batch_npairs_loss: scale must be > 0, got {scale}.")
+    if pairs not in NPAIRS_PAIRS:
+        raise ValueError(f"batch_npairs_loss: pairs must be one of {', '.join(NPAIRS_PAIRS)}; "
+                         f"got {pairs!r}.")
+    if pairs == "per_class" and ref_embeddings is not None:
+        raise ValueError("batch_npairs_loss: pairs='per_class' has no reference-set form "
+                         "(its candidates are the batch's own positives).")
     x, labels, mask, _ = _check_inputs(embeddings, labels, sample_mask)
+    if pairs == "per_class":
+        anchors, partners = _one_pair_per_class(labels, mask)
+        logits = scale * tf.matmul(tf.gather(x, anchors), tf.gather(x, partners),
+                                   transpose_b=True)
+        per_row = tf.reduce_logsumexp(logits, axis=1) - tf.linalg.diag_part(logits)
+        loss = reductions.safe_divide(tf.reduce_sum(per_row), tf.size(anchors))
+        if l2_penalty:
+            loss += _embedding_l2(x, mask, float(l2_penalty))
+        return loss
     r, r_labels, r_mask = reference_set(x, labels, mask, ref_embeddings, ref_labels, ref_mask)
     if r is None:
         positives, _ = _pair_masks(labels, mask)
