@@ -41,6 +41,21 @@ def test_gain_t_and_pairs_won_over_the_default_on_validation_classes():
     assert "| `a` | `d` | +0.033 |" in table and "| 3/3 |" in table
 
 
+def test_fixed_budget_runs_on_validation_splits_compare_their_final_map():
+    paired = _paired()
+    runs = [{"loss": a, "sampler": "s", "seed": seed, "benchmark": "x",
+             "after": {"map@r": m}}
+            for a, seed, m in (("d", 0, 0.40), ("d", 1, 0.50), ("a", 0, 0.46), ("a", 1, 0.52))]
+    runs.append({"loss": "a", "sampler": "s", "seed": 2, "benchmark": "x", "error": "boom"})
+    (g,) = paired.paired_gains(runs, [("a", "d")], budget="fixed")
+    assert g["pairs"] == 2 and g["won"] == 2
+    assert g["val_gain"] == pytest.approx(0.04)
+    assert math.isnan(g["test_gain"])
+    assert "| 2/2 | - |" in paired.gains_table([g])
+    with pytest.raises(ValueError, match="no run paired"):  # plateau runs: none here
+        paired.paired_gains(runs, [("a", "d")])
+
+
 def test_one_pair_has_no_t_and_does_not_pass():
     paired = _paired()
     (g,) = paired.paired_gains([_run("d", "x", 0, 0.5, 0.3), _run("a", "x", 0, 0.9, 0.9)],
