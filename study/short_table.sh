@@ -8,7 +8,7 @@
 #   ONLY=circle,supcon bash study/short_table.sh ...        # those losses only
 #
 # One job per core (taskset -c 0 ... ONLY=<half of the losses>, taskset -c 1
-# ... the other half); about 13 CPU-minutes per loss and seed on the machine
+# ... the other half); about 4.5 CPU-minutes per loss and seed (13 for three) on the machine
 # of 2026-12-07.
 set -euo pipefail
 usage="usage: short_table.sh SUITE_DIR OUT_DIR [SEEDS]"

@@ -345,7 +345,8 @@ def batch_npairs_loss(embeddings, labels, sample_mask=None, *, scale: float = 1.
         anchors, partners = _one_pair_per_class(labels, mask)
         logits = scale * tf.matmul(tf.gather(x, anchors), tf.gather(x, partners),
                                    transpose_b=True)
-        per_row = tf.reduce_logsumexp(logits, axis=1) - tf.linalg.diag_part(logits)
+        log_z = reductions.masked_logsumexp(logits, tf.ones_like(logits, tf.bool), 1)
+        per_row = log_z - tf.linalg.diag_part(logits)
         loss = reductions.safe_divide(tf.reduce_sum(per_row), tf.size(anchors))
         if l2_penalty:
             loss += _embedding_l2(x, mask, float(l2_penalty))
