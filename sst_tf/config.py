@@ -188,7 +188,9 @@ class TrainConfig:
         low=0, low_open=True)
     margin_scale: float | None = flag_field(
         None, help="ArcFace, CosFace and Sub-center ArcFace: scale s of the cosine logits; "
-                   f"unset: {LOSS_SPECS['arcface'].params['scale']:g} (Deng et al.).",
+                   "unset: " + ", ".join(f"{LOSS_SPECS[n].params['scale']:g} for {n}"
+                                         for n in loss_registry.MARGIN_LOSSES)
+                   + " (their papers: 64; docs/baselines.md).",
         low=0, low_open=True)
     sub_centers: int | None = flag_field(
         None, help="Sub-center ArcFace: weight rows (sub-centers) per class; unset: "

@@ -49,7 +49,7 @@ TRAIN_PER_CLASS, TEST_PER_CLASS = 8, 4
 # Negatives beyond one batch (docs/scaling.md), on two replicas: the global
 # batch for every replica's loss and the cross-batch memory with a warm-up
 # (the two combine).
-# float16's loss scale starts at 2^15: the margin losses (logit scale 64)
+# float16's loss scale starts at 2^15: the margin losses (logits scaled by 30-64)
 # overflow and skip about six steps first (docs/scaling.md), more than a
 # matrix run has, so they take bfloat16 (float16 runs with other losses).
 # Every ONNX / LiteRT format from the trainer's end-of-run export (with the

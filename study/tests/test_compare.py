@@ -539,15 +539,17 @@ def test_stored_validation_runs_give_the_table_of_section_15():
     assert len(arms) >= 9
 
 
-def _assert_paired_table(runs, section):
+def _assert_paired_table(runs, section, default_of=None):
     """Each `| arm | gain | t | won |` row of a section: the arm's paired gain over its
-    default (the arm's name without its last `_part`; same set and seed) in its runs."""
+    default (`default_of(arm)`; None: the arm's name without its last `_part`; same set
+    and seed) in its runs."""
     value = {(r["variant"], r["benchmark"], r["seed"]): r["after"]["map@r"] for r in runs}
     rows = [line for line in section.splitlines() if line.startswith("| `")
             and line.count("|") == 5]  # | arm | gain | t | won |
     for row in rows:
         arm, gain, t, won = [c.strip().strip("`") for c in row.strip("|").split("|")]
-        default = arm.rsplit("_", 1)[0]  # pa_random -> pa, pairwise_k5 -> pairwise
+        # pa_random -> pa, pairwise_k5 -> pairwise
+        default = default_of(arm) if default_of else arm.rsplit("_", 1)[0]
         diffs = [v - value[(default, bench, seed)] for (a, bench, seed), v in value.items()
                  if a == arm]
         mean = statistics.fmean(diffs)
@@ -577,6 +579,23 @@ def test_stored_validation_runs_give_the_tables_of_section_17():
         assert arm.rsplit("_", 1)[0] in defaults, arm
         assert len([r for r in runs if r["variant"] == arm]) == 8, arm
     rows = _assert_paired_table(runs, section)
+    assert len(rows) == len(arms) - len(defaults)  # every arm's paired gain is shown
+
+
+def test_stored_validation_runs_give_the_tables_of_section_18():
+    """Section 18: six arms of each of the six newest losses beside its default."""
+    runs = _stored("2026-12-07_val_new_losses_30s")
+    section = _study_section("## 18.", "## Not done")
+    arms = _assert_validation_table(runs, section)
+    loss_of = {r["variant"]: r["loss"] for r in runs}
+    defaults = [a for a in arms if loss_of[a] == a]
+    assert sorted(defaults) == sorted(["circle", "supcon", "ntxent", "arcface", "cosface",
+                                       "subcenter_arcface"])
+    for arm in arms:
+        assert len([r for r in runs if r["variant"] == arm]) == 8, arm
+    for loss in defaults:
+        assert len([a for a in arms if loss_of[a] == loss]) == 7, loss  # default + 6 arms
+    rows = _assert_paired_table(runs, section, default_of=loss_of.get)
     assert len(rows) == len(arms) - len(defaults)  # every arm's paired gain is shown
 
 
