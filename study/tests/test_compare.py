@@ -571,7 +571,7 @@ def test_stored_validation_runs_give_the_tables_of_section_16():
 def test_stored_validation_runs_give_the_tables_of_section_17():
     """Section 17's arms, each paired with its default rerun in the same session."""
     runs = _stored("2026-12-06b_val_baselines_30s")
-    section = _study_section("## 17.", "## Not done")
+    section = _study_section("## 17.", "## 18.")
     arms = _assert_validation_table(runs, section)
     defaults = [a for a in arms if "_" not in a]
     assert len(defaults) == 10  # every baseline's default, rerun beside its arms
