@@ -134,11 +134,13 @@ def test_margin_class_weights_are_trained_checkpointed_restored_and_not_exported
                       validation_share=0.0,  # every training image trains
                       embedding_dim=8, image_size=16, resize_size=16, random_flip=False,
                       loss="subcenter_arcface", sub_centers=2, batch_size=50, epochs=1,
-                      lr=1e-3, proxy_lr_multiplier=3.0, progress=False, calibrate=False)
+                      lr=1e-3, loss_lr_multiplier=0.5, proxy_lr_multiplier=3.0, progress=False,
+                      calibrate=False)
     first = Trainer(cfg, dataset=tiny)
     w0 = first.loss_layer.class_weights.numpy().copy()
     assert w0.shape == (10 * 2, 8)  # 10 classes x 2 sub-centers
-    assert float(first.step.loss_optimizer.learning_rate) == pytest.approx(1e-3 * 3.0)
+    # The class weights' rate: the loss's rate times their own multiplier.
+    assert float(first.step.loss_optimizer.learning_rate) == pytest.approx(1e-3 * 0.5 * 3.0)
     first.fit()
     trained = first.loss_layer.class_weights.numpy()
     assert not np.array_equal(w0, trained)
