@@ -20,3 +20,21 @@ def test_each_kind_of_shared_loss_is_timed_here_on_the_peers_batch():
                  "npairs:pairs=per_class"):
         r = pml._loss_child(f"{name},8,4,1")
         assert r["runs"] == 1 and np.isfinite(r["ms"]) and r["ms"] > 0, name
+
+
+def test_pml_computes_with_the_registry_parameters_of_each_shared_loss():
+    assert set(pml_side.CLASSES) == set(pml.SHARED)
+    for name in pml.SHARED:
+        kwargs = pml.pml_kwargs(name)
+        assert set(kwargs) == {"loss", "miner"}, name
+        assert (pml_side.CLASSES[name][1] is not None) or not kwargs["miner"], name
+    for name in loss_registry.MARGIN_LOSSES:
+        loss = pml.pml_kwargs(name)["loss"]
+        assert loss["scale"] == loss_registry.loss_params(name)["scale"], name
+        assert loss["margin"] == loss_registry.spec(name).margin, name
+    sub_centers = loss_registry.loss_params("subcenter_arcface")["sub_centers"]
+    assert pml.pml_kwargs("subcenter_arcface")["loss"]["sub_centers"] == int(sub_centers)
+    for name in ("supcon", "ntxent"):
+        temperature = loss_registry.loss_params(name)["temperature"]
+        assert pml.pml_kwargs(name)["loss"] == {"temperature": temperature}
+    assert pml.pml_kwargs("triplet_semihard")["miner"]["type_of_triplets"] == "semihard"

@@ -37,6 +37,44 @@ ROWS = tuple(row for name in SHARED for row in (
        if name == "npairs" else [])))
 
 
+
+def pml_kwargs(name: str) -> dict:
+    """PML's keyword arguments for a shared loss, from this project's registry defaults.
+
+    Args:
+      name: a name of `SHARED`.
+
+    Returns:
+      {"loss": {...}, "miner": {...}}: the arguments of PML's loss and miner
+      classes (`pml_side.CLASSES`) that carry the registry's margin, scale,
+      temperature or weights; the time of a loss does not depend on these
+      values, but the two sides compute with the same ones.
+    """
+    from sst_tf import loss_registry
+
+    margin = loss_registry.spec(name).margin
+    p = loss_registry.loss_params(name)
+    loss, miner = {
+        "contrastive": lambda: ({"neg_margin": margin}, {}),
+        "multi_similarity": lambda: ({k: p[k] for k in ("alpha", "beta", "base")},
+                                     {"epsilon": p["epsilon"]}),
+        "triplet_semihard": lambda: ({"margin": margin},
+                                     {"margin": margin, "type_of_triplets": "semihard"}),
+        "triplet_hard": lambda: ({"margin": margin}, {}),
+        "lifted_struct": lambda: ({"neg_margin": margin}, {}),
+        "npairs": lambda: ({}, {}),  # PML's NPairsLoss has no parameter (its dot products)
+        "proxy_anchor": lambda: ({"margin": p["delta"], "alpha": p["alpha"]}, {}),
+        "circle": lambda: ({"m": p["m"], "gamma": p["gamma"]}, {}),
+        "supcon": lambda: ({"temperature": p["temperature"]}, {}),
+        "ntxent": lambda: ({"temperature": p["temperature"]}, {}),
+        "arcface": lambda: ({"margin": margin, "scale": p["scale"]}, {}),
+        "cosface": lambda: ({"margin": margin, "scale": p["scale"]}, {}),
+        "subcenter_arcface": lambda: ({"margin": margin, "scale": p["scale"],
+                                       "sub_centers": int(p["sub_centers"])}, {}),
+    }[name]()
+    return {"loss": loss, "miner": miner}
+
+
 # Each child may use this much address space and time; beyond, it is reported as failed.
 CHILD_MEMORY_GIB, CHILD_SECONDS = 8, 600
 
@@ -52,14 +90,14 @@ def _run(cmd: list[str]) -> dict:
         out = subprocess.run(cmd, capture_output=True, text=True, check=False,
                              preexec_fn=_limit_memory, timeout=CHILD_SECONDS)
     except subprocess.TimeoutExpired:
-        print(f"[benchmark] {' '.join(cmd[-4:])}: over {CHILD_SECONDS} s", flush=True)
+        print(f"[benchmark] {' '.join(cmd[2:6])}: over {CHILD_SECONDS} s", flush=True)
         return {"failed": f"over {CHILD_SECONDS} s"}
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or [""])[-1][:120]
         reason = (f"out of memory (> {CHILD_MEMORY_GIB} GiB)"
                   if "memory" in out.stderr.lower() or out.returncode in (-9, 137)
                   else f"exit {out.returncode}: {last}")
-        print(f"[benchmark] {' '.join(cmd[-4:])}: {reason}", flush=True)
+        print(f"[benchmark] {' '.join(cmd[2:6])}: {reason}", flush=True)
         return {"failed": reason}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -91,7 +129,7 @@ def bench_pml(args) -> str:
             here = _run([sys.executable, str(SCRIPT), "--_loss_child",
                          f"{name},{b},{dim},{repeats}"])
             peer = _run([args.pml_python, str(PML_SIDE), peer_name, str(b), str(dim),
-                         str(repeats)])
+                         str(repeats), json.dumps(pml_kwargs(peer_name))])
             version = peer.get("version", version)
             cells.append((here, peer))
         rows.append((row, same, cells))
@@ -101,11 +139,12 @@ def bench_pml(args) -> str:
         f"(TensorFlow intra/inter-op 1, `torch.set_num_threads(1)`), median of {repeats} "
         f"runs after a warm-up, pytorch-metric-learning {version} on torch CPU. Here: "
         "`sst_tf.losses.make_loss(NAME)` in a `tf.function`, registry defaults; PML: its "
-        "class with the same parameters (with its miner for Multi-Similarity, "
-        "`TripletMarginMiner('semihard')` and `BatchHardMiner` for the triplet losses, whose "
-        "mining rules differ in detail). Memory: peak RSS growth of the process over its "
-        "state before the first call (MiB). A child that needs more than "
-        f"{CHILD_MEMORY_GIB} GiB of address space or {CHILD_SECONDS} s is reported as failed.",
+        "class with the registry's margins, scales and temperatures (`pml_kwargs`; with its "
+        "miner for Multi-Similarity, `TripletMarginMiner('semihard')` and `BatchHardMiner` "
+        "for the triplet losses, whose mining rules differ in detail). Memory: peak RSS "
+        "growth of the process over its state before the first call (MiB). A child that "
+        f"needs more than {CHILD_MEMORY_GIB} GiB of address space or {CHILD_SECONDS} s is "
+        "reported as failed.",
         "",
         "| loss | B=200 here ms | PML ms | ratio | B=1024 here ms | PML ms | ratio | "
         "B=1024 here MiB | PML MiB |",

@@ -1,9 +1,12 @@
 """pytorch-metric-learning's side of the `pml` benchmark section; runs in a side environment.
 
-Usage: python pml_side.py LOSS BATCH DIM REPEATS (in an environment with torch
-and pytorch-metric-learning 2.9; never imported by the project). Times
-forward + backward of one PML loss on the batch `batch_inputs` makes (the
-same numbers the project's side uses), one thread, and prints one JSON line:
+Usage: python pml_side.py LOSS BATCH DIM REPEATS [KWARGS_JSON] (in an environment
+with torch and pytorch-metric-learning 2.9; never imported by the project).
+KWARGS_JSON is {"loss": {...}, "miner": {...}}: the keyword arguments of PML's
+loss and miner classes (the project's side passes its registry's values);
+without it, PML's defaults. Times forward + backward of one PML loss on the
+batch `batch_inputs` makes (the same numbers the project's side uses), one
+thread, and prints one JSON line:
 {"ms": median milliseconds, "runs": repeats, "peak_mib": peak RSS growth
 over the process before the first call, "version": PML's version}.
 """
@@ -34,33 +37,36 @@ def _peak_mib() -> float:
     return float("nan")
 
 
-def _pml_loss(name: str, classes: int, dim: int):
+# PML's classes for each shared loss: (loss class, miner class or None).
+CLASSES = {
+    "contrastive": ("ContrastiveLoss", None),
+    "multi_similarity": ("MultiSimilarityLoss", "MultiSimilarityMiner"),
+    "triplet_semihard": ("TripletMarginLoss", "TripletMarginMiner"),
+    "triplet_hard": ("TripletMarginLoss", "BatchHardMiner"),
+    "lifted_struct": ("LiftedStructureLoss", None),
+    "npairs": ("NPairsLoss", None),
+    "proxy_anchor": ("ProxyAnchorLoss", None),
+    "circle": ("CircleLoss", None),
+    "supcon": ("SupConLoss", None),
+    "ntxent": ("NTXentLoss", None),
+    "arcface": ("ArcFaceLoss", None),
+    "cosface": ("CosFaceLoss", None),
+    "subcenter_arcface": ("SubCenterArcFaceLoss", None),
+}
+# Losses whose PML class owns weights: built with the classes and the dimension.
+WITH_WEIGHTS = ("proxy_anchor", "arcface", "cosface", "subcenter_arcface")
+
+
+def _pml_loss(name: str, classes: int, dim: int, kwargs: dict):
     from pytorch_metric_learning import losses, miners
 
-    made = {
-        "contrastive": lambda: (losses.ContrastiveLoss(), None),
-        "multi_similarity": lambda: (losses.MultiSimilarityLoss(alpha=2, beta=50, base=0.5),
-                                     miners.MultiSimilarityMiner(epsilon=0.1)),
-        "triplet_semihard": lambda: (losses.TripletMarginLoss(margin=1.0),
-                                     miners.TripletMarginMiner(margin=1.0,
-                                                               type_of_triplets="semihard")),
-        "triplet_hard": lambda: (losses.TripletMarginLoss(margin=1.0), miners.BatchHardMiner()),
-        "lifted_struct": lambda: (losses.LiftedStructureLoss(neg_margin=1.0), None),
-        "npairs": lambda: (losses.NPairsLoss(), None),
-        "proxy_anchor": lambda: (losses.ProxyAnchorLoss(num_classes=classes, embedding_size=dim,
-                                                        margin=0.1, alpha=32), None),
-        "circle": lambda: (losses.CircleLoss(m=0.4, gamma=80), None),
-        "supcon": lambda: (losses.SupConLoss(temperature=0.1), None),
-        "ntxent": lambda: (losses.NTXentLoss(temperature=0.07), None),
-        "arcface": lambda: (losses.ArcFaceLoss(num_classes=classes, embedding_size=dim,
-                                               margin=28.6, scale=64), None),
-        "cosface": lambda: (losses.CosFaceLoss(num_classes=classes, embedding_size=dim,
-                                               margin=0.35, scale=64), None),
-        "subcenter_arcface": lambda: (losses.SubCenterArcFaceLoss(
-            num_classes=classes, embedding_size=dim, margin=28.6, scale=64, sub_centers=3),
-            None),
-    }
-    return made[name]()
+    loss_class, miner_class = CLASSES[name]
+    loss_kw = dict(kwargs.get("loss", {}))
+    if name in WITH_WEIGHTS:
+        loss_kw.update(num_classes=classes, embedding_size=dim)
+    miner = (getattr(miners, miner_class)(**kwargs.get("miner", {}))
+             if miner_class is not None else None)
+    return getattr(losses, loss_class)(**loss_kw), miner
 
 
 def main() -> None:
@@ -69,8 +75,9 @@ def main() -> None:
 
     torch.set_num_threads(1)
     name, batch, dim, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    kwargs = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}
     x_np, labels_np = batch_inputs(batch, dim)
-    loss_fn, miner = _pml_loss(name, batch // 4, dim)
+    loss_fn, miner = _pml_loss(name, batch // 4, dim, kwargs)
     x = torch.tensor(x_np, requires_grad=True)
     labels = torch.tensor(labels_np)
 
