@@ -523,22 +523,52 @@ def suite_matrix(results: list[dict], share: float) -> str:
         row = [*key]
         for b in benches:
             g = summaries[b].get(key)
-            if g is None:
-                row.append("-")
-                continue
-            finals = [r["after"]["map@r"] for r in g["passed"]]
-            cell = _mean_std(finals) if finals else "failed"
-            if g["failed"]:
-                cell += f" ({len(g['passed'])}/{len(g['runs'])})"
-            if finals:
+            cell = _map_cell(g)
+            if g is not None and g["passed"]:
                 cell += f", {times[b].get(key, '-')}"
             row.append(cell)
         lines.append("| " + " | ".join(row) + " |")
+    lines.append(_floor_row(benches))
+    return "\n".join(lines) + "\n"
+
+
+def _map_cell(group: dict | None) -> str:
+    """Mean ± std MAP@R of a group's passed runs, "(passed/finished)" when one failed."""
+    if group is None:
+        return "-"
+    finals = [r["after"]["map@r"] for r in group["passed"]]
+    cell = _mean_std(finals) if finals else "failed"
+    if group["failed"]:
+        cell += f" ({len(group['passed'])}/{len(group['runs'])})"
+    return cell
+
+
+def _floor_row(benches: dict[str, list[dict]]) -> str:
+    """The table row of each benchmark's floor: the range of its runs' untrained MAP@R."""
     floors = []
     for runs in benches.values():
         before = [r["before"]["map@r"] for r in runs if "error" not in r]
         floors.append(f"{min(before):.3f}-{max(before):.3f}" if before else "-")
-    lines.append("| floor (before training) | | " + " | ".join(floors) + " |")
+    return "| floor (before training) | | " + " | ".join(floors) + " |"
+
+
+def ranked_matrix(results: list[dict]) -> str:
+    """MAP@R of every (loss, sampler) on every benchmark, in the order of the aggregate.
+
+    A cell is as in `suite_matrix` without the seconds; the last two columns
+    are the aggregate's mean rank and mean gain over the floor (`aggregate`).
+    """
+    benches = by_benchmark(results)
+    summaries = {b: {(g["loss"], g["sampler"]): g for g in summarize(runs)}
+                 for b, runs in benches.items()}
+    head = ["loss", "sampler", *benches, "mean rank", "mean gain"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for a in aggregate(results):
+        key = (a["loss"], a["sampler"])
+        row = [*key, *(_map_cell(summaries[b].get(key)) for b in benches),
+               f"{a['mean_rank']:.2f}", f"{a['mean_gain']:+.3f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append(_floor_row(benches) + " | |")
     return "\n".join(lines) + "\n"
 
 
@@ -600,7 +630,9 @@ def plateau_matrix(results: list[dict]) -> str:
 def suite_markdown(results: list[dict], share: float) -> str:
     """The matrix, one table per benchmark (with seconds to `share` of its best), the aggregate."""
     parts = [f"### MAP@R on every benchmark (mean ± std over seeds; seconds to {share:.0%} "
-             "of the benchmark's best)\n\n" + suite_matrix(results, share)]
+             "of the benchmark's best)\n\n" + suite_matrix(results, share),
+             "### Ranked (mean rank over the benchmarks; gain over the floor)\n\n"
+             + ranked_matrix(results)]
     if any("plateau" in r for r in results):
         parts.append("### Training seconds to the plateau / to 90 % of it (mean over the "
                      "passed runs)\n\n" + plateau_matrix(results))
@@ -935,11 +967,20 @@ def main(argv):
     budget = (f"{FLAGS.budget_seconds:g} training seconds ({clocks} clock; whole "
               "epochs until the budget)"
               if FLAGS.budget_seconds else f"{base.epochs} epochs")
+    subject = (f"Data set `{base.dataset}`, backbone `{base.backbone}`, {budget} for every "
+               f"loss, batch {base.batch_size}")
     if any("plateau" in r for r in results):
         budget = plateau_budget_text(results)
-    header = (f"Data set `{base.dataset}`, backbone `{base.backbone}`, {budget} "
-              f"for every loss, batch {base.batch_size}, seeds "
-              f"{','.join(str(s) for s in seen)}; "
+        subject = (f"Data set `{base.dataset}`, backbone `{base.backbone}`, {budget} for every "
+                   f"loss, batch {base.batch_size}")
+    elif FLAGS.from_json:  # the stored runs' own budgets, not this call's flags
+        finished = [r for r in results if "error" not in r]
+        seconds = [r["train_seconds"] for r in finished] or [0.0]
+        epochs = [r["epochs"] for r in finished if "epochs" in r] or [0]
+        subject = (f"Stored runs of {', '.join(f'`{b}`' for b in by_benchmark(results))}: "
+                   f"{min(seconds):.0f}-{max(seconds):.0f} training seconds ({clocks} clock) "
+                   f"and {min(epochs)}-{max(epochs)} epochs per run")
+    header = (f"{subject}, seeds {','.join(str(s) for s in seen)}; "
               "test split; mean ± std (sample std) over the seeds that passed; geometry: "
               "cosine = L2-normalised embeddings, euclidean = raw; a run fails when its "
               "MAP@R ends not above the untrained model's in the same geometry; train s: "

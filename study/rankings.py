@@ -15,6 +15,9 @@ the two orders of every benchmark.
 Within `--short` (and within `--long`) a later file replaces the runs of
 every (loss, benchmark, seed) it holds: a suite rerun of one loss in new
 defaults replaces that loss's older runs; files of other seeds add up.
+A loss whose settings differ between the two budgets on a benchmark both
+have (its defaults changed between the two tables: a scale, a learning rate)
+is left out of the table and named under it.
 """
 
 from __future__ import annotations
@@ -55,6 +58,36 @@ def benchmark_ranks(runs: list[dict], arms: list[str]) -> dict[str, float]:
     return ranks
 
 
+# The settings of a run (compare.py's `settings`) that must agree between the budgets.
+COMPARED_SETTINGS = ("normalize", "sampler", "margin", "loss_lr_multiplier",
+                     "members_per_class", "samples_per_class")
+
+
+def settings_differences(short: list[dict], long: list[dict]) -> dict[str, list[str]]:
+    """The arms whose settings differ between the budgets on a benchmark both have.
+
+    Compares `COMPARED_SETTINGS` and the loss parameters both runs record (a
+    parameter added to the registry after a run was made is not compared).
+
+    Returns:
+      {arm: sorted names of what differs ("params.scale", "loss_lr_multiplier")}.
+    """
+    def settings_of(runs):
+        return {(compare.arm(r), r.get("benchmark")): r["settings"]
+                for r in runs if "settings" in r}
+
+    mine, theirs = settings_of(short), settings_of(long)
+    differ: dict[str, set[str]] = {}
+    for key in sorted(set(mine) & set(theirs), key=str):
+        a, b = mine[key], theirs[key]
+        names = {f for f in COMPARED_SETTINGS if a.get(f) != b.get(f)}
+        pa, pb = a.get("params", {}), b.get("params", {})
+        names |= {f"params.{k}" for k in set(pa) & set(pb) if pa[k] != pb[k]}
+        if names:
+            differ.setdefault(key[0], set()).update(names)
+    return {arm: sorted(names) for arm, names in differ.items()}
+
+
 def kendall_tau(x: dict[str, float], y: dict[str, float]) -> float:
     """Kendall's tau-b between two rankings of the same keys (1 = same order)."""
     concordant = discordant = ties_x = ties_y = 0
@@ -85,7 +118,9 @@ def ranking_table(short: list[dict], long: list[dict], short_name: str = "30 s",
     def arms_of(runs):
         return list(dict.fromkeys(compare.arm(r) for r in runs))
 
-    arms = [a for a in arms_of(long) if a in set(arms_of(short))]
+    differ = settings_differences(short, long)
+    shared = [a for a in arms_of(long) if a in set(arms_of(short))]
+    arms = [a for a in shared if a not in differ]
     short_by, long_by = compare.by_benchmark(short), compare.by_benchmark(long)
     benches = sorted(set(short_by) & set(long_by))
     if len(arms) < 2 or not benches:
@@ -107,10 +142,13 @@ def ranking_table(short: list[dict], long: list[dict], short_name: str = "30 s",
     taus = ", ".join(f"{b} {kendall_tau(ranked[('short', b)], ranked[('long', b)]):+.2f}"
                      for b in benches)
     overall = kendall_tau(means["short"], means["long"])
+    left_out = "; ".join(f"{a} ({', '.join(differ[a])})" for a in shared if a in differ)
     return ("\n".join(lines) + f"\n\nRanks among the {len(arms)} losses both budgets ran "
-            f"(1 = best mean MAP@R on the test classes). Kendall's tau between the two "
-            f"orders: {taus}; of the mean ranks {overall:+.2f} (+1 = the same order, "
-            "-1 = reversed).\n")
+            "in the same settings (1 = best mean MAP@R on the test classes). Kendall's tau "
+            f"between the two orders: {taus}; of the mean ranks {overall:+.2f} (+1 = the "
+            "same order, -1 = reversed)."
+            + (f" Left out, their settings differ between the budgets: {left_out}."
+               if left_out else "") + "\n")
 
 
 def main(argv):

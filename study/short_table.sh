@@ -6,6 +6,7 @@
 #
 #   bash study/short_table.sh SUITE_DIR OUT_DIR [SEEDS]     # e.g. data/suite runs/short 0,1,2
 #   ONLY=circle,supcon bash study/short_table.sh ...        # those losses only
+#   EXTRA_FLAGS="--budget_seconds=5" bash study/short_table.sh ...  # after every call's flags
 #
 # One job per core (taskset -c 0 ... ONLY=<half of the losses>, taskset -c 1
 # ... the other half); about 4.5 CPU-minutes per loss and seed (13 for three) on the machine
@@ -33,16 +34,17 @@ if [ ! -f "$suite/small_cnn_han.weights.h5" ]; then
     --output="$suite/small_cnn_han.weights.h5"
 fi
 common=(--threads=1 --budget_clock=cpu --seeds="$seeds" "${arms[@]}")
+read -r -a extra <<< "${EXTRA_FLAGS:-}"  # last: they replace the flags before them
 glyphs=(--flagfile="$here/../configs/glyphs.cfg" --budget_seconds=30)
 scratch=
 for name in cross_script within_script typeface many_classes; do
   scratch+="${scratch:+,}$name=$suite/$name"
 done
 "$python" "$here/compare.py" "${glyphs[@]}" "${common[@]}" --benchmarks="$scratch" \
-  --out_dir="$out/scratch"
+  --out_dir="$out/scratch" "${extra[@]}"
 "$python" "$here/compare.py" "${glyphs[@]}" "${common[@]}" \
   --benchmarks="cross_script=$suite/cross_script" --noscratch \
   --pretrained_benchmarks=cross_script --suite_weights="$suite/small_cnn_han.weights.h5" \
-  --out_dir="$out/pretrained"
+  --out_dir="$out/pretrained" "${extra[@]}"
 "$python" "$here/compare.py" --flagfile="$here/../configs/digits.cfg" --benchmark_name=digits \
-  --budget_seconds=15 "${common[@]}" --out_dir="$out/digits"
+  --budget_seconds=15 "${common[@]}" --out_dir="$out/digits" "${extra[@]}"

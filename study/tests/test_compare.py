@@ -8,6 +8,7 @@ import sys
 
 import pytest
 from _study import load_script
+from _suite_data import backbone_weights, digit_folders
 
 from sst_tf import loss_registry
 
@@ -151,6 +152,15 @@ def test_aggregate_mean_rank_and_gain_over_the_floor():
     assert compare.suite_matrix(runs, 0.9).splitlines()[2].endswith(
         f"| {statistics.fmean([0.9, 0.5]):.3f} ± {statistics.stdev([0.9, 0.5]):.3f}, "
         "5 s (1/2 runs) |")
+    # The ranked table: the aggregate's order (ties by the larger gain), no seconds.
+    ranked = compare.ranked_matrix(runs).splitlines()
+    assert ranked[0] == "| loss | sampler | a | b | mean rank | mean gain |"
+    b_cell = f"{statistics.fmean([0.9, 0.5]):.3f} ± {statistics.stdev([0.9, 0.5]):.3f}"
+    sst_gain = statistics.fmean([0.4, statistics.fmean([0.6, 0.2])])
+    assert ranked[2] == f"| sst | local | 0.500 | {b_cell} | 1.50 | {sst_gain:+.3f} |"
+    assert ranked[3] == "| triplet | local | 0.600 | failed (0/1) | 1.50 | +0.175 |"
+    assert ranked[4] == "| floor (before training) | | 0.100-0.200 | 0.300-0.300 | | |"
+    assert "### Ranked" in compare.suite_markdown(runs, 0.9)
 
 
 def test_parse_benchmarks_names_the_flag():
@@ -162,38 +172,11 @@ def test_parse_benchmarks_names_the_flag():
         compare.parse_benchmarks(["a=/x", "a=/y"])
 
 
-def _digit_folders(root, offset):
-    """A tiny --dataset=folder tree of 8 x 8 digits: 4 train and 3 test classes."""
-    import numpy as np
-    import tensorflow as tf
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    for digit in range(7):
-        split = "train" if digit < 4 else "test"
-        for j, row in enumerate(np.flatnonzero(bunch.target == digit)[offset:offset + 8]):
-            gray = np.round(bunch.images[row] * (255 / 16)).astype(np.uint8)
-            folder = root / split / str(digit)
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"{j}.png").write_bytes(
-                tf.io.encode_png(np.repeat(gray[:, :, None], 3, axis=2)).numpy())
-
-
 def _two_benchmarks_and_weights(root) -> str:
     """Folder benchmarks root/a and root/b and a small_cnn backbone file; returns its path."""
-    import keras
-
-    from sst_tf import model as model_lib
-
-    _digit_folders(root / "a", 0)
-    _digit_folders(root / "b", 8)
-    weights = str(root / "w.weights.h5")
-    # A seed no run uses: after another test's set_random_seed(0) in this worker
-    # the file would be the scratch runs' seed-0 initialisation.
-    keras.utils.set_random_seed(12345)
-    model_lib.save_backbone_weights(
-        model_lib.build_model("small_cnn", weights=None, embedding_dim=8, image_size=8), weights)
-    return weights
+    digit_folders(root / "a", 0)
+    digit_folders(root / "b", 8)
+    return backbone_weights(root / "w.weights.h5")
 
 
 @pytest.mark.slow
@@ -414,7 +397,7 @@ def test_stored_runs_of_section_14_give_its_aggregate():
         assert f"| {a['loss']} | {a['sampler']} | {rank} | {gain} |" in section, a
 
 
-# The eleven losses of the suite's 30-second table (later losses have no stored runs).
+# The eleven losses of the 30-second tables of sections 15-17 (section 19 has them all).
 SUITE_LOSSES = ("sst", "triplet", "contrastive", "triplet_semihard", "triplet_hard",
                 "triplet_hard_soft", "lifted_struct", "npairs", "pairwise_contrastive",
                 "multi_similarity", "proxy_anchor")
@@ -422,37 +405,22 @@ SUITE_15 = ("cross_script", "within_script", "typeface", "many_classes",
             "cross_script+pretrained", "digits")
 
 
-def _assert_suite_table(runs, section, readme=None):
-    """Every row of a suite table (and of the README's, if given) is its runs' aggregate."""
+def _assert_suite_table(runs, section):
+    """Every row of a suite table's aggregate is its runs' mean rank and mean gain."""
     compare = _load_compare()
-    summaries = {b: {(g["loss"], g["sampler"]): g for g in compare.summarize(group)}
-                 for b, group in compare.by_benchmark(runs).items()}
     for a in compare.aggregate(runs):
         rank, gain = f"{a['mean_rank']:.2f}", f"{a['mean_gain']:+.3f}"
         assert f"| {a['loss']} | {a['sampler']} | {rank} | {gain} |" in section, a
-        if readme is None:
-            continue
-        row = next(line for line in readme.splitlines()
-                   if line.startswith(f"| {a['loss']} | {a['sampler']} |"))
-        assert row.endswith(f"| {rank} | {gain} |"), row
-        cells = [c.strip().strip("*") for c in row.strip("|").split("|")][2:8]
-        for bench, cell in zip(SUITE_15, cells, strict=True):
-            g = summaries[bench][(a["loss"], a["sampler"])]
-            finals = [r["after"]["map@r"] for r in g["passed"]]
-            if finals:
-                assert cell.startswith(f"{statistics.fmean(finals):.3f}"), (a, bench, cell)
-            else:
-                assert cell.startswith("failed"), (a, bench, cell)
 
 
-def _assert_complete_suite(runs):
-    """Eleven losses x six benchmarks x seeds 0-2, on the CPU clock at one machine speed."""
+def _assert_complete_suite(runs, losses=SUITE_LOSSES):
+    """Every loss x six benchmarks x seeds 0-2, on the CPU clock at one machine speed."""
     compare = _load_compare()
     cells = {}
     for r in runs:
         cells.setdefault((r["loss"], r["benchmark"]), []).append(r["seed"])
-    assert len(runs) == 11 * 6 * 3
-    assert {loss for loss, _ in cells} == set(SUITE_LOSSES)
+    assert len(runs) == len(losses) * 6 * 3
+    assert {loss for loss, _ in cells} == set(losses)
     assert all(sorted(seeds) == [0, 1, 2] for seeds in cells.values())
     assert {bench for _, bench in cells} == set(SUITE_15)
     assert {r["clock"] for r in runs if "error" not in r} == {"cpu"}
@@ -491,8 +459,8 @@ def test_the_suite_table_of_section_16_is_its_stored_runs():
 RETUNED_17 = {"proxy_anchor": 0.25, "triplet_hard": 0.1}
 
 
-def test_the_suite_table_of_section_17_and_the_readme_are_its_stored_runs():
-    """Section 16's table with the two losses of section 17 rerun; the README's table."""
+def test_the_suite_table_of_section_17_is_its_stored_runs():
+    """Section 16's table with the two losses of section 17 rerun."""
     reruns = _stored("2026-12-06b_suite_retuned_30s")
     assert {r["loss"] for r in reruns} == set(RETUNED_17)
     for r in reruns:
@@ -503,9 +471,32 @@ def test_the_suite_table_of_section_17_and_the_readme_are_its_stored_runs():
              if r["loss"] == "pairwise_contrastive"]
     runs += reruns
     _assert_complete_suite(runs)
+    _assert_suite_table(runs, _study_section("## 17.", "## 18."))
+
+
+def test_the_suite_table_of_section_19_the_results_page_and_the_readme_are_its_runs():
+    """Every loss of the registry in its defaults of one day, on one build of the suite."""
+    compare = _load_compare()
+    runs = _stored("2026-12-07_suite_30s")
+    _assert_complete_suite(runs, loss_registry.LOSSES)
+    for r in runs:  # each run trained in today's registry defaults of its loss
+        spec, s = loss_registry.spec(r["loss"]), r["settings"]
+        assert r["variant"] == r["loss"] and r["sampler"] == spec.sampler, r["loss"]
+        assert s["params"] == loss_registry.loss_params(r["loss"]), r["loss"]
+        assert (s["margin"], s["loss_lr_multiplier"]) == (spec.margin, spec.lr_multiplier)
+    table = compare.ranked_matrix(runs).strip()
     with open(os.path.join(ROOT, "docs", "results.md")) as f:
+        page = f.read()
+    assert table in _study_section("## 19.", "## Not done") and table in page
+    # The README's 30-second ranks are the aggregate's order (ties share a rank).
+    order = compare.aggregate(runs)
+    with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
-    _assert_suite_table(runs, _study_section("## 17.", "## Not done"), readme)
+    for a in order:
+        rank = 1 + sum(b["mean_rank"] < a["mean_rank"] for b in order)
+        tied = sum(b["mean_rank"] == a["mean_rank"] for b in order) > 1
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{a['loss']}` |"))
+        assert row.split(" | ")[-2] == f"{rank}{'=' if tied else ''}", (row, rank)
 
 
 def _assert_validation_table(runs, section):
@@ -585,7 +576,7 @@ def test_stored_validation_runs_give_the_tables_of_section_17():
 def test_stored_validation_runs_give_the_tables_of_section_18():
     """Section 18: six arms of each of the six newest losses beside its default."""
     runs = _stored("2026-12-07_val_new_losses_30s")
-    section = _study_section("## 18.", "## Not done")
+    section = _study_section("## 18.", "## 19.")
     arms = _assert_validation_table(runs, section)
     loss_of = {r["variant"]: r["loss"] for r in runs}
     defaults = [a for a in arms if loss_of[a] == a]

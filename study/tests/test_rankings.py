@@ -68,6 +68,30 @@ def test_the_table_keeps_the_losses_and_benchmarks_both_budgets_have():
         rankings.ranking_table(short, [_run("z", "x", 0, 0.5)])
 
 
+def test_a_loss_whose_settings_differ_between_the_budgets_is_left_out_and_named():
+    rankings = _rankings()
+
+    def run(loss, after, lr=1.0, params=None):
+        return dict(_run(loss, "x", 0, after), settings={
+            "sampler": "s", "geometry": "cosine", "loss_lr_multiplier": lr,
+            "params": params or {}})
+
+    short = [run("a", 0.6), run("b", 0.5, params={"scale": 32.0, "new": 1}), run("c", 0.4),
+             run("d", 0.3, lr=0.25)]
+    long = [run("a", 0.5), run("b", 0.6, params={"scale": 16.0}), run("c", 0.6),
+            run("d", 0.4)]
+    assert rankings.settings_differences(short, long) == {
+        "b": ["params.scale"], "d": ["loss_lr_multiplier"]}
+    table = rankings.ranking_table(short, long)
+    assert "| b |" not in table and "| d |" not in table
+    assert "| c | 2 | **2.00** | 1 | **1.00** |" in table
+    assert ("Left out, their settings differ between the budgets: b (params.scale); "
+            "d (loss_lr_multiplier).") in table
+    # A parameter only one budget recorded (added to the registry later) is not compared.
+    assert rankings.settings_differences([run("a", 0.6, params={"new": 1})], [run("a", 0.5)]) \
+        == {}
+
+
 def long_table_files():
     """The long table's compare.json files: every arm, then the margin losses rerun
     with their head batch norm (later files replace those arms' runs)."""
@@ -81,8 +105,8 @@ def _long_runs():
 
 
 def _short_runs():
-    return load_script("compare").read_runs([os.path.join(RUNS, f"{n}.json") for n in (
-        "2026-12-05_suite_30s", "2026-12-06_suite_retuned_30s", "2026-12-06b_suite_retuned_30s")])
+    # The 30-second table of every loss on the long table's build of the suite.
+    return load_script("compare").read_runs([os.path.join(RUNS, "2026-12-07_suite_30s.json")])
 
 
 def test_the_results_page_long_table_and_both_rankings_are_the_stored_runs():
