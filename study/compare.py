@@ -973,7 +973,7 @@ def main(argv):
         budget = plateau_budget_text(results)
         subject = (f"Data set `{base.dataset}`, backbone `{base.backbone}`, {budget} for every "
                    f"loss, batch {base.batch_size}")
-    elif FLAGS.from_json:  # the stored runs' own budgets, not this call's flags
+    elif FLAGS.from_json and not FLAGS.budget_seconds:  # the stored runs' own budgets
         finished = [r for r in results if "error" not in r]
         seconds = [r["train_seconds"] for r in finished] or [0.0]
         epochs = [r["epochs"] for r in finished if "epochs" in r] or [0]

@@ -281,6 +281,17 @@ def test_noscratch_and_a_named_single_set_join_one_suite_table(tmp_path):
         assert head in table
     assert "| sst | local | 1.00 |" in table  # the one loss ranks first on both
     assert "60 training seconds (cpu/wall clock;" in table  # the stored runs' clocks
+    # Without --budget_seconds the header gives the stored runs' own seconds and epochs.
+    proc = subprocess.run(common + [f"--out_dir={tmp_path / 'merged2'}",
+                                    f"--data_dir={tmp_path / 'a'}",
+                                    f"--from_json={pre / 'compare.json'}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = json.loads((pre / "compare.json").read_text())
+    seconds = [r["train_seconds"] for r in runs]
+    assert (tmp_path / "merged2" / "compare.md").read_text().startswith(
+        f"Stored runs of `b+pretrained`: {min(seconds):.0f}-{max(seconds):.0f} training "
+        f"seconds (")
 
 
 def test_plot_of_budget_runs_whose_seeds_reach_different_epochs(tmp_path):
