@@ -967,13 +967,12 @@ def main(argv):
     budget = (f"{FLAGS.budget_seconds:g} training seconds ({clocks} clock; whole "
               "epochs until the budget)"
               if FLAGS.budget_seconds else f"{base.epochs} epochs")
+    plateau = any("plateau" in r for r in results)
+    if plateau:
+        budget = plateau_budget_text(results)
     subject = (f"Data set `{base.dataset}`, backbone `{base.backbone}`, {budget} for every "
                f"loss, batch {base.batch_size}")
-    if any("plateau" in r for r in results):
-        budget = plateau_budget_text(results)
-        subject = (f"Data set `{base.dataset}`, backbone `{base.backbone}`, {budget} for every "
-                   f"loss, batch {base.batch_size}")
-    elif FLAGS.from_json and not FLAGS.budget_seconds:  # the stored runs' own budgets
+    if FLAGS.from_json and not FLAGS.budget_seconds and not plateau:  # the runs' own budgets
         finished = [r for r in results if "error" not in r]
         seconds = [r["train_seconds"] for r in finished] or [0.0]
         epochs = [r["epochs"] for r in finished if "epochs" in r] or [0]
